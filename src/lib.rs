@@ -1,0 +1,8 @@
+//! flamegraph: a profiler whose pipeline reads from the folder names:
+//! record → unwind → symbolize → fold → render.
+//!
+//! See `DESIGN.md` in the shared docs and `README.md` for the data flow.
+
+pub mod frame;
+pub mod symbolize;
+pub mod unwind;

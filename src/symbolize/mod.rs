@@ -1,0 +1,1 @@
+//! Symbolization: addresses → function names (object + addr2line, kallsyms, perf maps).
