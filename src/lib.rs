@@ -3,6 +3,9 @@
 //!
 //! See `DESIGN.md` in the shared docs and `README.md` for the data flow.
 
+pub mod elf;
 pub mod frame;
+pub mod perf;
+pub mod record;
 pub mod symbolize;
 pub mod unwind;

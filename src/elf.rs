@@ -1,0 +1,140 @@
+//! Small ELF facts shared by the unwinder and the symbolizer: mapping a file offset (what a
+//! process's memory map tells) to an SVMA (what the ELF headers and DWARF talk about).
+
+use object::{Object, ObjectSegment};
+
+/// One loadable segment: the file range `[offset, offset + file_size)` is loaded at `address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub offset: u64,
+    pub file_size: u64,
+    pub address: u64,
+}
+
+/// The loadable segments of an object file, to translate file offsets into SVMAs.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentMap {
+    segments: Vec<Segment>,
+}
+
+impl SegmentMap {
+    /// Reads the `PT_LOAD` segments of `file`.
+    pub fn from_object<'data>(file: &impl Object<'data>) -> Self {
+        let mut segments: Vec<Segment> = file
+            .segments()
+            .map(|s| {
+                let (offset, file_size) = s.file_range();
+                Segment {
+                    offset,
+                    file_size,
+                    address: s.address(),
+                }
+            })
+            .filter(|s| s.file_size > 0)
+            .collect();
+        segments.sort_by_key(|s| s.offset);
+        SegmentMap { segments }
+    }
+
+    pub fn from_segments(mut segments: Vec<Segment>) -> Self {
+        segments.sort_by_key(|s| s.offset);
+        SegmentMap { segments }
+    }
+
+    /// The SVMA of the byte at `file_offset`, using the segment that covers it. Offsets outside
+    /// every segment (rare: a mapping of non-loaded data) fall back to the first segment's bias.
+    pub fn svma_for_file_offset(&self, file_offset: u64) -> Option<u64> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| file_offset >= s.offset && file_offset < s.offset + s.file_size)
+            .or_else(|| self.segments.first())?;
+        Some(
+            file_offset
+                .wrapping_sub(seg.offset)
+                .wrapping_add(seg.address),
+        )
+    }
+
+    /// The file offset holding `svma`, the inverse of [`SegmentMap::svma_for_file_offset`].
+    pub fn file_offset_for_svma(&self, svma: u64) -> Option<u64> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| svma >= s.address && svma < s.address + s.file_size)?;
+        Some(svma - seg.address + seg.offset)
+    }
+}
+
+/// Where a mapping of a file sits in a process: what `PERF_RECORD_MMAP2` or `/proc/PID/maps` tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappingRange {
+    /// First AVMA of the mapping.
+    pub start: u64,
+    /// One past the last AVMA.
+    pub end: u64,
+    /// File offset mapped at `start`.
+    pub pgoff: u64,
+}
+
+impl MappingRange {
+    /// The file offset of an AVMA inside this mapping.
+    pub fn file_offset(&self, avma: u64) -> u64 {
+        avma - self.start + self.pgoff
+    }
+
+    pub fn contains(&self, avma: u64) -> bool {
+        avma >= self.start && avma < self.end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pie_text_segment_translates_with_its_own_bias() {
+        // A typical PIE: read-only segment at 0, text at file 0x1000 loaded at 0x1000, data at file
+        // 0x2e10 loaded at 0x3e10 (vaddr and offset differ by a page).
+        let map = SegmentMap::from_segments(vec![
+            Segment {
+                offset: 0,
+                file_size: 0x600,
+                address: 0,
+            },
+            Segment {
+                offset: 0x1000,
+                file_size: 0x2000,
+                address: 0x1000,
+            },
+            Segment {
+                offset: 0x2e10,
+                file_size: 0x200,
+                address: 0x3e10,
+            },
+        ]);
+        assert_eq!(map.svma_for_file_offset(0x1234), Some(0x1234));
+        assert_eq!(map.svma_for_file_offset(0x2e20), Some(0x3e20));
+        assert_eq!(map.file_offset_for_svma(0x3e20), Some(0x2e20));
+        let m = MappingRange {
+            start: 0x5555_5555_5000,
+            end: 0x5555_5555_7000,
+            pgoff: 0x1000,
+        };
+        assert_eq!(
+            map.svma_for_file_offset(m.file_offset(0x5555_5555_5234)),
+            Some(0x1234)
+        );
+    }
+
+    #[test]
+    fn reads_segments_of_the_test_binary() {
+        let path = std::env::current_exe().unwrap();
+        let data = std::fs::read(path).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let map = SegmentMap::from_object(&file);
+        let entry = file.entry();
+        let off = map.file_offset_for_svma(entry).unwrap();
+        assert_eq!(map.svma_for_file_offset(off), Some(entry));
+    }
+}
