@@ -104,7 +104,7 @@ mod tests {
             },
             Segment {
                 offset: 0x1000,
-                file_size: 0x2000,
+                file_size: 0x1800,
                 address: 0x1000,
             },
             Segment {
