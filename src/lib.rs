@@ -9,3 +9,9 @@ pub mod perf;
 pub mod record;
 pub mod symbolize;
 pub mod unwind;
+pub mod error;
+pub mod fold;
+pub mod options;
+pub mod render;
+
+pub use error::{Error, Result};

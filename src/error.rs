@@ -1,0 +1,101 @@
+//! The library's error type: one variant per thing that can go wrong, each with a message that
+//! tells the user what to do. The binaries print the chain after a `flamegraph: ` prefix.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+
+/// Everything the profiling pipeline can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An external tool (perf, dtrace, xctrace, a post-process command) could not be started.
+    #[error("{tool} is not installed or not on PATH ({source}); {hint}")]
+    ToolMissing {
+        tool: String,
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An external tool ran and failed.
+    #[error("`{command}` failed ({status}){}", stderr_suffix(.stderr))]
+    ToolFailed {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+
+    /// The kernel refuses perf events to this user.
+    #[error(
+        "permission denied by the kernel for perf events (kernel.perf_event_paranoid = {paranoid}); \
+         run `sudo sysctl kernel.perf_event_paranoid=1` (or -1 for kernel frames and attaching), \
+         or profile as root with --root"
+    )]
+    PerfParanoid { paranoid: String },
+
+    /// The program to profile does not exist or cannot be executed.
+    #[error("cannot run {program}: {reason}")]
+    ProgramNotRunnable { program: String, reason: String },
+
+    /// Recording ended with no samples at all.
+    #[error(
+        "no samples were recorded{detail}: the program probably ran too briefly; \
+         run it longer or raise the sampling frequency with -F (e.g. -F 4999)"
+    )]
+    NoSamples { detail: String },
+
+    /// A combination of options that cannot work.
+    #[error("{0}")]
+    InvalidOptions(String),
+
+    /// Reading or writing a file failed.
+    #[error("{action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Input we could not parse (perf script output, dtrace output, folded stacks, perf.data).
+    #[error("{0}")]
+    Malformed(String),
+
+    /// The `--post-process` command failed.
+    #[error("--post-process command `{command}` failed: {reason}")]
+    PostProcess { command: String, reason: String },
+
+    /// Any other I/O failure, with what we were doing.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let trimmed = stderr.trim();
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        // Keep the tail: tools print the cause last.
+        let lines: Vec<&str> = trimmed.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(5)..];
+        format!(": {}", tail.join(" | "))
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

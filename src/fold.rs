@@ -1,0 +1,194 @@
+//! Folded stacks: the common currency between recorders and renderers.
+//!
+//! One line per unique stack, `root;caller;callee weight`, root first, the first frame being the
+//! process name. This is inferno's collapsed format, so `.folded` output can be fed to
+//! `inferno-flamegraph` or `flamegraph.pl` as is.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::error::{Error, Result};
+
+/// Folded stacks with their weights, in a stable order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Folded {
+    stacks: Vec<(String, u64)>,
+}
+
+impl Folded {
+    /// Stacks from `stack -> weight` pairs, sorted by stack so output is deterministic.
+    pub fn from_counts(counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        let mut stacks: Vec<(String, u64)> = counts.into_iter().filter(|(_, w)| *w > 0).collect();
+        stacks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Folded { stacks }
+    }
+
+    /// Stacks in the given order, merging only *consecutive* duplicates: what a flame chart
+    /// (time on the x axis) needs.
+    pub fn from_sequence(seq: impl IntoIterator<Item = (String, u64)>) -> Self {
+        let mut stacks: Vec<(String, u64)> = Vec::new();
+        for (stack, weight) in seq {
+            match stacks.last_mut() {
+                Some((last, w)) if *last == stack => *w += weight,
+                _ => stacks.push((stack, weight)),
+            }
+        }
+        Folded { stacks }
+    }
+
+    /// Parses collapsed text. Blank lines are skipped; any other line must end in a count.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut stacks = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
+                Error::Malformed(format!("folded stacks line {}: no count in {line:?}", n + 1))
+            })?;
+            let count: u64 = count.parse().map_err(|_| {
+                Error::Malformed(format!("folded stacks line {}: bad count in {line:?}", n + 1))
+            })?;
+            stacks.push((stack.to_owned(), count));
+        }
+        Ok(Folded { stacks })
+    }
+
+    /// The stacks and weights, in order.
+    pub fn stacks(&self) -> &[(String, u64)] {
+        &self.stacks
+    }
+
+    /// Sum of all weights.
+    pub fn total(&self) -> u64 {
+        self.stacks.iter().map(|(_, w)| w).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    /// The collapsed text, one `stack weight` per line.
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(self.stacks.iter().map(|(s, _)| s.len() + 12).sum());
+        for (stack, weight) in &self.stacks {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "{stack} {weight}");
+        }
+        out
+    }
+
+    /// Demangles Rust symbols (legacy and v0, without the hash) that the producer left mangled,
+    /// keeping inferno's `_[k]`/`_[i]`/`_[j]` annotations.
+    pub fn demangle_rust(&mut self) {
+        for (stack, _) in &mut self.stacks {
+            if !stack.contains("_ZN") && !stack.contains("_R") {
+                continue;
+            }
+            let mut out = String::with_capacity(stack.len());
+            for (i, frame) in stack.split(';').enumerate() {
+                if i > 0 {
+                    out.push(';');
+                }
+                let (name, suffix) = split_annotation(frame);
+                match rustc_demangle::try_demangle(name) {
+                    Ok(d) => {
+                        let _ = write!(out, "{d:#}");
+                    }
+                    Err(_) => out.push_str(name),
+                }
+                out.push_str(suffix);
+            }
+            *stack = out;
+        }
+    }
+
+    /// Drops every frame rootward of the first (leafmost) frame named in `names`, the process name
+    /// included, as inferno's `--skip-after` does for perf input. Stacks that contain none of the
+    /// names are kept whole. Stacks that become equal are merged.
+    pub fn skip_after(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let keep_order = self.stacks.clone();
+        let mut merged: HashMap<String, u64> = HashMap::with_capacity(keep_order.len());
+        let mut order: Vec<String> = Vec::new();
+        for (stack, weight) in keep_order {
+            let frames: Vec<&str> = stack.split(';').collect();
+            let cut = frames
+                .iter()
+                .rposition(|f| names.iter().any(|n| n == f))
+                .unwrap_or(0);
+            let new_stack = frames[cut..].join(";");
+            match merged.get_mut(&new_stack) {
+                Some(w) => *w += weight,
+                None => {
+                    merged.insert(new_stack.clone(), weight);
+                    order.push(new_stack);
+                }
+            }
+        }
+        self.stacks = order
+            .into_iter()
+            .map(|s| {
+                let w = merged[&s];
+                (s, w)
+            })
+            .collect();
+    }
+}
+
+/// Splits an inferno annotation (`_[k]`, `_[i]`, `_[j]`) off a frame name.
+fn split_annotation(frame: &str) -> (&str, &str) {
+    for suffix in ["_[k]", "_[i]", "_[j]"] {
+        if let Some(name) = frame.strip_suffix(suffix) {
+            return (name, suffix);
+        }
+    }
+    (frame, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        let text = "prog;main;a 3\nprog;main;b 1\n";
+        let f = Folded::parse(text).unwrap();
+        assert_eq!(f.total(), 4);
+        assert_eq!(f.to_text(), text);
+        assert!(Folded::parse("prog;main").is_err());
+        assert!(Folded::parse("prog;main x").is_err());
+    }
+
+    #[test]
+    fn from_counts_sorts_and_drops_zero() {
+        let f = Folded::from_counts([("b".into(), 1), ("a".into(), 2), ("c".into(), 0)]);
+        assert_eq!(f.to_text(), "a 2\nb 1\n");
+    }
+
+    #[test]
+    fn sequence_merges_only_neighbours() {
+        let f = Folded::from_sequence([("a".into(), 1), ("a".into(), 1), ("b".into(), 1), ("a".into(), 1)]);
+        assert_eq!(f.to_text(), "a 2\nb 1\na 1\n");
+    }
+
+    #[test]
+    fn demangles_rust_frames_keeping_annotations() {
+        let mut f = Folded::parse(
+            "p;_ZN4core3ptr13drop_in_place17h0123456789abcdefE_[i];_RNvCs1234_7mycrate3foo 1\n",
+        )
+        .unwrap();
+        f.demangle_rust();
+        assert_eq!(f.to_text(), "p;core::ptr::drop_in_place_[i];mycrate::foo 1\n");
+    }
+
+    #[test]
+    fn skip_after_cuts_rootward_frames_and_merges() {
+        let mut f = Folded::parse("p;main;init;x 2\np;start;init;x 3\np;main;y 1\n").unwrap();
+        f.skip_after(&["init".to_string()]);
+        assert_eq!(f.to_text(), "init;x 5\np;main;y 1\n");
+    }
+}

@@ -1,0 +1,214 @@
+//! Plain configuration structs: what the CLI turns its arguments into. Nothing here depends on
+//! clap, so the library can be driven by any front end (the two binaries, tests, benchmarks).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub use inferno::flamegraph::color::Palette;
+
+/// Which recorder produces the stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The built-in perf_event sampler (Linux only).
+    Native,
+    /// `perf record` + `perf script`, as flamegraph 0.6 does.
+    PerfCli,
+    /// `dtrace` (or `xctrace` on macOS).
+    Dtrace,
+}
+
+impl Backend {
+    /// The default for this platform: perf on Linux (the native sampler once it lands),
+    /// dtrace/xctrace elsewhere.
+    pub fn platform_default() -> Self {
+        if cfg!(target_os = "linux") {
+            Backend::PerfCli
+        } else {
+            Backend::Dtrace
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::PerfCli => "perf-cli",
+            Backend::Dtrace => "dtrace",
+        }
+    }
+}
+
+/// What to profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Launch this command (program and arguments).
+    Command(Vec<OsString>),
+    /// Attach to running processes.
+    Pids(Vec<u32>),
+    /// Draw an existing perf.data file.
+    PerfData(PathBuf),
+}
+
+/// How user stacks are unwound by the native sampler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallGraph {
+    /// The kernel walks frame pointers.
+    FramePointer,
+    /// The kernel copies the user stack and we unwind it with DWARF CFI.
+    Dwarf,
+}
+
+/// Everything about recording. Every field documents its default (see [`RecordOptions::default`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RecordOptions {
+    /// Which recorder. Default: [`Backend::platform_default`].
+    pub backend: Backend,
+    /// What to profile. Default: an empty command (invalid until set).
+    pub workload: Workload,
+    /// Sampling frequency in Hz. Default: 997.
+    pub frequency: u32,
+    /// Custom arguments replacing `perf record ...` / the dtrace script (`-c`). Default: none.
+    pub custom_cmd: Option<String>,
+    /// `perf record -z` compression level. Default: none.
+    pub compression_level: Option<u8>,
+    /// Run the external tool through `sudo`, with optional extra sudo flags. Default: no.
+    pub root: Option<Option<String>>,
+    /// Resolve inlined frames. Default: true (`--no-inline` turns it off).
+    pub inline: bool,
+    /// Succeed even if the profiled program (or perf) exits with an error. Default: false.
+    pub ignore_status: bool,
+    /// Print the commands run and the events chosen. Default: false.
+    pub verbose: bool,
+    /// Native sampler: how user stacks are unwound. Default: DWARF on x86_64/aarch64.
+    pub call_graph: CallGraph,
+    /// Native sampler: bytes of user stack copied per sample in DWARF mode.
+    /// Default: [`DEFAULT_STACK_SIZE`].
+    pub stack_size: u32,
+}
+
+/// Bytes of user stack copied per sample by default in DWARF mode.
+pub const DEFAULT_STACK_SIZE: u32 = 32 * 1024;
+
+/// The largest user stack copy the kernel accepts (the sample record size is a u16).
+pub const MAX_STACK_SIZE: u32 = 65528;
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            backend: Backend::platform_default(),
+            workload: Workload::Command(Vec::new()),
+            frequency: 997,
+            custom_cmd: None,
+            compression_level: None,
+            root: None,
+            inline: true,
+            ignore_status: false,
+            verbose: false,
+            call_graph: if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+                CallGraph::Dwarf
+            } else {
+                CallGraph::FramePointer
+            },
+            stack_size: DEFAULT_STACK_SIZE,
+        }
+    }
+}
+
+/// Options that shape the graph; they apply to every backend alike.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GraphOptions {
+    /// SVG title. Default: inferno's ("Flame Graph", or "Flame Chart").
+    pub title: Option<String>,
+    /// Second title line. Default: none.
+    pub subtitle: Option<String>,
+    /// Colors depend only on the function name. Default: false.
+    pub deterministic: bool,
+    /// Icicle graph (root at the top). Default: false.
+    pub inverted: bool,
+    /// Reverse the stacks (leaf at the root). Default: false.
+    pub reverse: bool,
+    /// Notes embedded in the SVG. Default: none.
+    pub notes: Option<String>,
+    /// Omit functions narrower than this many pixels. Default: 0.01.
+    pub min_width: f64,
+    /// Image width in pixels. Default: inferno's (1200).
+    pub image_width: Option<usize>,
+    /// Color palette. Default: inferno's (hot).
+    pub palette: Option<Palette>,
+    /// Cut off the frames below (rootward of) any of these functions. Default: none.
+    pub skip_after: Vec<String>,
+    /// Flame chart: time on the x axis, stacks not merged. Default: false.
+    pub flame_chart: bool,
+}
+
+impl Default for GraphOptions {
+    fn default() -> Self {
+        GraphOptions {
+            title: None,
+            subtitle: None,
+            deterministic: false,
+            inverted: false,
+            reverse: false,
+            notes: None,
+            min_width: 0.01,
+            image_width: None,
+            palette: None,
+            skip_after: Vec::new(),
+            flame_chart: false,
+        }
+    }
+}
+
+/// The output file's format, chosen from its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// An interactive SVG flame graph (any extension but `.folded`).
+    Svg,
+    /// Folded stacks, one `frame;frame;frame count` per line, readable by `inferno-flamegraph`.
+    Folded,
+}
+
+impl OutputFormat {
+    /// `.folded` (or `.collapsed`) gives folded stacks; everything else an SVG.
+    pub fn from_path(path: &std::path::Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("folded") | Some("collapsed") => OutputFormat::Folded,
+            _ => OutputFormat::Svg,
+        }
+    }
+}
+
+/// Where the result goes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OutputOptions {
+    /// Output file. Default: `flamegraph.svg`.
+    pub path: PathBuf,
+    /// Format, from the extension of `path`. Default: SVG.
+    pub format: OutputFormat,
+    /// Open the result with the default program. Default: false.
+    pub open: bool,
+    /// A shell-quoted command the folded stacks go through (stdin → stdout). Default: none.
+    pub post_process: Option<String>,
+}
+
+impl Default for OutputOptions {
+    fn default() -> Self {
+        OutputOptions {
+            path: PathBuf::from("flamegraph.svg"),
+            format: OutputFormat::Svg,
+            open: false,
+            post_process: None,
+        }
+    }
+}
+
+/// One profiling run, fully described.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Config {
+    pub record: RecordOptions,
+    pub graph: GraphOptions,
+    pub output: OutputOptions,
+}

@@ -1,0 +1,241 @@
+//! The `perf` command-line backend: `perf record` + `perf script`, collapsed with inferno's perf
+//! collapser. This is what flamegraph 0.6 does, kept for `--backend perf-cli`, for `-c` custom
+//! perf arguments, and as the oracle the native backend is checked against.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use inferno::collapse::Collapse;
+
+use super::external::{failed, Tool};
+use super::Recording;
+use crate::error::{Error, Result};
+use crate::fold::Folded;
+use crate::options::{GraphOptions, RecordOptions, Workload};
+
+const INSTALL_HINT: &str = "install it: `apt-get install linux-perf` (Debian), \
+     `apt-get install linux-tools-$(uname -r)` (Ubuntu), `dnf install perf` (Fedora) \
+     or `pacman -S perf` (Arch), or name it with PERF=/path/to/perf";
+
+/// The `perf` tool, from `PERF` or PATH.
+pub fn perf_tool(options: &RecordOptions) -> Tool {
+    let mut tool = Tool::from_env("PERF", "perf", INSTALL_HINT);
+    tool.root = options.root.clone();
+    tool.verbose = options.verbose;
+    tool
+}
+
+/// `perf record` arguments: ours, or the user's `-c` replacement (split with shell quoting), plus
+/// where the data goes and what to profile.
+struct RecordArgs {
+    args: Vec<OsString>,
+    output: PathBuf,
+}
+
+fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut output = None;
+    let mut has_pid = false;
+    match &options.custom_cmd {
+        Some(custom) => {
+            let words = shlex::split(custom).ok_or_else(|| {
+                Error::InvalidOptions(format!("-c {custom:?}: unbalanced quotes"))
+            })?;
+            let mut words = words.into_iter();
+            while let Some(word) = words.next() {
+                let takes_value = matches!(word.as_str(), "-o" | "--output" | "-p" | "--pid");
+                has_pid |= matches!(word.as_str(), "-p" | "--pid") || word.starts_with("--pid=");
+                if let Some(path) = word.strip_prefix("--output=") {
+                    output = Some(PathBuf::from(path));
+                }
+                args.push(word.clone().into());
+                if takes_value {
+                    let value = words.next().ok_or_else(|| {
+                        Error::InvalidOptions(format!("-c {custom:?}: {word} needs a value"))
+                    })?;
+                    if word == "-o" || word == "--output" {
+                        output = Some(PathBuf::from(&value));
+                    }
+                    args.push(value.into());
+                }
+            }
+        }
+        None => {
+            for a in ["record", "-F", &options.frequency.to_string(), "--call-graph", "dwarf,64000", "-g"] {
+                args.push(a.into());
+            }
+            if let Some(level) = options.compression_level {
+                args.push(format!("--compression-level={level}").into());
+            }
+        }
+    }
+    let output = match output {
+        Some(o) => o,
+        None => {
+            args.push("-o".into());
+            args.push("perf.data".into());
+            PathBuf::from("perf.data")
+        }
+    };
+    if !has_pid {
+        match &options.workload {
+            Workload::Command(cmd) => {
+                args.push("--".into());
+                args.extend(cmd.iter().cloned());
+            }
+            Workload::Pids(pids) => {
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                args.push("-p".into());
+                args.push(list.join(",").into());
+            }
+            Workload::PerfData(_) => {}
+        }
+    }
+    Ok(RecordArgs { args, output })
+}
+
+/// Records with `perf record`, then folds with `perf script`.
+pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording> {
+    let tool = perf_tool(options);
+    let RecordArgs { args, output } = record_args(options)?;
+    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
+    if failed(status) {
+        if let Some(err) = classify_record_failure(&stderr_tail, options) {
+            return Err(err);
+        }
+        if !output.exists() {
+            return Err(Error::ToolFailed {
+                command: format!("{} {}", tool.name(), lossy_join(&args)),
+                status,
+                stderr: stderr_tail,
+            });
+        }
+    }
+    let folded = script(&tool, &output, options.inline, graph)?;
+    Ok(Recording {
+        folded,
+        status: Some(status),
+        notes: Vec::new(),
+    })
+}
+
+/// Folds an existing perf.data file with `perf script`.
+pub fn script_file(options: &RecordOptions, graph: &GraphOptions, path: &Path) -> Result<Recording> {
+    let tool = perf_tool(options);
+    let folded = script(&tool, path, options.inline, graph)?;
+    Ok(Recording {
+        folded,
+        status: None,
+        notes: Vec::new(),
+    })
+}
+
+fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {
+    let mut args: Vec<OsString> = vec!["script".into(), "--force".into()];
+    if !inline {
+        args.push("--no-inline".into());
+    }
+    args.push("-i".into());
+    args.push(data.into());
+    let text = tool.output(tool.command(&args))?;
+    collapse_perf_script(&text, &graph.skip_after)
+}
+
+/// Collapses `perf script` output with inferno (kernel frames annotated `_[k]`, inlined ones
+/// `_[i]`), then demangles Rust symbols perf left mangled (v0, and legacy hashes).
+pub fn collapse_perf_script(text: &[u8], skip_after: &[String]) -> Result<Folded> {
+    let mut options = inferno::collapse::perf::Options::default();
+    options.annotate_kernel = true;
+    options.skip_after = skip_after.to_vec();
+    let mut folder = inferno::collapse::perf::Folder::from(options);
+    let mut out = Vec::new();
+    folder
+        .collapse(text, &mut out)
+        .map_err(|e| Error::Malformed(format!("cannot collapse perf script output: {e}")))?;
+    let text = String::from_utf8_lossy(&out);
+    let folded = Folded::parse(&text)?;
+    let mut folded = folded;
+    folded.demangle_rust();
+    Ok(folded)
+}
+
+fn classify_record_failure(stderr: &str, options: &RecordOptions) -> Option<Error> {
+    if stderr.contains("perf_event_paranoid") || stderr.contains("Permission denied") && stderr.contains("perf_event") {
+        let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        return Some(Error::PerfParanoid { paranoid });
+    }
+    if stderr.contains("Failed to collect") && stderr.contains("workload") {
+        let program = match &options.workload {
+            Workload::Command(cmd) => cmd.first().map(|p| p.to_string_lossy().into_owned()),
+            _ => None,
+        }
+        .unwrap_or_default();
+        let reason = stderr
+            .lines()
+            .find(|l| l.contains("Failed to collect"))
+            .and_then(|l| l.rsplit(": ").next())
+            .unwrap_or("perf could not start it")
+            .trim()
+            .to_owned();
+        return Some(Error::ProgramNotRunnable { program, reason });
+    }
+    None
+}
+
+fn lossy_join(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(custom: Option<&str>) -> RecordOptions {
+        RecordOptions {
+            custom_cmd: custom.map(str::to_owned),
+            workload: Workload::Command(vec!["./prog".into(), "arg one".into()]),
+            ..RecordOptions::default()
+        }
+    }
+
+    fn strings(a: &RecordArgs) -> Vec<String> {
+        a.args.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn default_args_match_flamegraph_0_6() {
+        let a = record_args(&opts(None)).unwrap();
+        assert_eq!(
+            strings(&a),
+            ["record", "-F", "997", "--call-graph", "dwarf,64000", "-g", "-o", "perf.data", "--", "./prog", "arg one"]
+        );
+    }
+
+    #[test]
+    fn custom_args_are_shell_split_and_keep_their_output() {
+        let a = record_args(&opts(Some("record -e 'cpu-clock' -o my.data --call-graph fp"))).unwrap();
+        assert_eq!(a.output, PathBuf::from("my.data"));
+        assert_eq!(
+            strings(&a),
+            ["record", "-e", "cpu-clock", "-o", "my.data", "--call-graph", "fp", "--", "./prog", "arg one"]
+        );
+        let a = record_args(&opts(Some("record -p 42"))).unwrap();
+        assert!(!strings(&a).contains(&"./prog".to_string()));
+        assert!(record_args(&opts(Some("record 'unbalanced"))).is_err());
+    }
+
+    #[test]
+    fn collapses_real_perf_script_text() {
+        let text = b"prog 123 [000] 1.0: 1001001 cpu-clock:pppH: \n\
+            \tffffffff8100 do_syscall_64+0x10 ([kernel.kallsyms])\n\
+            \t401000 work_a+0x5 (/tmp/prog)\n\
+            \t401100 main+0x10 (/tmp/prog)\n\n";
+        let f = collapse_perf_script(text, &[]).unwrap();
+        assert_eq!(f.to_text(), "prog;main;work_a;do_syscall_64_[k] 1001001\n");
+    }
+}

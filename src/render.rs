@@ -1,0 +1,188 @@
+//! The last stage: folded stacks → `--post-process` → SVG (inferno) or `.folded` text.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::fold::Folded;
+use crate::options::{GraphOptions, OutputFormat, OutputOptions};
+
+/// Runs the folded stacks through a shell-quoted command (stdin → stdout), as
+/// `--post-process 'sed s/foo/bar/'` or `--post-process 'tee stacks.folded'`.
+pub fn post_process(folded: &Folded, command: &str) -> Result<Folded> {
+    let fail = |reason: String| Error::PostProcess {
+        command: command.to_owned(),
+        reason,
+    };
+    let argv = shlex::split(command).ok_or_else(|| fail("unbalanced quotes".into()))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| fail("empty command".into()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout pipe".into()))?;
+    // Read concurrently so a command that writes as it reads never blocks on a full pipe.
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let text = folded.to_text();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read all its input (e.g. `head`) closes the pipe early; that is
+        // its right, not an error.
+        if let Err(e) = stdin.write_all(text.as_bytes()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(fail(format!("writing its input: {e}")));
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| fail(format!("waiting for it: {e}")))?;
+    let output = reader
+        .join()
+        .map_err(|_| fail("reader thread panicked".into()))?
+        .map_err(|e| fail(format!("reading its output: {e}")))?;
+    if !status.success() {
+        return Err(fail(format!("it exited with {status}")));
+    }
+    Folded::parse(&output).map_err(|e| fail(format!("its output is not folded stacks: {e}")))
+}
+
+/// inferno's options for our graph options.
+pub fn inferno_options(graph: &GraphOptions) -> inferno::flamegraph::Options<'static> {
+    let mut options = inferno::flamegraph::Options::default();
+    if let Some(title) = &graph.title {
+        options.title = title.clone();
+    } else if graph.flame_chart {
+        options.title = "Flame Chart".to_owned();
+    }
+    options.subtitle = graph.subtitle.clone();
+    options.deterministic = graph.deterministic;
+    if graph.inverted {
+        options.direction = inferno::flamegraph::Direction::Inverted;
+    }
+    options.reverse_stack_order = graph.reverse;
+    options.notes = graph.notes.clone().unwrap_or_default();
+    options.min_width = graph.min_width;
+    options.image_width = graph.image_width;
+    if let Some(palette) = graph.palette {
+        options.colors = palette;
+    }
+    options.flame_chart = graph.flame_chart;
+    options
+}
+
+/// Renders `folded` in the requested format into `writer`.
+pub fn render(
+    folded: &Folded,
+    graph: &GraphOptions,
+    format: OutputFormat,
+    writer: impl Write,
+) -> Result<()> {
+    let mut writer = std::io::BufWriter::new(writer);
+    match format {
+        OutputFormat::Folded => writer
+            .write_all(folded.to_text().as_bytes())
+            .map_err(|e| Error::io("writing folded stacks", e))?,
+        OutputFormat::Svg => {
+            let mut options = inferno_options(graph);
+            let lines: Vec<String> = folded
+                .stacks()
+                .iter()
+                .map(|(s, w)| format!("{s} {w}"))
+                .collect();
+            inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut writer)
+                .map_err(|e| Error::io("drawing the flame graph", e))?;
+        }
+    }
+    writer
+        .flush()
+        .map_err(|e| Error::io("writing the output", e))
+}
+
+/// Post-processes, then writes the output file (atomically: a temp file renamed into place, so a
+/// failure never leaves half a graph), then opens it if asked.
+pub fn write_output(folded: &Folded, graph: &GraphOptions, output: &OutputOptions) -> Result<()> {
+    let processed;
+    let folded = match &output.post_process {
+        Some(cmd) => {
+            processed = post_process(folded, cmd)?;
+            &processed
+        }
+        None => folded,
+    };
+    let path = &output.path;
+    let tmp = tmp_path(path);
+    let file = std::fs::File::create(&tmp).map_err(|source| Error::File {
+        action: "cannot create",
+        path: tmp.clone(),
+        source,
+    })?;
+    let result = render(folded, graph, output.format, file);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|source| Error::File {
+        action: "cannot write",
+        path: path.clone(),
+        source,
+    })?;
+    if output.open {
+        opener::open(path).map_err(|e| {
+            Error::io(
+                format!("cannot open {}", path.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn tmp_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Folded {
+        Folded::parse("prog;main;work_a 6\nprog;main;work_b 3\nprog;main;work_c 1\n").unwrap()
+    }
+
+    #[test]
+    fn svg_has_titles_and_options() {
+        let graph = GraphOptions {
+            title: Some("My <Title>".into()),
+            inverted: true,
+            ..GraphOptions::default()
+        };
+        let mut out = Vec::new();
+        render(&sample(), &graph, OutputFormat::Svg, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("My &lt;Title&gt;"), "title escaped in SVG");
+        assert!(svg.contains("work_a (6 samples, 60.00%)"));
+        assert!(svg.contains("inverted = true") || svg.contains("Icicle"));
+    }
+
+    #[test]
+    fn post_process_through_sed() {
+        let f = post_process(&sample(), "sed 's/work_a/renamed/'").unwrap();
+        assert!(f.to_text().contains("prog;main;renamed 6"));
+        let err = post_process(&sample(), "false").unwrap_err().to_string();
+        assert!(err.contains("exited with"), "{err}");
+        let err = post_process(&sample(), "/nonexistent/cmd").unwrap_err().to_string();
+        assert!(err.contains("cannot start"), "{err}");
+    }
+}
