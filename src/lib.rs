@@ -15,3 +15,5 @@ pub mod options;
 pub mod render;
 
 pub use error::{Error, Result};
+pub mod cli;
+pub mod run;

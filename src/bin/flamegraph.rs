@@ -1,1 +1,48 @@
-fn main() {}
+//! `flamegraph [OPTIONS] -- COMMAND [ARGS]`, `flamegraph --pid PID`, `flamegraph --perfdata FILE`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use flamegraph::cli::{self, CommonArgs};
+
+mod common;
+
+#[derive(Debug, Parser)]
+#[command(name = "flamegraph", version, about = "A profiler that draws flame graphs", long_about = None)]
+struct Opt {
+    /// Profile a running process by pid (comma separated list)
+    #[arg(short = 'p', long = "pid")]
+    pid: Option<String>,
+
+    /// Generate shell completions for the given shell
+    #[arg(long = "completions", value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Draw an existing perf.data file
+    #[arg(long = "perfdata", conflicts_with = "pid")]
+    perf_file: Option<PathBuf>,
+
+    /// The command to profile and its arguments
+    #[arg(last = true, value_name = "TRAILING_ARGUMENTS")]
+    trailing_arguments: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let opt = Opt::parse();
+    if let Some(shell) = opt.completions {
+        clap_complete::generate(shell, &mut Opt::command(), "flamegraph", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    common::report(try_main(opt))
+}
+
+fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
+    let workload = cli::workload(opt.trailing_arguments, opt.pid.as_deref(), opt.perf_file)?;
+    let config = opt.common.into_config(workload)?;
+    common::profile(&config)
+}

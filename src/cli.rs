@@ -1,0 +1,273 @@
+//! The command-line options of both binaries, and their conversion into [`Config`].
+//!
+//! Option names and defaults are flamegraph 0.6.15's, so users switch without relearning. Only
+//! this module knows about clap: it hands the library a plain [`Config`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
+
+use crate::error::{Error, Result};
+use crate::options::{
+    Backend, CallGraph, Config, GraphOptions, OutputFormat, OutputOptions, Palette, RecordOptions,
+    Workload, MAX_STACK_SIZE,
+};
+
+/// `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The built-in perf_event sampler (Linux).
+    Native,
+    /// `perf record` + `perf script`, as flamegraph 0.6.
+    PerfCli,
+    /// dtrace (xctrace on macOS).
+    Dtrace,
+}
+
+/// `--call-graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CallGraphArg {
+    /// Copy user stacks and unwind them with DWARF CFI (works without frame pointers).
+    Dwarf,
+    /// Let the kernel walk frame pointers (cheaper; needs -fno-omit-frame-pointer builds).
+    Fp,
+}
+
+/// Options shared by `flamegraph` and `cargo flamegraph`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Print extra output to help debug problems
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Output file; a `.folded` extension writes folded stacks instead of an SVG
+    #[arg(short, long, default_value = "flamegraph.svg")]
+    pub output: PathBuf,
+
+    /// Open the output .svg file with default program
+    #[arg(long)]
+    pub open: bool,
+
+    /// Run with root privileges (using `sudo`). Accepts an optional argument containing command
+    /// line options which will be passed to sudo
+    #[arg(long, value_name = "SUDO FLAGS")]
+    pub root: Option<Option<String>>,
+
+    /// Sampling frequency in Hz [default: 997]
+    #[arg(short = 'F', long = "freq")]
+    pub frequency: Option<u32>,
+
+    /// Produce compressed trace using the specified level. perf only.
+    #[arg(short = 'z', long, num_args = 0..=1, default_missing_value = "1")]
+    pub compression_level: Option<u8>,
+
+    /// Custom command for invoking perf/dtrace (replaces the `perf record ...` arguments or the D
+    /// script; split with shell quoting rules)
+    #[arg(short, long = "cmd")]
+    pub custom_cmd: Option<String>,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+
+    /// Ignores perf's exit code (and the profiled program's)
+    #[arg(long)]
+    pub ignore_status: bool,
+
+    /// Don't resolve inlined functions (faster with perf, less detail)
+    #[arg(long = "no-inline")]
+    pub no_inline: bool,
+
+    /// Run a command to process the folded stacks, taking the input from stdin and outputting to
+    /// stdout.
+    #[arg(long)]
+    pub post_process: Option<String>,
+
+    /// Recorder: native (built-in sampler, Linux), perf-cli (perf record/script), dtrace
+    /// [default: perf-cli on Linux, dtrace elsewhere]
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+
+    /// Native backend: how user stacks are unwound [default: dwarf]
+    #[arg(long, value_enum)]
+    pub call_graph: Option<CallGraphArg>,
+
+    /// Native backend: bytes of user stack copied per sample with --call-graph dwarf (at most
+    /// 65528) [default: 32768]
+    #[arg(long, value_name = "BYTES")]
+    pub stack_size: Option<u32>,
+}
+
+/// Options that shape the graph.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Set title text in SVG
+    #[arg(long, value_name = "STRING")]
+    pub title: Option<String>,
+
+    /// Set second level title text in SVG
+    #[arg(long, value_name = "STRING")]
+    pub subtitle: Option<String>,
+
+    /// Colors are selected such that the color of a function does not change between runs
+    #[arg(long)]
+    pub deterministic: bool,
+
+    /// Plot the flame graph up-side-down
+    #[arg(short, long)]
+    pub inverted: bool,
+
+    /// Generate stack-reversed flame graph
+    #[arg(long)]
+    pub reverse: bool,
+
+    /// Set embedded notes in SVG
+    #[arg(long, value_name = "STRING")]
+    pub notes: Option<String>,
+
+    /// Omit functions smaller than <FLOAT> pixels
+    #[arg(long, default_value = "0.01", value_name = "FLOAT")]
+    pub min_width: f64,
+
+    /// Image width in pixels
+    #[arg(long)]
+    pub image_width: Option<usize>,
+
+    /// Color palette
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(Palette::VARIANTS)
+            .try_map(|s| Palette::from_str(&s))
+    )]
+    pub palette: Option<Palette>,
+
+    /// Cut off stack frames below <FUNCTION>; may be repeated
+    #[arg(long, value_name = "FUNCTION")]
+    pub skip_after: Vec<String>,
+
+    /// Produce a flame chart (sort by time, do not merge stacks)
+    #[arg(long = "flamechart", conflicts_with = "reverse")]
+    pub flame_chart: bool,
+}
+
+impl GraphArgs {
+    fn into_options(self) -> GraphOptions {
+        GraphOptions {
+            title: self.title,
+            subtitle: self.subtitle,
+            deterministic: self.deterministic,
+            inverted: self.inverted,
+            reverse: self.reverse,
+            notes: self.notes,
+            min_width: self.min_width,
+            image_width: self.image_width,
+            palette: self.palette,
+            skip_after: self.skip_after,
+            flame_chart: self.flame_chart,
+        }
+    }
+}
+
+impl CommonArgs {
+    /// Checks option combinations and builds the configuration for `workload`.
+    pub fn into_config(self, workload: Workload) -> Result<Config> {
+        if self.frequency.is_some() && self.custom_cmd.is_some() {
+            return Err(Error::InvalidOptions(
+                "cannot pass both a custom command (-c) and a frequency (-F): put -F in the custom command".into(),
+            ));
+        }
+        let mut record = RecordOptions::default();
+        record.backend = match self.backend {
+            Some(BackendArg::Native) => Backend::Native,
+            Some(BackendArg::PerfCli) => Backend::PerfCli,
+            Some(BackendArg::Dtrace) => Backend::Dtrace,
+            // A custom perf/dtrace command only makes sense with an external tool.
+            None if self.custom_cmd.is_some() && cfg!(target_os = "linux") => Backend::PerfCli,
+            None => Backend::platform_default(),
+        };
+        if record.backend == Backend::Native && self.custom_cmd.is_some() {
+            return Err(Error::InvalidOptions(
+                "-c/--cmd passes arguments to perf or dtrace; it cannot be used with --backend native".into(),
+            ));
+        }
+        if let Some(f) = self.frequency {
+            if f == 0 {
+                return Err(Error::InvalidOptions("-F/--freq must be at least 1 Hz".into()));
+            }
+            record.frequency = f;
+        }
+        if let Some(size) = self.stack_size {
+            if size == 0 || size > MAX_STACK_SIZE {
+                return Err(Error::InvalidOptions(format!(
+                    "--stack-size must be between 8 and {MAX_STACK_SIZE} bytes (the kernel's limit for one sample), got {size}"
+                )));
+            }
+            record.stack_size = size & !7;
+        }
+        if let Some(cg) = self.call_graph {
+            record.call_graph = match cg {
+                CallGraphArg::Dwarf => CallGraph::Dwarf,
+                CallGraphArg::Fp => CallGraph::FramePointer,
+            };
+        }
+        record.workload = workload;
+        record.custom_cmd = self.custom_cmd;
+        record.compression_level = self.compression_level;
+        record.root = self.root;
+        record.inline = !self.no_inline;
+        record.ignore_status = self.ignore_status;
+        record.verbose = self.verbose;
+
+        let output = OutputOptions {
+            format: OutputFormat::from_path(&self.output),
+            path: self.output,
+            open: self.open,
+            post_process: self.post_process,
+        };
+        Ok(Config {
+            record,
+            graph: self.graph.into_options(),
+            output,
+        })
+    }
+}
+
+/// Parses `-p 1,2,3` (also accepts spaces after commas).
+pub fn parse_pids(list: &str) -> Result<Vec<u32>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| Error::InvalidOptions(format!("-p/--pid: {s:?} is not a process id")))
+        })
+        .collect::<Result<Vec<u32>>>()
+        .and_then(|pids| {
+            if pids.is_empty() {
+                Err(Error::InvalidOptions("-p/--pid needs at least one process id".into()))
+            } else {
+                Ok(pids)
+            }
+        })
+}
+
+/// The workload of `flamegraph`: exactly one of a command, `--pid` or `--perfdata`.
+pub fn workload(
+    command: Vec<OsString>,
+    pids: Option<&str>,
+    perfdata: Option<PathBuf>,
+) -> Result<Workload> {
+    match (command.is_empty(), pids, perfdata) {
+        (false, None, None) => Ok(Workload::Command(command)),
+        (true, Some(p), None) => Ok(Workload::Pids(parse_pids(p)?)),
+        (true, None, Some(f)) => Ok(Workload::PerfData(f)),
+        (true, None, None) => Err(Error::InvalidOptions(
+            "nothing to profile: give a command after `--`, a --pid, or a --perfdata file".into(),
+        )),
+        _ => Err(Error::InvalidOptions(
+            "give only one of: a command after `--`, --pid, --perfdata".into(),
+        )),
+    }
+}

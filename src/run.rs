@@ -1,0 +1,156 @@
+//! One profiling run end to end: validate → record → (post-process) → render.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::options::{Config, Workload};
+use crate::record;
+
+/// What a successful run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The file written.
+    pub output: PathBuf,
+    /// Total sample weight in the graph.
+    pub samples: u64,
+    /// How the profiled program exited, when we launched it.
+    pub status: Option<ExitStatus>,
+    /// Notes for the user (lost samples, kernel frames unavailable, ...).
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether the profiled program (or the external recorder) failed, rather than succeeding or
+    /// being interrupted by Ctrl-C.
+    pub fn program_failed(&self) -> bool {
+        self.status.is_some_and(record::external::failed)
+    }
+}
+
+/// Profiles `config.record.workload` and writes the graph. The graph is written even when the
+/// profiled program fails: the caller decides from [`Outcome::program_failed`] whether that fails
+/// the run (it does unless `--ignore-status`).
+pub fn run(config: &Config) -> Result<Outcome> {
+    validate(config)?;
+    // Ctrl-C goes to the whole foreground process group: the profiled program (and perf) stop,
+    // and we must survive to draw what was recorded. The flag is only there to make the default
+    // action (terminate) go away while recording.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let hooks = [libc::SIGINT, libc::SIGTERM]
+        .iter()
+        .filter_map(|&sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
+        .collect::<Vec<_>>();
+    let recording = record::record(config);
+    for id in hooks {
+        signal_hook::low_level::unregister(id);
+    }
+    let recording = recording?;
+    if recording.folded.is_empty() {
+        let detail = match recording.status {
+            Some(s) if record::external::failed(s) => format!(" (the program exited with {s})"),
+            _ => String::new(),
+        };
+        return Err(Error::NoSamples { detail });
+    }
+    crate::render::write_output(&recording.folded, &config.graph, &config.output)?;
+    Ok(Outcome {
+        output: config.output.path.clone(),
+        samples: recording.folded.total(),
+        status: recording.status,
+        notes: recording.notes,
+    })
+}
+
+fn validate(config: &Config) -> Result<()> {
+    match &config.record.workload {
+        Workload::Command(cmd) => {
+            let program = cmd
+                .first()
+                .ok_or_else(|| Error::InvalidOptions("no command to profile".into()))?;
+            // perf's own message for this is cryptic; ours says what is wrong.
+            if config.record.root.is_none() {
+                check_runnable(program)?;
+            }
+        }
+        Workload::Pids(pids) => {
+            for pid in pids {
+                if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(Error::InvalidOptions(format!("no process with pid {pid}")));
+                }
+            }
+        }
+        Workload::PerfData(path) => {
+            std::fs::metadata(path).map_err(|source| Error::File {
+                action: "cannot read",
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `program` names an executable file, searching PATH like `execvp` when it has no
+/// slash.
+pub fn check_runnable(program: &OsStr) -> Result<PathBuf> {
+    let not_runnable = |reason: &str| Error::ProgramNotRunnable {
+        program: program.to_string_lossy().into_owned(),
+        reason: reason.to_owned(),
+    };
+    let candidates: Vec<PathBuf> = if Path::new(program).components().count() > 1
+        || program.to_string_lossy().contains('/')
+    {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    let mut found_but_not_executable = false;
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && is_executable(&meta) => return Ok(candidate),
+            Ok(meta) if meta.is_dir() => {
+                return Err(not_runnable("Is a directory"));
+            }
+            Ok(_) => found_but_not_executable = true,
+            Err(_) => {}
+        }
+    }
+    if found_but_not_executable {
+        Err(not_runnable("Permission denied (the file is not executable: chmod +x it)"))
+    } else {
+        Err(not_runnable("No such file or directory"))
+    }
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runnable_checks() {
+        assert!(check_runnable(OsStr::new("sh")).is_ok());
+        let e = check_runnable(OsStr::new("./definitely-missing")).unwrap_err();
+        assert_eq!(e.to_string(), "cannot run ./definitely-missing: No such file or directory");
+        let e = check_runnable(OsStr::new("/tmp")).unwrap_err();
+        assert!(e.to_string().contains("Is a directory"));
+        let e = check_runnable(OsStr::new("/etc/hostname")).unwrap_err();
+        assert!(e.to_string().contains("not executable"), "{e}");
+    }
+}
