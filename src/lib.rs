@@ -6,6 +6,7 @@
 pub mod elf;
 pub mod frame;
 pub mod perf;
+pub mod process;
 pub mod record;
 pub mod symbolize;
 pub mod unwind;

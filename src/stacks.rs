@@ -1,0 +1,409 @@
+//! From a record stream to folded stacks: the OS-independent middle of the native pipeline,
+//! shared by live recording and perf.data files.
+//!
+//! Each sample's stack is resolved at once into frames keyed by `(module, file offset)` (or a
+//! kernel address) and aggregated in a hash map: memory grows with the number of *unique* stacks,
+//! not samples, and the hot path allocates only when a new stack appears. Symbolization happens
+//! once at the end, one unique frame at a time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::elf::MappingRange;
+use crate::fold::Folded;
+use crate::frame::{CodeAddress, Space};
+use crate::perf::records::{Comm, Fork, Mmap2, Record, Sample, SampleFormat, UserRegs};
+use crate::process::{ModuleId, ModuleKind, Processes};
+use crate::symbolize::{SymbolizeOptions, Symbolizer};
+use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
+
+/// One frame of an aggregated stack, before symbolization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum FrameKey {
+    /// The thread name at the root (index into the name table).
+    Root(u32),
+    /// A kernel address (already adjusted for return addresses).
+    Kernel(u64),
+    /// A file offset in a mapped file or the vDSO (already adjusted for return addresses).
+    Module { module: ModuleId, offset: u64 },
+    /// Anonymous executable memory: JIT code, named by `/tmp/perf-PID.map` if at all.
+    Jit { pid: u32, address: u64 },
+    /// An address in no known mapping.
+    Unknown,
+    /// The user stack copy ran out before the outermost frame.
+    Truncated,
+}
+
+/// Options of the collector.
+#[derive(Clone, Debug, Default)]
+pub struct CollectOptions {
+    /// Resolve inlined frames.
+    pub inline: bool,
+    /// Keep the time order of samples (for flame charts).
+    pub flame_chart: bool,
+}
+
+/// Counts of what went by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectStats {
+    pub samples: u64,
+    /// Samples whose user stack ran out of copied bytes before its root.
+    pub truncated: u64,
+    /// Samples of the idle task (pid 0), ignored.
+    pub idle: u64,
+}
+
+/// Aggregates samples into unique stacks of frame keys.
+pub struct StackCollector {
+    options: CollectOptions,
+    processes: Processes,
+    unwinder: Unwinder<unwind::NativeArch>,
+    names: Vec<Arc<str>>,
+    name_ids: HashMap<Arc<str>, u32>,
+    stacks: HashMap<Box<[FrameKey]>, u32>,
+    weights: Vec<u64>,
+    sequence: Vec<(u32, u64)>,
+    scratch: Vec<FrameKey>,
+    addresses: Vec<CodeAddress>,
+    stats: CollectStats,
+}
+
+impl StackCollector {
+    pub fn new(options: CollectOptions) -> Self {
+        StackCollector {
+            options,
+            processes: Processes::default(),
+            unwinder: Unwinder::new(),
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+            stacks: HashMap::new(),
+            weights: Vec::new(),
+            sequence: Vec::new(),
+            scratch: Vec::with_capacity(256),
+            addresses: Vec::with_capacity(256),
+            stats: CollectStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> CollectStats {
+        self.stats
+    }
+
+    /// Applies one record, in timestamp order.
+    pub fn on_record(&mut self, format: &SampleFormat, record: Record<'_>) {
+        let _ = format;
+        match record {
+            Record::Sample(sample) => self.on_sample(&sample),
+            Record::Mmap2(m) => self.on_mmap(&m),
+            Record::Comm(Comm { pid, tid, name, exec }) => {
+                self.processes.on_comm(pid, tid, name, exec)
+            }
+            Record::Fork(Fork { pid, ppid, tid, ptid, .. }) => {
+                self.processes.on_fork(pid, ppid, tid, ptid)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_mmap(&mut self, m: &Mmap2<'_>) {
+        const PROT_EXEC: u32 = 4;
+        // Old MMAP records (no prot) only report executable mappings.
+        let exec = m.prot & PROT_EXEC != 0 || matches!(m.file_id, crate::perf::records::MmapFileId::None);
+        if !exec || m.length == 0 {
+            return;
+        }
+        let range = MappingRange {
+            start: m.address,
+            end: m.address.saturating_add(m.length),
+            pgoff: m.pgoff,
+        };
+        self.processes.on_mmap(m.pid, range, m.filename);
+    }
+
+    fn name_id(&mut self, pid: u32, tid: u32) -> u32 {
+        let name = self.processes.name(pid, tid);
+        if let Some(&id) = self.name_ids.get(&name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(Arc::clone(&name));
+        self.name_ids.insert(name, id);
+        id
+    }
+
+    fn on_sample(&mut self, sample: &Sample<'_>) {
+        if sample.pid == 0 && sample.tid == 0 {
+            self.stats.idle += 1;
+            return;
+        }
+        self.stats.samples += 1;
+        let mut frames = std::mem::take(&mut self.scratch);
+        let mut addresses = std::mem::take(&mut self.addresses);
+        frames.clear();
+        // Kernel part, leaf first: the first address is where the kernel was interrupted.
+        for (i, address) in sample.callchain.kernel().enumerate() {
+            let a = if i == 0 {
+                CodeAddress::InstructionPointer(address)
+            } else {
+                CodeAddress::ReturnAddress(address)
+            };
+            frames.push(FrameKey::Kernel(a.lookup_address()));
+        }
+        // User part: DWARF-unwound from the copied stack when the sample has one, else the
+        // kernel's frame-pointer walk.
+        addresses.clear();
+        let mut truncated = false;
+        match (sample.user_regs, sample.user_stack.is_empty()) {
+            (Some(regs), false) => {
+                truncated = self.unwind_user(sample, &regs, &mut addresses);
+            }
+            _ => {
+                for (i, address) in sample.callchain.user().enumerate() {
+                    addresses.push(if i == 0 {
+                        CodeAddress::InstructionPointer(address)
+                    } else {
+                        CodeAddress::ReturnAddress(address)
+                    });
+                }
+            }
+        }
+        for a in &addresses {
+            frames.push(self.resolve_user(sample.pid, *a));
+        }
+        if truncated {
+            self.stats.truncated += 1;
+            frames.push(FrameKey::Truncated);
+        }
+        if frames.is_empty() {
+            // No callchain at all: fall back to the sampled ip.
+            let space = if sample.misc & 7 == 1 { Space::Kernel } else { Space::User };
+            frames.push(match space {
+                Space::Kernel => FrameKey::Kernel(sample.ip),
+                Space::User => self.resolve_user(sample.pid, CodeAddress::InstructionPointer(sample.ip)),
+            });
+        }
+        let root = self.name_id(sample.pid, sample.tid);
+        frames.push(FrameKey::Root(root));
+        let weight = sample.period.max(1);
+        let id = match self.stacks.get(frames.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.weights.len() as u32;
+                self.weights.push(0);
+                self.stacks.insert(frames.clone().into_boxed_slice(), id);
+                id
+            }
+        };
+        self.weights[id as usize] += weight;
+        if self.options.flame_chart {
+            self.sequence.push((id, weight));
+        }
+        self.scratch = frames;
+        self.addresses = addresses;
+    }
+
+    /// Unwinds the copied user stack; returns whether it was cut short.
+    fn unwind_user(&mut self, sample: &Sample<'_>, regs: &UserRegs<'_>, out: &mut Vec<CodeAddress>) -> bool {
+        let Some(regs) = <unwind::NativeArch as SampleRegs>::from_sample(regs) else {
+            return false;
+        };
+        let stack = StackSnapshot {
+            sp: <unwind::NativeArch as SampleRegs>::sp(&regs),
+            bytes: sample.user_stack,
+        };
+        let lookup = SpaceLookup {
+            processes: &self.processes,
+            pid: sample.pid,
+        };
+        let end = self.unwinder.unwind(&regs, &stack, &lookup, out);
+        end == UnwindEnd::Truncated
+    }
+
+    fn resolve_user(&self, pid: u32, address: CodeAddress) -> FrameKey {
+        let lookup = address.lookup_address();
+        let Some(mapping) = self.processes.space(pid).and_then(|s| s.find(lookup)) else {
+            return FrameKey::Unknown;
+        };
+        match self.processes.modules.get(mapping.module) {
+            ModuleKind::Anonymous => FrameKey::Jit { pid, address: lookup },
+            ModuleKind::File(_) | ModuleKind::Vdso => FrameKey::Module {
+                module: mapping.module,
+                offset: mapping.range.file_offset(lookup),
+            },
+        }
+    }
+
+    /// Symbolizes every unique frame once and folds the stacks.
+    pub fn finish(self, symbolizer: &mut Symbolizer) -> Folded {
+        let mut names: HashMap<FrameKey, String> = HashMap::new();
+        let mut out = Vec::new();
+        for stack in self.stacks.keys() {
+            for &frame in stack.iter() {
+                if names.contains_key(&frame) {
+                    continue;
+                }
+                out.clear();
+                self.symbolize(frame, symbolizer, &mut out);
+                let joined = out.iter().map(|n| tidy_name(n)).collect::<Vec<_>>().join(";");
+                names.insert(frame, joined);
+            }
+        }
+        let mut by_id: Vec<String> = vec![String::new(); self.weights.len()];
+        for (stack, &id) in &self.stacks {
+            let mut s = String::new();
+            for frame in stack.iter().rev() {
+                let name = &names[frame];
+                if name.is_empty() {
+                    continue;
+                }
+                if !s.is_empty() {
+                    s.push(';');
+                }
+                s.push_str(name);
+            }
+            by_id[id as usize] = s;
+        }
+        if self.options.flame_chart {
+            Folded::from_sequence(self.sequence.iter().map(|&(id, w)| (by_id[id as usize].clone(), w)))
+        } else {
+            let mut merged: HashMap<String, u64> = HashMap::with_capacity(by_id.len());
+            for (id, s) in by_id.into_iter().enumerate() {
+                *merged.entry(s).or_default() += self.weights[id];
+            }
+            Folded::from_counts(merged)
+        }
+    }
+
+    fn symbolize(&self, frame: FrameKey, symbolizer: &mut Symbolizer, out: &mut Vec<String>) {
+        match frame {
+            FrameKey::Root(id) => out.push(self.names[id as usize].to_string()),
+            FrameKey::Kernel(address) => symbolizer.symbolize_kernel(address, out),
+            FrameKey::Module { module, offset } => match self.processes.modules.get(module) {
+                ModuleKind::File(path) => symbolizer.symbolize_file(path, offset, out),
+                ModuleKind::Vdso => symbolizer.symbolize_vdso(offset, out),
+                ModuleKind::Anonymous => out.push("[anon]".into()),
+            },
+            FrameKey::Jit { pid, address } => {
+                if !symbolizer.symbolize_jit(pid, address, out) {
+                    out.push("[anon]".into());
+                }
+            }
+            FrameKey::Unknown => out.push("[unknown]".into()),
+            FrameKey::Truncated => out.push("[truncated]".into()),
+        }
+    }
+}
+
+/// A new symbolizer for the collector's options.
+pub fn symbolizer(inline: bool) -> Symbolizer {
+    Symbolizer::new(SymbolizeOptions::new(inline, true))
+}
+
+/// Makes a symbol safe for the folded format and as short as perf + inferno make it: `;` would
+/// split a frame, and C++ parameter lists are dropped (inferno's `tidy_generic`).
+fn tidy_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let mut depth = 0i32;
+    let mut cut = None;
+    for (i, c) in name.char_indices() {
+        match c {
+            '<' | '{' | '[' => depth += 1,
+            '>' | '}' | ']' | ')' => depth -= 1,
+            '(' => {
+                // A top-level parameter list starts the tail to drop; keep Go-style
+                // `pkg.(*T).M` and C++ `(anonymous namespace)`.
+                let keep = i == 0
+                    || name[..i].ends_with('.')
+                    || name[i..].starts_with("(anonymous namespace)");
+                if depth == 0 && !keep {
+                    cut = Some(i);
+                    break;
+                }
+                depth += 1;
+            }
+            _ => {}
+        }
+    }
+    let name = match cut {
+        Some(i) => &name[..i],
+        None => name,
+    };
+    if name.contains(';') {
+        std::borrow::Cow::Owned(name.replace(';', ":"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// The process's maps, as the unwinder sees them.
+struct SpaceLookup<'a> {
+    processes: &'a Processes,
+    pid: u32,
+}
+
+impl ModuleLookup for SpaceLookup<'_> {
+    fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
+        let mapping = self.processes.space(self.pid)?.find(avma)?;
+        let path = self.processes.modules.path(mapping.module)?;
+        Some(ModuleRef {
+            range: mapping.range,
+            path,
+        })
+    }
+}
+
+/// Reading an architecture's unwinding registers out of a sample's REGS_USER.
+trait SampleRegs: Arch {
+    fn from_sample(regs: &UserRegs<'_>) -> Option<Self::Regs>;
+    fn sp(regs: &Self::Regs) -> u64;
+}
+
+/// perf's x86_64 register numbers (`arch/x86/include/uapi/asm/perf_regs.h`).
+const X86_BP: u32 = 6;
+const X86_SP: u32 = 7;
+const X86_IP: u32 = 8;
+/// perf's arm64 register numbers (`arch/arm64/include/uapi/asm/perf_regs.h`).
+const ARM64_X29: u32 = 29;
+const ARM64_LR: u32 = 30;
+const ARM64_SP: u32 = 31;
+const ARM64_PC: u32 = 32;
+
+impl SampleRegs for unwind::X86_64 {
+    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::X86_64Regs> {
+        Some(unwind::X86_64Regs {
+            ip: regs.get(X86_IP)?,
+            sp: regs.get(X86_SP)?,
+            bp: regs.get(X86_BP).unwrap_or(0),
+        })
+    }
+    fn sp(regs: &unwind::X86_64Regs) -> u64 {
+        regs.sp
+    }
+}
+
+impl SampleRegs for unwind::Aarch64 {
+    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::Aarch64Regs> {
+        Some(unwind::Aarch64Regs {
+            pc: regs.get(ARM64_PC)?,
+            sp: regs.get(ARM64_SP)?,
+            lr: regs.get(ARM64_LR).unwrap_or(0),
+            x29: regs.get(ARM64_X29).unwrap_or(0),
+        })
+    }
+    fn sp(regs: &unwind::Aarch64Regs) -> u64 {
+        regs.sp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_drops_cpp_parameters_only() {
+        assert_eq!(tidy_name("foo(int, char)"), "foo");
+        assert_eq!(tidy_name("ns::Vec<int (*)(int)>::push(int)"), "ns::Vec<int (*)(int)>::push");
+        assert_eq!(tidy_name("(anonymous namespace)::f(int)"), "(anonymous namespace)::f");
+        assert_eq!(tidy_name("a;b"), "a:b");
+        assert_eq!(tidy_name("core::ptr::drop_in_place<T>"), "core::ptr::drop_in_place<T>");
+    }
+}
