@@ -128,14 +128,14 @@ pub enum CargoError {
         available: String,
     },
     /// Nothing to profile was found.
-    #[error(
-        "no {what} to profile in {scope}; pass --bin, --example, --test, --bench or --unit-test"
-    )]
+    #[error("no {what} to profile in {scope}; {hint}")]
     NoTarget {
         /// What was looked for ("binary", "library or binary with unit tests named `x`", ...).
         what: String,
         /// Where ("package `app`", "the workspace's default members").
         scope: String,
+        /// What to do instead.
+        hint: String,
     },
     /// Several targets fit and none was named.
     #[error("several {what} could be profiled; choose one with {candidates}")]
@@ -344,7 +344,19 @@ fn load_metadata(options: &CargoOptions) -> Result<Metadata, CargoError> {
     if let Some(path) = &options.manifest_path {
         command.manifest_path(path);
     }
-    Ok(command.exec()?)
+    command.exec().map_err(|e| match e {
+        cargo_metadata::Error::Io(io) if io.kind() == io::ErrorKind::NotFound => {
+            CargoError::CargoNotFound {
+                program: cargo_program().to_string_lossy().into_owned(),
+            }
+        }
+        e => CargoError::Metadata(e),
+    })
+}
+
+/// `$CARGO` (set when running as a cargo subcommand) or `cargo` from `PATH`.
+fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
 /// The packages a target is looked for in, with a description for messages.
@@ -456,12 +468,14 @@ fn auto_bin(scope: &Scope<'_>, notes: &mut Vec<String>) -> Result<Resolved, Carg
             is_lib: false,
         }));
     }
+    let hint = "pass --example, --test, --bench or --unit-test, or -p for another package";
     let chosen = single(
         candidates,
         "binary",
         "binaries",
         &scope.description,
         Some("--bin"),
+        hint,
     )?;
     if !(by_default_run && scope.packages.len() == 1) {
         notes.push(format!(
@@ -514,12 +528,14 @@ fn unit_harness(
         Some(n) => format!("library or binary with unit tests named `{n}`"),
         None => "library or binary with unit tests".to_owned(),
     };
+    let hint = available_harnesses(&scope.packages);
     let chosen = single(
         candidates,
         &what,
         "unit-test harnesses",
         &scope.description,
         None,
+        &hint,
     )?;
     Ok(Resolved {
         kind: if chosen.is_lib {
@@ -532,6 +548,23 @@ fn unit_harness(
     })
 }
 
+/// The libraries and binaries of `packages`, as a hint for a `--unit-test` that found nothing.
+fn available_harnesses(packages: &[&Package]) -> String {
+    let names: Vec<String> = packages
+        .iter()
+        .flat_map(|p| &p.targets)
+        .filter(|t| is_lib(t) || is_bin(t))
+        .map(|t| {
+            let kind = if is_lib(t) { "lib" } else { "bin" };
+            format!("`--unit-test {} --unit-test-kind {kind}`", t.name)
+        })
+        .collect();
+    match names.is_empty() {
+        true => "it has no library or binary; pick another package with -p".to_owned(),
+        false => format!("available: {}", names.join(", ")),
+    }
+}
+
 /// The only candidate, or an error that lists the options selecting each one.
 fn single(
     mut candidates: Vec<Candidate>,
@@ -539,6 +572,7 @@ fn single(
     what_plural: &str,
     scope: &str,
     flag: Option<&str>,
+    hint: &str,
 ) -> Result<Candidate, CargoError> {
     if candidates.len() > 1 {
         let one_package = candidates
@@ -566,6 +600,7 @@ fn single(
     candidates.pop().ok_or_else(|| CargoError::NoTarget {
         what: what.to_owned(),
         scope: scope.to_owned(),
+        hint: hint.to_owned(),
     })
 }
 
@@ -609,8 +644,8 @@ fn debuginfo_warning(profile: &str) -> String {
     );
     format!(
         "profiling without debug info: the `{profile}` profile has `debug` off, so the flame graph \
-         will lack inlined frames and source lines; add `[profile.{profile}]\\ndebug = true` to \
-         Cargo.toml or set `{env}=true`"
+         will lack inlined frames and source lines; add `debug = true` under `[profile.{profile}]` \
+         in Cargo.toml, or set `{env}=true`"
     )
 }
 
@@ -673,7 +708,7 @@ fn cargo_command(
         args.push(path.into());
     }
     CargoCommand {
-        program: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        program: cargo_program(),
         args,
     }
 }
@@ -683,13 +718,7 @@ impl CargoCommand {
     fn display(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)
-            .map(|a| {
-                let a = a.to_string_lossy();
-                match shlex::try_quote(&a) {
-                    Ok(q) => q.into_owned(),
-                    Err(_) => a.into_owned(),
-                }
-            })
+            .map(|a| shell_quote(&a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -740,6 +769,16 @@ impl CargoCommand {
             Some(source) => Err(CargoError::Io { program, source }),
             None => Ok(artifacts),
         }
+    }
+}
+
+/// Quotes `arg` for a POSIX shell when it holds anything but plainly safe characters.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
     }
 }
 
@@ -935,6 +974,17 @@ mod tests {
              --target x86_64-unknown-linux-gnu --features extra --no-default-features \
              --message-format=json-render-diagnostics"
         );
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(
+            shell_quote("--message-format=json"),
+            "--message-format=json"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]
