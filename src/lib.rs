@@ -3,6 +3,7 @@
 //!
 //! See `DESIGN.md` in the shared docs and `README.md` for the data flow.
 
+pub mod cargo;
 pub mod elf;
 pub mod frame;
 pub mod perf;
