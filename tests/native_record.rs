@@ -39,11 +39,13 @@ __attribute__((noinline)) static void spin(double seconds) {
     }
 }
 
-static void *thread_main(void *arg) { spin(0.4); return arg; }
+static double thread_seconds = 0.4;
+static void *thread_main(void *arg) { spin(thread_seconds); return arg; }
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "spin";
     if (strcmp(mode, "threads") == 0) {
+        if (argc > 2) thread_seconds = atof(argv[2]);
         pthread_t t[3];
         for (int i = 0; i < 3; i++) pthread_create(&t[i], 0, thread_main, 0);
         for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
@@ -264,6 +266,30 @@ fn dwarf_mode_copies_stack_and_registers() {
     assert!(checked * 10 >= samples(&records).len() * 9, "{checked}");
 }
 
+/// An 8-page buffer with ~4 KiB records: most records wrap around its end at some point.
+#[test]
+fn tiny_buffers_wrap_records_without_corruption() {
+    let target = launch(fixture().to_str().unwrap(), &["spin", "0.3"]);
+    let mut opts = options(target, CallGraph::Dwarf { stack_size: 4000 });
+    opts.buffer_pages = Some(8);
+    let (summary, records) = run(&opts).unwrap();
+    assert!(summary.samples > 20, "{summary:?}");
+    assert_eq!(summary.malformed, 0);
+    for r in samples(&records) {
+        if let Rec::Sample {
+            user_frames,
+            stack_len,
+            regs_ip_sp: Some((ip, _)),
+            ..
+        } = r
+        {
+            assert_eq!(*ip, user_frames.first().copied());
+            assert!(*stack_len > 0);
+        }
+    }
+    assert_time_ordered(&records);
+}
+
 #[test]
 fn threads_are_followed() {
     let target = launch(fixture().to_str().unwrap(), &["threads"]);
@@ -386,6 +412,34 @@ fn attach_until_stopped_leaves_the_process_running() {
 }
 
 #[test]
+fn attach_follows_every_thread() {
+    let mut child = Command::new(fixture())
+        .args(["threads", "1.0"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let opts = options(
+        Target::Attach {
+            pids: vec![child.id()],
+        },
+        CallGraph::FramePointer,
+    );
+    let result = run(&opts);
+    child.wait().unwrap();
+    let (_, records) = result.unwrap();
+    let pids = sample_pids(&records);
+    assert_eq!(pids.keys().copied().collect::<Vec<_>>(), [child.id()]);
+    let tids = &pids[&child.id()];
+    assert!(tids.len() >= 3, "samples from threads {tids:?}");
+    let comms = records
+        .iter()
+        .filter(|r| matches!(r, Rec::Comm { exec: false, .. }))
+        .count();
+    assert_eq!(comms, 4, "one synthesized COMM per thread");
+    assert_time_ordered(&records);
+}
+
+#[test]
 fn attach_ends_when_the_target_exits() {
     let mut child = Command::new(fixture())
         .args(["spin", "0.5"])
@@ -440,4 +494,75 @@ fn stop_in_launch_mode_interrupts_the_child() {
     assert!(summary.interrupted);
     assert_eq!(summary.exit_status.unwrap().signal(), Some(libc::SIGINT));
     assert!(summary.samples > 0);
+}
+
+/// Runs [`unprivileged_scenario`] in a copy of this test binary as user `nobody`, where
+/// `perf_event_paranoid` = 2 allows user-space sampling of one's own processes only and locked
+/// memory for ring buffers is limited.
+#[test]
+fn unprivileged_user_gets_user_frames_and_smaller_buffers() {
+    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || paranoid != 2 {
+        eprintln!("skipped: needs root to switch users and perf_event_paranoid = 2");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "unprivileged_scenario",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NATIVE_RECORD_UNPRIVILEGED", "1")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Only does something when started by the test above.
+#[test]
+fn unprivileged_scenario() {
+    if std::env::var_os("NATIVE_RECORD_UNPRIVILEGED").is_none() {
+        return;
+    }
+    let script = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done";
+    let mut opts = options(
+        launch("/bin/sh", &["-c", script]),
+        CallGraph::Dwarf { stack_size: 16384 },
+    );
+    opts.buffer_pages = Some(4096); // 16 MiB: above the locked-memory limit, so it must shrink
+    opts.verbose = true;
+    let mut kernel_frames = 0;
+    let summary = record(&opts, &mut |_, record| {
+        if let Record::Sample(s) = record {
+            kernel_frames += s.callchain.kernel().count();
+        }
+    })
+    .unwrap();
+    assert!(summary.samples > 0, "{summary:?}");
+    assert!(!summary.kernel_frames);
+    assert_eq!(kernel_frames, 0);
+
+    let opts = options(Target::Attach { pids: vec![1] }, CallGraph::FramePointer);
+    let err = run(&opts).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, NativeError::PermissionDenied { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("kernel.perf_event_paranoid is 2")
+            && text.contains("sudo sysctl kernel.perf_event_paranoid=1"),
+        "{text}"
+    );
 }
