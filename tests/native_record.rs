@@ -566,3 +566,49 @@ fn unprivileged_scenario() {
         "{text}"
     );
 }
+
+/// Runs [`signal_scenario`] in a copy of this test binary, so a real SIGTERM can hit the recorder.
+#[test]
+fn sigterm_to_the_recorder_stops_it_and_interrupts_the_program() {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "signal_scenario",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NATIVE_RECORD_SIGNAL", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Only does something when started by the test above.
+#[test]
+fn signal_scenario() {
+    if std::env::var_os("NATIVE_RECORD_SIGNAL").is_none() {
+        return;
+    }
+    let mut opts = NativeOptions::new(launch(fixture().to_str().unwrap(), &["spin", "20"]));
+    opts.call_graph = CallGraph::FramePointer;
+    let sender = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(400));
+        // SAFETY: signalling our own process; the recorder's handler is installed by then.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    });
+    let (summary, _) = run(&opts).unwrap();
+    sender.join().unwrap();
+    assert!(summary.interrupted);
+    assert_eq!(summary.exit_status.unwrap().signal(), Some(libc::SIGINT));
+    assert!(summary.samples > 0);
+    // The previous (default) SIGTERM disposition is back.
+    // SAFETY: querying the current action into a zeroed struct.
+    let handler = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut old);
+        old.sa_sigaction
+    };
+    assert_eq!(handler, libc::SIG_DFL);
+}

@@ -72,7 +72,9 @@ pub struct NativeOptions {
     /// Stop when this becomes true, like a Ctrl-C. Default: none.
     pub stop: Option<Arc<AtomicBool>>,
     /// Catch SIGINT/SIGTERM while recording and treat them as stop requests (the previous
-    /// handlers are restored afterwards). Default: true.
+    /// handlers are restored afterwards). A launched program gets a SIGINT from us unless the
+    /// signal came from the terminal (which already sent it to the whole foreground process
+    /// group). Only one `record` call at a time may use this. Default: true.
     pub handle_signals: bool,
     /// Data pages per ring buffer (a power of two), halved while locked-memory limits refuse it.
     /// Default: none, meaning 128 for frame pointers and 2048 for DWARF.
@@ -301,10 +303,12 @@ impl Recorder<'_> {
         loop {
             session.wait(POLL_MS);
             session.round(on_record);
-            if stop.take() {
+            if let Some(request) = stop.take() {
                 interrupted = true;
-                // SAFETY: sending a signal to our own child, which we have not reaped yet.
-                unsafe { libc::kill(pid, libc::SIGINT) };
+                if request.forward {
+                    // SAFETY: sending a signal to our own child, which we have not reaped yet.
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                }
             }
             let status = launch::wait(pid, true).map_err(|source| NativeError::Io {
                 what: "cannot wait for the profiled program",
@@ -348,7 +352,7 @@ impl Recorder<'_> {
         while pids.iter().any(|&pid| attach::is_alive(pid)) {
             session.wait(POLL_MS);
             session.round(on_record);
-            if stop.take() {
+            if stop.take().is_some() {
                 interrupted = true;
                 break;
             }
