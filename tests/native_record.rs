@@ -49,6 +49,12 @@ int main(int argc, char **argv) {
         pthread_t t[3];
         for (int i = 0; i < 3; i++) pthread_create(&t[i], 0, thread_main, 0);
         for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
+    } else if (strcmp(mode, "main-exits") == 0) {
+        pthread_t t[2];
+        if (argc > 2) thread_seconds = atof(argv[2]);
+        if (argc > 3) spin(atof(argv[3]));
+        for (int i = 0; i < 2; i++) pthread_create(&t[i], 0, thread_main, 0);
+        pthread_exit(0);
     } else if (strcmp(mode, "fork") == 0) {
         pid_t child = fork();
         spin(0.4);
@@ -301,6 +307,60 @@ fn threads_are_followed() {
         tids.len() >= 3,
         "samples from threads {tids:?} ({summary:?})"
     );
+}
+
+fn thread_cpu_time() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    let micros = usage.ru_utime.tv_sec * 1_000_000
+        + usage.ru_utime.tv_usec
+        + usage.ru_stime.tv_sec * 1_000_000
+        + usage.ru_stime.tv_usec;
+    Duration::from_micros(micros as u64)
+}
+
+/// When the main thread exits first, its events hang up; the recorder must neither stop nor spin.
+#[test]
+fn main_thread_exiting_first_neither_stops_nor_spins() {
+    let target = launch(fixture().to_str().unwrap(), &["main-exits"]);
+    let (cpu_before, wall) = (thread_cpu_time(), std::time::Instant::now());
+    let (summary, records) = run(&options(target, CallGraph::FramePointer)).unwrap();
+    let (cpu, wall) = (thread_cpu_time() - cpu_before, wall.elapsed());
+    assert!(summary.exit_status.unwrap().success());
+    assert!(wall >= Duration::from_millis(350), "{wall:?}");
+    assert!(cpu * 4 < wall, "recorder used {cpu:?} of CPU in {wall:?}");
+    let tids = &sample_pids(&records).into_values().next().unwrap();
+    assert!(tids.len() >= 2, "{tids:?}");
+}
+
+/// Attached while the main thread still runs; it exits first, hanging up the ring it owns.
+#[test]
+fn attach_survives_the_main_thread_exiting() {
+    let mut child = Command::new(fixture())
+        .args(["main-exits", "1.2", "0.4"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let opts = options(
+        Target::Attach {
+            pids: vec![child.id()],
+        },
+        CallGraph::FramePointer,
+    );
+    let (cpu_before, wall) = (thread_cpu_time(), std::time::Instant::now());
+    let result = run(&opts);
+    let (cpu, wall) = (thread_cpu_time() - cpu_before, wall.elapsed());
+    child.wait().unwrap();
+    let (summary, records) = result.unwrap();
+    assert!(!summary.interrupted);
+    assert!(wall >= Duration::from_millis(800), "{wall:?}");
+    assert!(cpu * 4 < wall, "recorder used {cpu:?} of CPU in {wall:?}");
+    let tids = &sample_pids(&records).into_values().next().unwrap();
+    assert!(tids.len() >= 3, "{tids:?}");
 }
 
 #[test]

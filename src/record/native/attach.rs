@@ -17,9 +17,20 @@ pub fn threads(pid: u32) -> io::Result<Vec<u32>> {
     Ok(tids)
 }
 
-/// Whether `pid` still runs (exists and is not a zombie).
+/// Whether `pid` still runs: some thread of it exists and is not a zombie. (The main thread shows
+/// as a zombie after calling `pthread_exit` while other threads go on.)
 pub fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    if thread_alive(&format!("/proc/{pid}/stat")) {
+        return true;
+    }
+    threads(pid)
+        .unwrap_or_default()
+        .iter()
+        .any(|tid| thread_alive(&format!("/proc/{pid}/task/{tid}/stat")))
+}
+
+fn thread_alive(stat_path: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
         return false;
     };
     // The state follows the command name, which is in parentheses and may contain anything.

@@ -15,6 +15,9 @@ use crate::perf::{parse_record, record_time, Record, SampleFormat};
 /// How far behind the round's start records must be to be delivered (nanoseconds).
 const ORDER_SLACK_NS: u64 = 2_000_000;
 
+/// Poll timeout while some ring's fd is hung up (milliseconds).
+const HUNG_UP_POLL_MS: i32 = 10;
+
 /// Counters of what went through a session.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counts {
@@ -34,6 +37,9 @@ pub struct Session {
     held_arena: Vec<u8>,
     held_entries: Vec<Entry>,
     pollfds: Vec<libc::pollfd>,
+    /// Rings whose fd reported POLLHUP (its task exited): polling them would return at once, so
+    /// they are only read, not polled.
+    hung_up: Vec<bool>,
     pub counts: Counts,
 }
 
@@ -48,6 +54,7 @@ impl Session {
             held_arena: Vec::new(),
             held_entries: Vec::new(),
             pollfds: Vec::new(),
+            hung_up: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -55,6 +62,7 @@ impl Session {
     /// Adds a mapped ring; returns its index.
     pub fn add_ring(&mut self, ring: Ring) -> usize {
         self.rings.push(ring);
+        self.hung_up.push(false);
         self.rings.len() - 1
     }
 
@@ -87,22 +95,44 @@ impl Session {
         }
     }
 
-    /// Waits until a ring has data or `timeout_ms` passed (or a signal arrived).
+    /// Waits until a ring has data or `timeout_ms` passed (or a signal arrived). While some rings
+    /// are hung up, waits at most `HUNG_UP_POLL_MS` so their data is still read in time.
     pub fn wait(&mut self, timeout_ms: i32) {
         self.pollfds.clear();
-        self.pollfds
-            .extend(self.rings.iter().map(|ring| libc::pollfd {
-                fd: ring.fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
-        // SAFETY: `pollfds` is a valid array of `len` pollfd structs owned by us.
+        let live = self
+            .rings
+            .iter()
+            .zip(&self.hung_up)
+            .filter(|(_, hup)| !**hup);
+        self.pollfds.extend(live.map(|(ring, _)| libc::pollfd {
+            fd: ring.fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        let timeout = if self.hung_up.contains(&true) {
+            timeout_ms.min(HUNG_UP_POLL_MS)
+        } else {
+            timeout_ms
+        };
+        // SAFETY: `pollfds` is a valid array of `len` pollfd structs owned by us (poll with no
+        // fds just sleeps).
         unsafe {
             libc::poll(
                 self.pollfds.as_mut_ptr(),
                 self.pollfds.len() as libc::nfds_t,
-                timeout_ms,
+                timeout,
             );
+        }
+        for pollfd in &self.pollfds {
+            if pollfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                let index = self
+                    .rings
+                    .iter()
+                    .position(|r| r.fd().as_raw_fd() == pollfd.fd);
+                if let Some(hup) = index.and_then(|i| self.hung_up.get_mut(i)) {
+                    *hup = true;
+                }
+            }
         }
     }
 
