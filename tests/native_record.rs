@@ -373,6 +373,7 @@ fn forked_children_are_followed() {
     assert!(records
         .iter()
         .any(|r| matches!(r, Rec::Fork { pid, ppid } if *ppid == parent && *pid != parent)));
+    assert_time_ordered(&records);
 }
 
 #[test]

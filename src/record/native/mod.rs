@@ -9,7 +9,13 @@
 //!   mapping) records from `/proc`, before any sample.
 //! - Launch mode starts at the exec of the program: its COMM (with `exec` set) and the MMAP2 of the
 //!   executable and the dynamic loader come from the kernel.
-//! - Records are in non-decreasing time order (CLOCK_MONOTONIC nanoseconds).
+//! - Records are delivered in non-decreasing time order (CLOCK_MONOTONIC nanoseconds): each poll
+//!   round sorts everything read from all CPUs and holds back records younger than 2 ms before
+//!   the round's start, so a CPU that is still writing cannot deliver an older record later.
+//! - Samples carry the kernel's callchain (kernel part only when [`RecordSummary::kernel_frames`]),
+//!   cut at `perf_event_max_stack` (127 by default) entries; with [`CallGraph::Dwarf`] they also
+//!   carry the user registers (`perf::regs_x86_64::UNWIND_MASK` or `perf::regs_aarch64::UNWIND_MASK`)
+//!   and the user stack copy.
 //! - LOST and THROTTLE records are delivered and also counted in [`RecordSummary`].
 
 mod attach;
