@@ -152,6 +152,8 @@ pub enum NativeError {
     Mmap(io::Error),
     #[error("cannot run {program}: {source}")]
     Exec { program: String, source: io::Error },
+    #[error("no process to attach to")]
+    NoProcess,
     #[error("cannot attach to pid {pid}: {source}")]
     Attach { pid: u32, source: io::Error },
     #[error("{what}: {source}")]
@@ -333,6 +335,9 @@ impl Recorder<'_> {
         stop: &mut StopRequests,
         on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
     ) -> Result<RecordSummary, NativeError> {
+        if pids.is_empty() {
+            return Err(NativeError::NoProcess);
+        }
         sys::raise_nofile_limit();
         let mut opener = EventOpener::new(self.settings(false));
         let mut session = Session::new(self.format);
