@@ -1,1 +1,425 @@
 //! The built-in Linux sampler: perf_event_open, ring buffers, launch and attach.
+//!
+//! [`record`] opens one sampling event per online CPU for the target (inherited by every thread
+//! and child it creates), maps one ring buffer per CPU, and delivers every record, merged across
+//! CPUs in timestamp order, to a callback. No `perf` binary and no perf.data file are involved.
+//!
+//! The stream a callback sees:
+//! - Attach mode starts with synthesized COMM (one per thread) and MMAP2 (one per executable
+//!   mapping) records from `/proc`, before any sample.
+//! - Launch mode starts at the exec of the program: its COMM (with `exec` set) and the MMAP2 of the
+//!   executable and the dynamic loader come from the kernel.
+//! - Records are delivered in non-decreasing time order (CLOCK_MONOTONIC nanoseconds): each poll
+//!   round sorts everything read from all CPUs and holds back records younger than 2 ms before
+//!   the round's start, so a CPU that is still writing cannot deliver an older record later.
+//! - Samples carry the kernel's callchain (kernel part only when [`RecordSummary::kernel_frames`]),
+//!   cut at `perf_event_max_stack` (127 by default) entries; with [`CallGraph::Dwarf`] they also
+//!   carry the user registers (`perf::regs_x86_64::UNWIND_MASK` or `perf::regs_aarch64::UNWIND_MASK`)
+//!   and the user stack copy.
+//! - LOST and THROTTLE records are delivered and also counted in [`RecordSummary`].
+
+mod attach;
+mod launch;
+mod perf_event;
+mod ring;
+mod session;
+mod signals;
+mod sys;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io;
+use std::process::ExitStatus;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::perf::{Record, SampleFormat};
+use perf_event::{EventOpener, EventSettings};
+use ring::Ring;
+use session::Session;
+use signals::StopRequests;
+
+/// What to profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Start `program` with `args` (found in `$PATH` like `execvp`) and follow all its threads and
+    /// children until it exits.
+    Launch {
+        program: OsString,
+        args: Vec<OsString>,
+    },
+    /// Attach to running processes (all their threads, and threads they create) until they all
+    /// exit or a stop is requested; they keep running afterwards.
+    Attach { pids: Vec<u32> },
+}
+
+/// How the kernel collects stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallGraph {
+    /// Kernel-walked frame-pointer callchains only.
+    FramePointer,
+    /// Callchains plus a copy of the user stack (at most 65528 bytes) and the registers needed to
+    /// unwind it with DWARF CFI.
+    Dwarf { stack_size: u32 },
+}
+
+/// Options of [`record`]. Build with [`NativeOptions::new`], then set fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NativeOptions {
+    /// What to profile.
+    pub target: Target,
+    /// Samples per second per CPU. Default: 997.
+    pub frequency: u32,
+    /// Default: `CallGraph::Dwarf { stack_size: 64000 }` (like `perf record --call-graph dwarf,64000`).
+    pub call_graph: CallGraph,
+    /// Print what was chosen (event, buffer sizes) to stderr. Default: false.
+    pub verbose: bool,
+    /// Stop when this becomes true, like a Ctrl-C. Default: none.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Catch SIGINT/SIGTERM while recording and treat them as stop requests (the previous
+    /// handlers are restored afterwards). A launched program gets a SIGINT from us unless the
+    /// signal came from the terminal (which already sent it to the whole foreground process
+    /// group). Only one `record` call at a time may use this. Default: true.
+    pub handle_signals: bool,
+    /// Data pages per ring buffer (a power of two), halved while locked-memory limits refuse it.
+    /// Default: none, meaning 128 for frame pointers and 2048 for DWARF.
+    pub buffer_pages: Option<usize>,
+}
+
+impl NativeOptions {
+    /// Options with every default for `target`.
+    pub fn new(target: Target) -> Self {
+        NativeOptions {
+            target,
+            frequency: 997,
+            call_graph: CallGraph::Dwarf { stack_size: 64000 },
+            verbose: false,
+            stop: None,
+            handle_signals: true,
+            buffer_pages: None,
+        }
+    }
+}
+
+/// What happened during [`record`].
+#[derive(Clone, Debug)]
+pub struct RecordSummary {
+    /// Samples delivered.
+    pub samples: u64,
+    /// Records or samples the kernel dropped (full buffers), from LOST and LOST_SAMPLES records.
+    pub lost: u64,
+    /// THROTTLE records: the kernel lowered the rate because sampling took too long.
+    pub throttled: u64,
+    /// Records that could not be parsed (skipped).
+    pub malformed: u64,
+    /// `"cycles"` or `"cpu-clock"`.
+    pub event: &'static str,
+    /// Whether kernel frames are included (false when `perf_event_paranoid` forbids them).
+    pub kernel_frames: bool,
+    /// The launched program's exit status (launch mode only).
+    pub exit_status: Option<ExitStatus>,
+    /// True if a stop was requested (Ctrl-C, SIGTERM or the `stop` flag).
+    pub interrupted: bool,
+}
+
+/// Errors of the native recorder.
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("sampling frequency must be at least 1 Hz")]
+    InvalidFrequency,
+    #[error(
+        "sampling frequency {requested} Hz is above the kernel limit of {max} Hz \
+         (/proc/sys/kernel/perf_event_max_sample_rate): use -F {max} or lower, or raise the limit \
+         with `sudo sysctl kernel.perf_event_max_sample_rate={requested}`"
+    )]
+    FrequencyTooHigh { requested: u32, max: u64 },
+    #[error("DWARF stack size {0} is out of range: use 8 to 65528 bytes")]
+    InvalidStackSize(u32),
+    #[error(
+        "permission denied to use perf events (kernel.perf_event_paranoid is {paranoid}): allow \
+         profiling with `sudo sysctl kernel.perf_event_paranoid=1`, or run as root"
+    )]
+    PermissionDenied { paranoid: String },
+    #[error("cannot open perf event {event} for pid {pid} on cpu {cpu}: {source}")]
+    Open {
+        event: &'static str,
+        pid: i32,
+        cpu: i32,
+        source: io::Error,
+    },
+    #[error("cannot map a perf ring buffer: {0}")]
+    Mmap(io::Error),
+    #[error("cannot run {program}: {source}")]
+    Exec { program: String, source: io::Error },
+    #[error("no process to attach to")]
+    NoProcess,
+    #[error("cannot attach to pid {pid}: {source}")]
+    Attach { pid: u32, source: io::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Records `options.target`, calling `on_record` for every record in time order, and returns a
+/// summary once the target exited or a stop was requested (remaining records are delivered first).
+pub fn record(
+    options: &NativeOptions,
+    on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+) -> Result<RecordSummary, NativeError> {
+    perf_event::validate(options.frequency, options.call_graph)?;
+    let cpus = sys::online_cpus().map_err(|source| NativeError::Io {
+        what: "cannot read the online CPUs",
+        source,
+    })?;
+    let mut stop =
+        StopRequests::new(options.handle_signals, options.stop.clone()).map_err(|source| {
+            NativeError::Io {
+                what: "cannot install signal handlers",
+                source,
+            }
+        })?;
+    let recorder = Recorder {
+        options,
+        cpus,
+        format: perf_event::sample_format(options.call_graph),
+    };
+    match &options.target {
+        Target::Launch { program, args } => recorder.launch(program, args, &mut stop, on_record),
+        Target::Attach { pids } => recorder.attach(pids, &mut stop, on_record),
+    }
+}
+
+/// Shared state of one [`record`] call.
+struct Recorder<'o> {
+    options: &'o NativeOptions,
+    cpus: Vec<u32>,
+    format: SampleFormat,
+}
+
+/// How long one poll waits before checking stop requests and the target.
+const POLL_MS: i32 = 100;
+
+impl Recorder<'_> {
+    fn pages(&self) -> (usize, usize) {
+        let (default, min) = match self.options.call_graph {
+            CallGraph::FramePointer => (128, 8),
+            CallGraph::Dwarf { .. } => (2048, 32),
+        };
+        let pages = self.options.buffer_pages.unwrap_or(default).max(1);
+        (
+            pages.next_power_of_two(),
+            min.min(pages.next_power_of_two()),
+        )
+    }
+
+    fn settings(&self, enable_on_exec: bool) -> EventSettings {
+        let (pages, _) = self.pages();
+        EventSettings {
+            frequency: self.options.frequency,
+            call_graph: self.options.call_graph,
+            inherit: true,
+            enable_on_exec,
+            wakeup_bytes: u32::try_from(pages * sys::page_size() / 4).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn map(&self, fd: std::os::fd::OwnedFd) -> Result<Ring, NativeError> {
+        let (pages, min) = self.pages();
+        let ring = Ring::map(fd, pages, min).map_err(NativeError::Mmap)?;
+        if self.options.verbose {
+            eprintln!("flamegraph: ring buffer of {} KiB", ring.data_size() / 1024);
+        }
+        Ok(ring)
+    }
+
+    fn summary(&self, session: &Session, opener: &EventOpener) -> RecordSummary {
+        let c = session.counts;
+        RecordSummary {
+            samples: c.samples,
+            lost: c.lost,
+            throttled: c.throttled,
+            malformed: c.malformed,
+            event: opener.event_name(),
+            kernel_frames: opener.kernel_frames(),
+            exit_status: None,
+            interrupted: false,
+        }
+    }
+
+    fn report_choice(&self, opener: &EventOpener) {
+        if self.options.verbose {
+            eprintln!(
+                "flamegraph: sampling {} at {} Hz on {} CPUs, kernel frames {}",
+                opener.event_name(),
+                self.options.frequency,
+                self.cpus.len(),
+                if opener.kernel_frames() {
+                    "included"
+                } else {
+                    "excluded"
+                }
+            );
+        }
+    }
+
+    /// Launch mode: fork, open the per-CPU events on the waiting child, release it, record.
+    fn launch(
+        &self,
+        program: &std::ffi::OsStr,
+        args: &[OsString],
+        stop: &mut StopRequests,
+        on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+    ) -> Result<RecordSummary, NativeError> {
+        let child = launch::spawn_stopped(program, args)?;
+        let mut opener = EventOpener::new(self.settings(true));
+        let mut session = Session::new(self.format);
+        for &cpu in &self.cpus {
+            let ring = opener
+                .open(child.pid, cpu as i32)
+                .and_then(|fd| self.map(fd));
+            match ring {
+                Ok(ring) => session.add_ring(ring),
+                Err(err) => {
+                    child.abort();
+                    return Err(err);
+                }
+            };
+        }
+        self.report_choice(&opener);
+        let pid = child.pid;
+        child.release()?;
+        let (status, interrupted) = self.launch_loop(pid, &mut session, stop, on_record)?;
+        session.finish(on_record);
+        Ok(RecordSummary {
+            exit_status: Some(status),
+            interrupted,
+            ..self.summary(&session, &opener)
+        })
+    }
+
+    fn launch_loop(
+        &self,
+        pid: i32,
+        session: &mut Session,
+        stop: &mut StopRequests,
+        on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+    ) -> Result<(ExitStatus, bool), NativeError> {
+        let mut interrupted = false;
+        loop {
+            session.wait(POLL_MS);
+            session.round(on_record);
+            if let Some(request) = stop.take() {
+                interrupted = true;
+                if request.forward {
+                    // SAFETY: sending a signal to our own child, which we have not reaped yet.
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                }
+            }
+            let status = launch::wait(pid, true).map_err(|source| NativeError::Io {
+                what: "cannot wait for the profiled program",
+                source,
+            })?;
+            if let Some(status) = status {
+                return Ok((status, interrupted));
+            }
+        }
+    }
+
+    /// Attach mode: per (thread, CPU) events sharing one ring per CPU, seeded from /proc.
+    fn attach(
+        &self,
+        pids: &[u32],
+        stop: &mut StopRequests,
+        on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+    ) -> Result<RecordSummary, NativeError> {
+        if pids.is_empty() {
+            return Err(NativeError::NoProcess);
+        }
+        sys::raise_nofile_limit();
+        let mut opener = EventOpener::new(self.settings(false));
+        let mut session = Session::new(self.format);
+        let mut opened = HashSet::new();
+        for &pid in pids {
+            let tids = attach::threads(pid).map_err(|err| attach_error(pid, err))?;
+            self.open_threads(&tids, &mut opened, &mut opener, &mut session)?;
+        }
+        // Threads created while we were opening: a second pass (later ones are inherited).
+        for &pid in pids {
+            let tids = attach::threads(pid).unwrap_or_default();
+            self.open_threads(&tids, &mut opened, &mut opener, &mut session)?;
+        }
+        self.report_choice(&opener);
+        session.enable_all().map_err(|source| NativeError::Io {
+            what: "cannot enable perf events",
+            source,
+        })?;
+        for &pid in pids {
+            attach::synthesize(pid, &mut |record| on_record(&self.format, record));
+        }
+        let mut interrupted = false;
+        while pids.iter().any(|&pid| attach::is_alive(pid)) {
+            session.wait(POLL_MS);
+            session.round(on_record);
+            if stop.take().is_some() {
+                interrupted = true;
+                break;
+            }
+        }
+        session.disable_all();
+        session.finish(on_record);
+        Ok(RecordSummary {
+            interrupted,
+            ..self.summary(&session, &opener)
+        })
+    }
+
+    /// Opens one event per CPU for each thread not yet `opened`, all CPU `i` events writing to
+    /// ring `i`. Threads that exit meanwhile are skipped.
+    fn open_threads(
+        &self,
+        tids: &[u32],
+        opened: &mut HashSet<u32>,
+        opener: &mut EventOpener,
+        session: &mut Session,
+    ) -> Result<(), NativeError> {
+        for &tid in tids {
+            if !opened.insert(tid) {
+                continue;
+            }
+            for (index, &cpu) in self.cpus.iter().enumerate() {
+                let fd = match opener.open(tid as i32, cpu as i32) {
+                    Ok(fd) => fd,
+                    Err(NativeError::Open { source, .. })
+                        if source.raw_os_error() == Some(libc::ESRCH) =>
+                    {
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                };
+                if session.rings().len() <= index {
+                    session.add_ring(self.map(fd)?);
+                } else {
+                    session
+                        .add_follower(fd, index)
+                        .map_err(|source| NativeError::Io {
+                            what: "cannot share a ring buffer (PERF_EVENT_IOC_SET_OUTPUT)",
+                            source,
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn attach_error(pid: u32, err: io::Error) -> NativeError {
+    let source = if err.kind() == io::ErrorKind::NotFound {
+        io::Error::from_raw_os_error(libc::ESRCH)
+    } else {
+        err
+    };
+    NativeError::Attach { pid, source }
+}

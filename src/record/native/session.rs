@@ -1,0 +1,196 @@
+//! A recording session: the ring buffers, polling them, and merging their records by time.
+//!
+//! Each round copies every available record of every ring into one reusable arena, sorts the
+//! entries by timestamp and delivers those older than the round's start (minus a small slack);
+//! younger ones are held for the next round, since another CPU may still be writing records of
+//! that time. The final round delivers everything. The buffers are reused, so the steady state
+//! allocates nothing per record.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::ring::{Entry, Ring};
+use super::sys;
+use crate::perf::{parse_record, record_time, Record, SampleFormat};
+
+/// How far behind the round's start records must be to be delivered (nanoseconds).
+const ORDER_SLACK_NS: u64 = 2_000_000;
+
+/// Poll timeout while some ring's fd is hung up (milliseconds).
+const HUNG_UP_POLL_MS: i32 = 10;
+
+/// Counters of what went through a session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub samples: u64,
+    pub lost: u64,
+    pub throttled: u64,
+    pub malformed: u64,
+}
+
+/// Ring buffers (one per CPU) plus the fds that write into them.
+pub struct Session {
+    rings: Vec<Ring>,
+    followers: Vec<OwnedFd>,
+    format: SampleFormat,
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    held_arena: Vec<u8>,
+    held_entries: Vec<Entry>,
+    pollfds: Vec<libc::pollfd>,
+    /// Rings whose fd reported POLLHUP (its task exited): polling them would return at once, so
+    /// they are only read, not polled.
+    hung_up: Vec<bool>,
+    pub counts: Counts,
+}
+
+impl Session {
+    pub fn new(format: SampleFormat) -> Self {
+        Session {
+            rings: Vec::new(),
+            followers: Vec::new(),
+            format,
+            arena: Vec::new(),
+            entries: Vec::new(),
+            held_arena: Vec::new(),
+            held_entries: Vec::new(),
+            pollfds: Vec::new(),
+            hung_up: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Adds a mapped ring; returns its index.
+    pub fn add_ring(&mut self, ring: Ring) -> usize {
+        self.rings.push(ring);
+        self.hung_up.push(false);
+        self.rings.len() - 1
+    }
+
+    /// Redirects `fd`'s records into ring `index` and keeps `fd` open.
+    pub fn add_follower(&mut self, fd: OwnedFd, index: usize) -> std::io::Result<()> {
+        if let Some(ring) = self.rings.get(index) {
+            sys::set_output(&fd, ring.fd())?;
+        }
+        self.followers.push(fd);
+        Ok(())
+    }
+
+    pub fn rings(&self) -> &[Ring] {
+        &self.rings
+    }
+
+    fn all_fds(&self) -> impl Iterator<Item = &OwnedFd> {
+        self.rings.iter().map(Ring::fd).chain(self.followers.iter())
+    }
+
+    /// Enables every event (attach mode; launch mode uses enable_on_exec).
+    pub fn enable_all(&self) -> std::io::Result<()> {
+        self.all_fds().try_for_each(sys::enable)
+    }
+
+    /// Disables every event, best effort.
+    pub fn disable_all(&self) {
+        for fd in self.all_fds() {
+            let _ = sys::disable(fd);
+        }
+    }
+
+    /// Waits until a ring has data or `timeout_ms` passed (or a signal arrived). While some rings
+    /// are hung up, waits at most `HUNG_UP_POLL_MS` so their data is still read in time.
+    pub fn wait(&mut self, timeout_ms: i32) {
+        self.pollfds.clear();
+        let live = self
+            .rings
+            .iter()
+            .zip(&self.hung_up)
+            .filter(|(_, hup)| !**hup);
+        self.pollfds.extend(live.map(|(ring, _)| libc::pollfd {
+            fd: ring.fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        let timeout = if self.hung_up.contains(&true) {
+            timeout_ms.min(HUNG_UP_POLL_MS)
+        } else {
+            timeout_ms
+        };
+        // SAFETY: `pollfds` is a valid array of `len` pollfd structs owned by us (poll with no
+        // fds just sleeps).
+        unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout,
+            );
+        }
+        for pollfd in &self.pollfds {
+            if pollfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                let index = self
+                    .rings
+                    .iter()
+                    .position(|r| r.fd().as_raw_fd() == pollfd.fd);
+                if let Some(hup) = index.and_then(|i| self.hung_up.get_mut(i)) {
+                    *hup = true;
+                }
+            }
+        }
+    }
+
+    /// One round: copies everything out and delivers what is old enough, in time order.
+    pub fn round(&mut self, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
+        let cutoff = sys::monotonic_ns().saturating_sub(ORDER_SLACK_NS);
+        self.collect();
+        self.deliver(cutoff, on_record);
+    }
+
+    /// The last round: delivers every remaining record.
+    pub fn finish(&mut self, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
+        self.collect();
+        self.deliver(u64::MAX, on_record);
+    }
+
+    fn collect(&mut self) {
+        let format = self.format;
+        let time_of = move |kind: u32, body: &[u8]| record_time(&format, kind, body);
+        for ring in &mut self.rings {
+            ring.read_into(&mut self.arena, &mut self.entries, &time_of);
+        }
+    }
+
+    fn deliver(&mut self, cutoff: u64, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
+        self.entries.sort_unstable_by_key(|e| (e.time, e.start));
+        let ready = self.entries.partition_point(|e| e.time <= cutoff);
+        for entry in &self.entries[..ready] {
+            let bytes = &self.arena[entry.start..entry.start + entry.len];
+            let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let misc = u16::from_ne_bytes([bytes[4], bytes[5]]);
+            match parse_record(&self.format, kind, misc, &bytes[8..]) {
+                Ok(record) => {
+                    count(&mut self.counts, &record);
+                    on_record(&self.format, record);
+                }
+                Err(_) => self.counts.malformed += 1,
+            }
+        }
+        // Move the held records to the front of a fresh arena, keeping their order.
+        self.held_arena.clear();
+        self.held_entries.clear();
+        for entry in &self.entries[ready..] {
+            let start = self.held_arena.len();
+            self.held_arena
+                .extend_from_slice(&self.arena[entry.start..entry.start + entry.len]);
+            self.held_entries.push(Entry { start, ..*entry });
+        }
+        std::mem::swap(&mut self.arena, &mut self.held_arena);
+        std::mem::swap(&mut self.entries, &mut self.held_entries);
+    }
+}
+
+fn count(counts: &mut Counts, record: &Record<'_>) {
+    match record {
+        Record::Sample(_) => counts.samples += 1,
+        Record::Lost { lost, .. } | Record::LostSamples { lost } => counts.lost += lost,
+        Record::Throttle { .. } => counts.throttled += 1,
+        _ => {}
+    }
+}

@@ -1,0 +1,166 @@
+//! Raw kernel ABI: constants, sysctl paths and thin wrappers over the syscalls the recorder uses.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub use perf_event_open_sys::bindings::perf_event_attr;
+
+/// `perf_event_attr.type` for hardware events.
+pub const PERF_TYPE_HARDWARE: u32 = perf_event_open_sys::bindings::PERF_TYPE_HARDWARE;
+/// `perf_event_attr.type` for software events.
+pub const PERF_TYPE_SOFTWARE: u32 = perf_event_open_sys::bindings::PERF_TYPE_SOFTWARE;
+/// Hardware event: CPU cycles.
+pub const PERF_COUNT_HW_CPU_CYCLES: u64 =
+    perf_event_open_sys::bindings::PERF_COUNT_HW_CPU_CYCLES as u64;
+/// Software event: a per-CPU high-resolution timer.
+pub const PERF_COUNT_SW_CPU_CLOCK: u64 =
+    perf_event_open_sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64;
+/// `perf_event_open` flag: close the fd on exec.
+pub const PERF_FLAG_FD_CLOEXEC: libc::c_ulong =
+    perf_event_open_sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong;
+
+/// Largest user stack a sample can carry: the record size is a u16, minus the header and fields.
+pub const MAX_STACK_USER: u32 = 65528;
+
+pub const PARANOID_PATH: &str = "/proc/sys/kernel/perf_event_paranoid";
+pub const MAX_SAMPLE_RATE_PATH: &str = "/proc/sys/kernel/perf_event_max_sample_rate";
+pub const ONLINE_CPUS_PATH: &str = "/sys/devices/system/cpu/online";
+
+/// Byte offsets in `struct perf_event_mmap_page` of the ring buffer's control words.
+pub const MMAP_PAGE_DATA_HEAD: usize = 1024;
+pub const MMAP_PAGE_DATA_TAIL: usize = 1032;
+pub const MMAP_PAGE_DATA_OFFSET: usize = 1040;
+pub const MMAP_PAGE_DATA_SIZE: usize = 1048;
+
+/// Opens one perf event (`perf_event_open(2)`), close-on-exec.
+pub fn perf_event_open(attr: &perf_event_attr, pid: i32, cpu: i32) -> io::Result<OwnedFd> {
+    let mut attr = *attr;
+    // SAFETY: `attr` is a fully initialized perf_event_attr with `size` set; the kernel only reads
+    // it (and may write back `size` on E2BIG, into our local copy).
+    let fd = unsafe {
+        perf_event_open_sys::perf_event_open(&mut attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `PERF_EVENT_IOC_SET_OUTPUT`: send `fd`'s records to `target`'s ring buffer.
+pub fn set_output(fd: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    // SAFETY: both fds are open perf event fds owned by the caller.
+    let ret =
+        unsafe { perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), target.as_raw_fd()) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `PERF_EVENT_IOC_ENABLE`.
+pub fn enable(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: `fd` is an open perf event fd; ENABLE takes no pointer argument.
+    let ret = unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `PERF_EVENT_IOC_DISABLE`.
+pub fn disable(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: `fd` is an open perf event fd; DISABLE takes no pointer argument.
+    let ret = unsafe { perf_event_open_sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads a sysctl file holding one integer.
+pub fn read_sysctl(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The current `CLOCK_MONOTONIC` time in nanoseconds, the clock samples are stamped with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(4096)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (many fds when attaching). Best effort.
+pub fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to fill and then pass back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Parses a CPU list like `0-3,5,7-8` (the format of `/sys/devices/system/cpu/online`).
+pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last): (u32, u32) = (first.parse().ok()?, last.parse().ok()?);
+                if last < first || last - first > 65536 {
+                    return None;
+                }
+                cpus.extend(first..=last);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// The online CPUs.
+pub fn online_cpus() -> io::Result<Vec<u32>> {
+    let text = std::fs::read_to_string(ONLINE_CPUS_PATH)?;
+    parse_cpu_list(&text)
+        .filter(|cpus| !cpus.is_empty())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cannot parse {ONLINE_CPUS_PATH}: {:?}", text.trim()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+        assert!(!online_cpus().unwrap().is_empty());
+    }
+}
