@@ -65,6 +65,11 @@ pub enum Error {
     #[error("--post-process command `{command}` failed: {reason}")]
     PostProcess { command: String, reason: String },
 
+    /// The native sampler failed.
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Native(#[from] crate::record::native::NativeError),
+
     /// Any other I/O failure, with what we were doing.
     #[error("{context}: {source}")]
     Io {

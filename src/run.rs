@@ -39,11 +39,16 @@ pub fn run(config: &Config) -> Result<Outcome> {
     // Ctrl-C goes to the whole foreground process group: the profiled program (and perf) stop,
     // and we must survive to draw what was recorded. The flag is only there to make the default
     // action (terminate) go away while recording.
+    // The native sampler handles these signals itself (it forwards them to the program).
     let interrupted = Arc::new(AtomicBool::new(false));
-    let hooks = [libc::SIGINT, libc::SIGTERM]
-        .iter()
-        .filter_map(|&sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
-        .collect::<Vec<_>>();
+    let hooks = if config.record.backend == crate::options::Backend::Native {
+        Vec::new()
+    } else {
+        [libc::SIGINT, libc::SIGTERM]
+            .iter()
+            .filter_map(|&sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
+            .collect::<Vec<_>>()
+    };
     let recording = record::record(config);
     for id in hooks {
         signal_hook::low_level::unregister(id);

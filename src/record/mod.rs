@@ -44,11 +44,84 @@ pub fn record(config: &Config) -> Result<Recording> {
 
 #[cfg(target_os = "linux")]
 fn native_record(config: &Config) -> Result<Recording> {
-    // The native sampler lands in its own change; until then it shares perf's path.
-    match &config.record.workload {
-        Workload::PerfData(path) => perf_cli::script_file(&config.record, &config.graph, path),
-        _ => perf_cli::record(&config.record, &config.graph),
+    use crate::options::CallGraph;
+    use crate::stacks::{CollectOptions, StackCollector};
+
+    let options = &config.record;
+    let target = match &options.workload {
+        // perf.data files are read by perf until our own reader lands.
+        Workload::PerfData(path) => return perf_cli::script_file(options, &config.graph, path),
+        Workload::Command(cmd) => match cmd.split_first() {
+            Some((program, args)) => native::Target::Launch {
+                program: program.clone(),
+                args: args.to_vec(),
+            },
+            None => {
+                return Err(crate::error::Error::InvalidOptions(
+                    "no command to profile".into(),
+                ))
+            }
+        },
+        Workload::Pids(pids) => native::Target::Attach { pids: pids.clone() },
+    };
+    let mut native_options = native::NativeOptions::new(target);
+    native_options.frequency = options.frequency;
+    native_options.verbose = options.verbose;
+    native_options.call_graph = match options.call_graph {
+        CallGraph::FramePointer => native::CallGraph::FramePointer,
+        CallGraph::Dwarf => native::CallGraph::Dwarf {
+            stack_size: options.stack_size,
+        },
+    };
+    let mut collector = StackCollector::new(CollectOptions {
+        inline: options.inline,
+        flame_chart: config.graph.flame_chart,
+    });
+    let summary = native::record(&native_options, &mut |format, record| {
+        collector.on_record(format, record)
+    })?;
+    let stats = collector.stats();
+    let mut symbolizer = crate::stacks::symbolizer(options.inline);
+    let mut folded = collector.finish(&mut symbolizer);
+    folded.skip_after(&config.graph.skip_after);
+
+    let mut notes = Vec::new();
+    if options.verbose {
+        notes.push(format!(
+            "recorded {} samples with the {} event{}",
+            summary.samples,
+            summary.event,
+            if summary.interrupted { " (interrupted)" } else { "" }
+        ));
     }
+    if !summary.kernel_frames {
+        notes.push(
+            "kernel frames are not shown: kernel.perf_event_paranoid forbids them; \
+             `sudo sysctl kernel.perf_event_paranoid=1` or run as root to see them"
+                .into(),
+        );
+    }
+    if summary.lost > 0 || summary.throttled > 0 {
+        notes.push(format!(
+            "lost {} of {} samples ({} throttling events): the ring buffers overflowed; \
+             lower -F or use --call-graph fp",
+            summary.lost,
+            summary.samples + summary.lost,
+            summary.throttled
+        ));
+    }
+    if stats.truncated > 0 && options.verbose {
+        notes.push(format!(
+            "{} of {} stacks were deeper than the {}-byte stack copy and are marked [truncated]; \
+             raise --stack-size (at most 65528)",
+            stats.truncated, stats.samples, options.stack_size
+        ));
+    }
+    Ok(Recording {
+        folded,
+        status: summary.exit_status,
+        notes,
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
