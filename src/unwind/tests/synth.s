@@ -8,6 +8,8 @@
 # f_sigtramp: a signal trampoline (CIE augmentation S): CFA = [rsp+16], rip at [rsp+8],
 #        rbp at [rsp+24].
 # f_nocfi: a frame-pointer function without any CFI.
+# f_noreturn: ends with a call (CFA = rsp + 32), so its return address is the first byte of
+#        f_after (CFA = rsp + 8): only a lookup at ra - 1 finds the right rule.
 	.text
 	.globl f_outer
 f_outer:
@@ -84,4 +86,15 @@ f_nocfi:
 f_nocfi_ret:
 	pop %rbp
 	ret
+
+f_noreturn:
+	.cfi_startproc
+	sub $24, %rsp
+	.cfi_def_cfa_offset 32
+	call f_leaf
+	.cfi_endproc
+f_after:
+	.cfi_startproc
+	ret
+	.cfi_endproc
 	.section .note.GNU-stack,"",@progbits

@@ -311,3 +311,40 @@ fn garbage_or_missing_file_does_not_panic() {
         assert_eq!(got, (expected, UnwindEnd::Complete), "{}", path.display());
     }
 }
+
+#[test]
+fn return_address_is_looked_up_one_byte_before() {
+    let lib = Synth::build("", &[]);
+    let mut s = FakeStack::new(64);
+    s.set(0, lib.at("f_after")); // f_noreturn's call returns to f_after's first byte
+    s.set(32, lib.at("f_outer_ret")); // f_noreturn: CFA = SP+40
+    let regs = X86_64Regs {
+        ip: lib.at("f_leaf_ip"),
+        sp: SP,
+        bp: 0,
+    };
+    let got = walk(&mut Unwinder::new(), &lib.lookup(), regs, &s, 64);
+    let expected = vec![
+        Ip(lib.at("f_leaf_ip")),
+        Ra(lib.at("f_after")),
+        Ra(lib.at("f_outer_ret")),
+    ];
+    assert_eq!(got, (expected, UnwindEnd::Complete));
+}
+
+#[test]
+fn stack_pointer_moving_down_stops() {
+    let lib = Synth::build("", &[]);
+    let mut s = FakeStack::new(64);
+    s.set(0, lib.at("f_sigtramp_ret"));
+    s.set(16, lib.at("f_sized_body"));
+    s.set(24, SP); // the trampoline claims the interrupted sp is below its own
+    let regs = X86_64Regs {
+        ip: lib.at("f_leaf_ip"),
+        sp: SP,
+        bp: 0,
+    };
+    let (frames, end) = walk(&mut Unwinder::new(), &lib.lookup(), regs, &s, 64);
+    assert_eq!(end, UnwindEnd::Stopped);
+    assert_eq!(frames.len(), 2);
+}
