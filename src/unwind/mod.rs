@@ -153,7 +153,8 @@ pub enum UnwindEnd {
 /// Walks copied stacks; keeps parsed unwind information per file and a rule cache, so it should
 /// live as long as the recording.
 pub struct Unwinder<A: Arch> {
-    module_ids: FastMap<PathBuf, u32>,
+    /// Module ids by path bytes (hashing a `Path` goes component by component: slower).
+    module_ids: FastMap<Box<[u8]>, u32>,
     /// Indexed by module id; `None` for a file that could not be read.
     modules: Vec<Option<ModuleInfo>>,
     rules: FastMap<(u32, u64), Option<FrameRule>>,
@@ -267,13 +268,14 @@ impl<A: Arch> Unwinder<A> {
 
     /// The id of the module at `path`, loading it on first use.
     fn module_id(&mut self, path: &Path) -> u32 {
-        if let Some(&id) = self.module_ids.get(path) {
+        let key = path.as_os_str().as_encoded_bytes();
+        if let Some(&id) = self.module_ids.get(key) {
             return id;
         }
         let id = u32::try_from(self.modules.len()).unwrap_or(u32::MAX);
         let info = ModuleInfo::load(path).ok().filter(ModuleInfo::has_cfi);
         self.modules.push(info);
-        self.module_ids.insert(path.to_path_buf(), id);
+        self.module_ids.insert(key.into(), id);
         id
     }
 }

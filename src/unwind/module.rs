@@ -43,13 +43,19 @@ pub(crate) struct ModuleInfo {
 }
 
 impl ModuleInfo {
-    /// Reads the unwind information of the file at `path`.
+    /// Reads the unwind information of the file at `path`. The path `[vdso]` stands for the
+    /// vDSO, which has no file: this process's own vDSO is read instead (the same kernel image
+    /// when recording live).
     pub fn load(path: &Path) -> Result<Self, UnwindError> {
         let io = |source| UnwindError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let data = std::fs::read(path).map_err(io)?;
+        let data = if path == Path::new(VDSO) {
+            own_vdso().map_err(io)?
+        } else {
+            std::fs::read(path).map_err(io)?
+        };
         let mut info = Self::parse(&data).map_err(|source| UnwindError::Object {
             path: path.to_path_buf(),
             source,
@@ -275,6 +281,41 @@ fn lookup(index: &[FdeEntry], svma: u64) -> Option<usize> {
     let i = index.partition_point(|e| e.start <= svma).checked_sub(1)?;
     let e = index.get(i)?;
     (svma < e.end).then_some(e.offset)
+}
+
+/// The name memory maps give the vDSO.
+const VDSO: &str = "[vdso]";
+
+/// A copy of this process's vDSO image, found in `/proc/self/maps` and read from
+/// `/proc/self/mem`.
+#[cfg(target_os = "linux")]
+pub(crate) fn own_vdso() -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let range = maps
+        .lines()
+        .find(|l| l.trim_end().ends_with(VDSO))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|(a, b)| a < b && b - a <= 1 << 24);
+    let (start, end) = range.ok_or_else(|| Error::new(ErrorKind::NotFound, "no [vdso] mapping"))?;
+    let len = usize::try_from(end - start).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    let mut mem = std::fs::File::open("/proc/self/mem")?;
+    mem.seek(SeekFrom::Start(start))?;
+    let mut image = vec![0; len];
+    mem.read_exact(&mut image)?;
+    Ok(image)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn own_vdso() -> std::io::Result<Vec<u8>> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// `/usr/lib/debug/.build-id/xx/yyyy.debug` for a build id.

@@ -190,3 +190,20 @@ mod synthetic;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod real;
+
+#[cfg(target_os = "linux")]
+#[test]
+fn vdso_is_read_from_this_process() {
+    use object::{Object, ObjectSymbol};
+    let info = super::module::ModuleInfo::load(std::path::Path::new("[vdso]")).unwrap();
+    assert!(info.has_cfi());
+    let image = super::module::own_vdso().unwrap();
+    let file = object::File::parse(&*image).unwrap();
+    let gettime = file
+        .dynamic_symbols()
+        .find(|s| s.name().is_ok_and(|n| n.ends_with("clock_gettime")))
+        .unwrap();
+    let mut ctx = gimli::UnwindContext::new();
+    let rule = info.find_rule::<NativeArch>(gettime.address() + 1, &mut ctx);
+    assert!(rule.is_some(), "no CFI for {:?}", gettime.name());
+}
