@@ -266,6 +266,14 @@ impl<A: Arch> Unwinder<A> {
         rule.map(|rule| (id, rule))
     }
 
+    /// Puts a rule into the rule cache, as if read from the module at `path` (tests of
+    /// architectures we cannot assemble code for).
+    #[cfg(test)]
+    pub(crate) fn insert_rule(&mut self, path: &Path, svma: u64, rule: Option<FrameRule>) {
+        let id = self.module_id(path);
+        self.rules.insert((id, svma), rule);
+    }
+
     /// The id of the module at `path`, loading it on first use.
     fn module_id(&mut self, path: &Path) -> u32 {
         let key = path.as_os_str().as_encoded_bytes();

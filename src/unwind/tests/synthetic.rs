@@ -348,3 +348,46 @@ fn stack_pointer_moving_down_stops() {
     assert_eq!(end, UnwindEnd::Stopped);
     assert_eq!(frames.len(), 2);
 }
+
+/// aarch64 walks through the rule cache: the x86_64 library only provides a module and its
+/// segment map; the rules are hand-built aarch64 ones.
+#[test]
+fn aarch64_leaf_keeps_sp_only_in_the_first_frame() {
+    use crate::unwind::rule::{CfaRule, FrameRule, RegRule};
+    use crate::unwind::{Aarch64, Aarch64Regs};
+    let lib = Synth::build("", &[]);
+    let leaf = FrameRule {
+        cfa: CfaRule::RegOffset { reg: 31, offset: 0 },
+        ra: RegRule::Unspecified,
+        ra_column: 30,
+        sp: RegRule::Unspecified,
+        fp: RegRule::Unspecified,
+        signal: false,
+    };
+    let framed = FrameRule {
+        cfa: CfaRule::RegOffset {
+            reg: 29,
+            offset: 16,
+        },
+        ra: RegRule::Offset(-8),
+        fp: RegRule::Offset(-16),
+        ..leaf
+    };
+    let mut s = FakeStack::new(64);
+    s.set(16, 0).set(24, 0); // the caller's frame record: the outermost frame
+    let regs = Aarch64Regs {
+        pc: BASE + 0x1030,
+        lr: BASE + 0x1010,
+        sp: SP,
+        x29: SP + 16,
+    };
+    for (caller_rule, expected_end) in [(framed, UnwindEnd::Complete), (leaf, UnwindEnd::Stopped)] {
+        let mut u = Unwinder::<Aarch64>::new();
+        u.insert_rule(&lib.path, 0x1030, Some(leaf));
+        u.insert_rule(&lib.path, 0x100f, Some(caller_rule)); // lookup at ra - 1
+        let mut out = Vec::new();
+        let end = u.unwind(&regs, &s.snapshot(64), &lib.lookup(), &mut out);
+        assert_eq!(end, expected_end);
+        assert_eq!(out, [Ip(BASE + 0x1030), Ra(BASE + 0x1010)]);
+    }
+}
