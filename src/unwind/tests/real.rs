@@ -195,3 +195,76 @@ fn real_stack_unwinds_through_the_test_functions() {
     let per_walk = start.elapsed() / rounds;
     eprintln!("{} frames, {per_walk:?} per walk:\n{listing}", frames.len());
 }
+
+/// What the signal handler captured.
+static IN_HANDLER: std::sync::Mutex<Option<Capture>> = std::sync::Mutex::new(None);
+/// The memory map the handler uses (read before raising: no file reads in the handler).
+static MAPS: std::sync::OnceLock<SelfMaps> = std::sync::OnceLock::new();
+
+extern "C" fn on_sigusr2(_: libc::c_int) {
+    if let Some(maps) = MAPS.get() {
+        let capture = capture_stack(maps);
+        if let Ok(mut slot) = IN_HANDLER.lock() {
+            *slot = Some(capture);
+        }
+    }
+}
+
+#[inline(never)]
+fn raise_sigusr2() {
+    // SAFETY: installs a handler for SIGUSR2, which nothing else in the tests uses, then raises
+    // it synchronously on this thread; the handler only copies this thread's stack.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigusr2 as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+            0
+        );
+        assert_eq!(libc::raise(libc::SIGUSR2), 0);
+    }
+    black_box(());
+}
+
+#[test]
+fn real_signal_frame_is_crossed() {
+    let maps = MAPS.get_or_init(SelfMaps::read);
+    raise_sigusr2();
+    let capture = IN_HANDLER.lock().unwrap().take().unwrap();
+    let snapshot = StackSnapshot {
+        sp: capture.regs.sp,
+        bytes: &capture.bytes,
+    };
+    let mut frames = Vec::new();
+    let end = Unwinder::<X86_64>::new().unwind(&capture.regs, &snapshot, maps, &mut frames);
+    let mut symbols = Symbols {
+        files: HashMap::new(),
+    };
+    let names: Vec<String> = frames.iter().map(|f| symbols.name(maps, *f)).collect();
+    let listing: Vec<String> = frames
+        .iter()
+        .zip(&names)
+        .map(|(f, n)| format!("{f:x?} {n}"))
+        .collect();
+    let listing = listing.join("\n");
+    let handler = names.iter().position(|n| n.contains("on_sigusr2"));
+    let raiser = names.iter().position(|n| n.contains("raise_sigusr2"));
+    let test = names
+        .iter()
+        .position(|n| n.contains("real_signal_frame_is_crossed"));
+    // The frame right after the kernel's signal frame (glibc's __restore_rt, CIE augmentation S)
+    // is the interrupted instruction itself.
+    let interrupted = frames
+        .iter()
+        .skip(1)
+        .position(|f| matches!(f, CodeAddress::InstructionPointer(_)))
+        .map(|i| i + 1);
+    assert!(handler.is_some() && interrupted.is_some(), "{listing}");
+    assert!(
+        handler < interrupted && interrupted <= raiser && raiser < test,
+        "{listing}"
+    );
+    assert_eq!(end, UnwindEnd::Complete, "{listing}");
+    eprintln!("{listing}");
+}
