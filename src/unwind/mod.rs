@@ -129,7 +129,8 @@ impl StackSnapshot<'_> {
 pub struct ModuleRef<'a> {
     /// Where the file is mapped.
     pub range: MappingRange,
-    /// The file on disk.
+    /// The file on disk (as the profiled process sees it: prefix `/proc/PID/root` for another
+    /// mount namespace). `[vdso]` stands for the vDSO, read from this process's own copy.
     pub path: &'a Path,
 }
 

@@ -52,9 +52,9 @@ impl ModuleInfo {
             source,
         };
         let data = if path == Path::new(VDSO) {
-            own_vdso().map_err(io)?
+            FileData::Owned(own_vdso().map_err(io)?)
         } else {
-            std::fs::read(path).map_err(io)?
+            FileData::open(path).map_err(io)?
         };
         let mut info = Self::parse(&data).map_err(|source| UnwindError::Object {
             path: path.to_path_buf(),
@@ -281,6 +281,36 @@ fn lookup(index: &[FdeEntry], svma: u64) -> Option<usize> {
     let i = index.partition_point(|e| e.start <= svma).checked_sub(1)?;
     let e = index.get(i)?;
     (svma < e.end).then_some(e.offset)
+}
+
+/// The bytes of a file: mapped (only the CFI sections are copied out of big binaries), or read.
+enum FileData {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl FileData {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: the map is read-only and lives only while the CFI sections are copied out. A
+        // file truncated meanwhile by another process could fault, a risk every profiler takes
+        // when reading binaries; nothing else writes through or keeps the map.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(map) => Ok(FileData::Mapped(map)),
+            Err(_) => std::fs::read(path).map(FileData::Owned),
+        }
+    }
+}
+
+impl std::ops::Deref for FileData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileData::Mapped(map) => map,
+            FileData::Owned(bytes) => bytes,
+        }
+    }
 }
 
 /// The name memory maps give the vDSO.
