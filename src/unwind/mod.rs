@@ -1,1 +1,310 @@
 //! Stack unwinding of copied user stacks with DWARF CFI (gimli) and frame pointers.
+//!
+//! # Algorithm
+//!
+//! A sample gives the user registers and a copy of the user stack starting at the sampled `sp`
+//! ([`StackSnapshot`]). [`Unwinder::unwind`] walks it frame by frame, leaf first:
+//!
+//! 1. The frame's code address is pushed: the first one, and the one right after a signal frame,
+//!    are exact instruction pointers; every other one is a return address, whose unwind rules are
+//!    looked up at `ra - 1` (inside the call instruction), see [`CodeAddress::lookup_address`].
+//! 2. The lookup address is mapped to a module ([`ModuleLookup`]) and translated to an SVMA with
+//!    the file's segment map (`svma = seg_map.svma_for_file_offset(range.file_offset(avma))`),
+//!    which takes care of PIE executables and shared libraries.
+//! 3. The rule for `(module, svma)` comes from the rule cache, or else from the module's CFI:
+//!    `.eh_frame` via the `.eh_frame_hdr` binary-search table (or our own sorted FDE index), then
+//!    `.debug_frame`. The row is reduced to a small copyable [`rule::FrameRule`] and cached.
+//! 4. The rule gives the CFA (register + offset, or a DWARF expression evaluated against the
+//!    registers and the snapshot, as PLT stubs need) and the caller's return address, `sp` (the
+//!    CFA unless a rule says otherwise) and frame pointer.
+//! 5. Code without CFI (JIT code, hand-written assembly, a file that cannot be read) is unwound
+//!    with frame pointers: `[fp]` is the saved frame pointer, `[fp + 8]` the return address and
+//!    `fp + 16` the caller's `sp`, on x86_64 and aarch64 alike.
+//!
+//! # Sanity rules
+//!
+//! - The walk is [`UnwindEnd::Complete`] when the CFI leaves the return address undefined (the
+//!   outermost frame, e.g. `_start` or a thread's start) or the return address is 0.
+//! - It is [`UnwindEnd::Truncated`] when a needed read falls past the copied bytes (but not absurdly
+//!   far: more than [`MAX_STACK_SIZE`] above `sp` is a bogus address).
+//! - It is [`UnwindEnd::Stopped`] otherwise: a read below the snapshot's `sp`, no CFI and a
+//!   frame pointer that is missing, misaligned or below `sp`, a CFI rule we cannot evaluate, a
+//!   stack pointer that does not strictly move up (except for the first frame on aarch64, whose
+//!   return address may still be in the link register), or more than [`MAX_DEPTH`] frames. As
+//!   `sp` strictly grows, the walk cannot loop.
+
+pub mod arch;
+mod cache;
+mod module;
+mod rule;
+#[cfg(test)]
+mod tests;
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use gimli::UnwindContext;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub use self::arch::NativeArch;
+pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, X86_64};
+use self::cache::FastMap;
+use self::module::ModuleInfo;
+use self::rule::{apply_rule, FrameRule, Step};
+use crate::elf::MappingRange;
+use crate::frame::CodeAddress;
+
+/// The most frames one walk produces.
+pub const MAX_DEPTH: usize = 4096;
+
+/// Reads further than this above the sampled `sp` are bogus addresses, not a truncated stack.
+pub const MAX_STACK_SIZE: u64 = 256 << 20;
+
+/// Rule cache entries kept before the cache is flushed.
+const RULE_CACHE_CAPACITY: usize = 1 << 16;
+
+/// Errors while loading a module's unwind information. The walk itself never fails: a module that
+/// cannot be read is unwound with frame pointers.
+#[derive(Debug, thiserror::Error)]
+pub enum UnwindError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path} as an object file: {source}")]
+    Object {
+        path: PathBuf,
+        source: object::Error,
+    },
+}
+
+/// A copy of the user stack: `bytes[i]` is the memory at `sp + i`.
+#[derive(Clone, Copy, Debug)]
+pub struct StackSnapshot<'a> {
+    /// The sampled stack pointer.
+    pub sp: u64,
+    /// The copied stack (the kernel's `dyn_size` bytes).
+    pub bytes: &'a [u8],
+}
+
+/// Why a read from a [`StackSnapshot`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// Past the copied bytes: the stack was cut.
+    Truncated,
+    /// Below `sp` or absurdly far above it: a bogus address.
+    Invalid,
+}
+
+impl StackSnapshot<'_> {
+    /// Reads the little-endian value of `size` bytes (1 to 8) at `addr`.
+    pub(crate) fn read_sized(&self, addr: u64, size: u8) -> Result<u64, ReadError> {
+        let size = usize::from(size);
+        if size == 0 || size > 8 {
+            return Err(ReadError::Invalid);
+        }
+        let offset = addr.checked_sub(self.sp).ok_or(ReadError::Invalid)?;
+        if offset > MAX_STACK_SIZE {
+            return Err(ReadError::Invalid);
+        }
+        let start = usize::try_from(offset).map_err(|_| ReadError::Invalid)?;
+        let src = self
+            .bytes
+            .get(start..start + size)
+            .ok_or(ReadError::Truncated)?;
+        let mut word = [0u8; 8];
+        word[..size].copy_from_slice(src);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    /// Reads the 8-byte word at `addr`.
+    pub(crate) fn read_u64(&self, addr: u64) -> Result<u64, ReadError> {
+        self.read_sized(addr, 8)
+    }
+}
+
+/// A file-backed executable mapping of the sampled process.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleRef<'a> {
+    /// Where the file is mapped.
+    pub range: MappingRange,
+    /// The file on disk (as the profiled process sees it: prefix `/proc/PID/root` for another
+    /// mount namespace). `[vdso]` stands for the vDSO, read from this process's own copy.
+    pub path: &'a Path,
+}
+
+/// The sampled process's memory map, as the unwinder needs it.
+pub trait ModuleLookup {
+    /// The file-backed mapping containing `avma`, if any.
+    fn find(&self, avma: u64) -> Option<ModuleRef<'_>>;
+}
+
+/// How a walk ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindEnd {
+    /// Reached the outermost frame: return address undefined by the CFI, or zero.
+    Complete,
+    /// Needed memory beyond the copied stack: the caller marks the stack truncated.
+    Truncated,
+    /// Gave up: no usable rule and no frame pointer, `sp` did not move up, a bad address, too deep.
+    Stopped,
+}
+
+/// Walks copied stacks; keeps parsed unwind information per file and a rule cache, so it should
+/// live as long as the recording.
+pub struct Unwinder<A: Arch> {
+    /// Module ids by path bytes (hashing a `Path` goes component by component: slower).
+    module_ids: FastMap<Box<[u8]>, u32>,
+    /// Indexed by module id; `None` for a file that could not be read.
+    modules: Vec<Option<ModuleInfo>>,
+    rules: FastMap<(u32, u64), Option<FrameRule>>,
+    ctx: Box<UnwindContext<usize>>,
+    _arch: PhantomData<A>,
+}
+
+impl<A: Arch> Default for Unwinder<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Arch> Unwinder<A> {
+    /// An unwinder with empty caches.
+    pub fn new() -> Self {
+        Unwinder {
+            module_ids: FastMap::default(),
+            modules: Vec::new(),
+            rules: FastMap::default(),
+            ctx: Box::new(UnwindContext::new()),
+            _arch: PhantomData,
+        }
+    }
+
+    /// Forgets everything parsed from files (for instance after a binary was replaced on disk).
+    pub fn clear_caches(&mut self) {
+        self.module_ids.clear();
+        self.modules.clear();
+        self.rules.clear();
+    }
+
+    /// Walks `stack` from `regs` and pushes the frames into `out`, leaf first: the first is
+    /// `CodeAddress::InstructionPointer(ip)`, the rest are `ReturnAddress`es, except a frame right
+    /// after a signal frame (CIE augmentation `S`), which is an `InstructionPointer`.
+    pub fn unwind(
+        &mut self,
+        regs: &A::Regs,
+        stack: &StackSnapshot,
+        modules: &dyn ModuleLookup,
+        out: &mut Vec<CodeAddress>,
+    ) -> UnwindEnd {
+        let (mut pc, mut regs) = A::entry(regs);
+        let mut exact = true;
+        let mut depth = 0;
+        loop {
+            if pc == 0 {
+                return UnwindEnd::Complete;
+            }
+            if depth >= MAX_DEPTH {
+                return UnwindEnd::Stopped;
+            }
+            let address = if exact {
+                CodeAddress::InstructionPointer(pc)
+            } else {
+                CodeAddress::ReturnAddress(pc)
+            };
+            out.push(address);
+            let step = match self.step(address, &regs, stack, modules) {
+                Ok(step) => step,
+                Err(end) => return end,
+            };
+            let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && step.regs.sp == regs.sp;
+            if step.regs.sp <= regs.sp && !first_in_lr {
+                return UnwindEnd::Stopped;
+            }
+            depth += 1;
+            exact = step.signal;
+            pc = step.pc;
+            regs = step.regs;
+        }
+    }
+
+    /// Computes the caller of the frame at `address`.
+    fn step(
+        &mut self,
+        address: CodeAddress,
+        regs: &RegFile,
+        stack: &StackSnapshot,
+        modules: &dyn ModuleLookup,
+    ) -> Result<Step, UnwindEnd> {
+        let pc = address.address();
+        match self.rule_for(address.lookup_address(), modules) {
+            Some((id, rule)) => {
+                let exprs = match self.modules.get(id as usize) {
+                    Some(Some(info)) => info as &dyn rule::ExprSource,
+                    _ => &(),
+                };
+                apply_rule::<A>(&rule, pc, regs, stack, exprs)
+            }
+            None => frame_pointer_step::<A>(regs, stack),
+        }
+    }
+
+    /// The CFI rule at a lookup address, with the id of its module.
+    fn rule_for(&mut self, avma: u64, modules: &dyn ModuleLookup) -> Option<(u32, FrameRule)> {
+        let module = modules.find(avma)?;
+        let id = self.module_id(module.path);
+        let info = self.modules.get(id as usize)?.as_ref()?;
+        let svma = info.svma(&module.range, avma)?;
+        if let Some(cached) = self.rules.get(&(id, svma)) {
+            return cached.map(|rule| (id, rule));
+        }
+        let rule = info.find_rule::<A>(svma, &mut self.ctx);
+        if self.rules.len() >= RULE_CACHE_CAPACITY {
+            self.rules.clear();
+        }
+        self.rules.insert((id, svma), rule);
+        rule.map(|rule| (id, rule))
+    }
+
+    /// Puts a rule into the rule cache, as if read from the module at `path` (tests of
+    /// architectures we cannot assemble code for).
+    #[cfg(test)]
+    pub(crate) fn insert_rule(&mut self, path: &Path, svma: u64, rule: Option<FrameRule>) {
+        let id = self.module_id(path);
+        self.rules.insert((id, svma), rule);
+    }
+
+    /// The id of the module at `path`, loading it on first use.
+    fn module_id(&mut self, path: &Path) -> u32 {
+        let key = path.as_os_str().as_encoded_bytes();
+        if let Some(&id) = self.module_ids.get(key) {
+            return id;
+        }
+        let id = u32::try_from(self.modules.len()).unwrap_or(u32::MAX);
+        let info = ModuleInfo::load(path).ok().filter(ModuleInfo::has_cfi);
+        self.modules.push(info);
+        self.module_ids.insert(key.into(), id);
+        id
+    }
+}
+
+/// Unwinds one frame with the frame-pointer chain: `[fp]` = caller's fp, `[fp + 8]` = return
+/// address, caller's sp = `fp + 16`.
+fn frame_pointer_step<A: Arch>(regs: &RegFile, stack: &StackSnapshot) -> Result<Step, UnwindEnd> {
+    let fp = regs.fp.ok_or(UnwindEnd::Stopped)?;
+    if fp < regs.sp || fp % 8 != 0 {
+        return Err(UnwindEnd::Stopped);
+    }
+    let saved_fp = stack.read_u64(fp)?;
+    let ra = A::strip_code_address(stack.read_u64(fp.wrapping_add(A::FP_RA_OFFSET))?);
+    Ok(Step {
+        pc: ra,
+        regs: RegFile {
+            sp: fp.wrapping_add(A::FP_SP_OFFSET),
+            fp: Some(saved_fp),
+            lr: A::LR.map(|_| ra),
+        },
+        signal: false,
+    })
+}

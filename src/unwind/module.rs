@@ -1,0 +1,358 @@
+//! The unwind information of one binary: its CFI sections, copied out of the file once, an index
+//! to find the FDE covering an SVMA, and its segment map to turn mapping offsets into SVMAs.
+//!
+//! FDE lookup order: `.eh_frame` through the `.eh_frame_hdr` binary-search table (or through our
+//! own sorted index when the header is missing or unusable), then `.debug_frame` (from the binary,
+//! or from `/usr/lib/debug/.build-id/xx/yyyy.debug` when the binary has no CFI at all).
+
+use std::path::{Path, PathBuf};
+
+use gimli::{
+    BaseAddresses, CieOrFde, DebugFrame, DebugFrameOffset, EhFrame, EhFrameHdr, EhFrameOffset,
+    EndianSlice, LittleEndian, UnwindContext, UnwindSection,
+};
+use object::{Object, ObjectSection};
+
+use super::arch::Arch;
+use super::rule::{CfiSection, Expr, ExprSource, FrameRule};
+use super::UnwindError;
+use crate::elf::{MappingRange, SegmentMap};
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// One FDE of our own index: it covers `[start, end)` and sits at `offset` in its section.
+#[derive(Clone, Copy, Debug)]
+struct FdeEntry {
+    start: u64,
+    end: u64,
+    offset: usize,
+}
+
+/// The parsed unwind information of one file.
+#[derive(Debug, Default)]
+pub(crate) struct ModuleInfo {
+    seg_map: SegmentMap,
+    bases: BaseAddresses,
+    eh_frame: Vec<u8>,
+    /// `.eh_frame_hdr`, kept only when it parses and has a search table.
+    eh_frame_hdr: Option<Vec<u8>>,
+    /// Our own index of `.eh_frame`, built when `eh_frame_hdr` is `None`.
+    eh_index: Vec<FdeEntry>,
+    debug_frame: Vec<u8>,
+    debug_index: Vec<FdeEntry>,
+}
+
+impl ModuleInfo {
+    /// Reads the unwind information of the file at `path`. The path `[vdso]` stands for the
+    /// vDSO, which has no file: this process's own vDSO is read instead (the same kernel image
+    /// when recording live).
+    pub fn load(path: &Path) -> Result<Self, UnwindError> {
+        let io = |source| UnwindError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let data = if path == Path::new(VDSO) {
+            FileData::Owned(own_vdso().map_err(io)?)
+        } else {
+            FileData::open(path).map_err(io)?
+        };
+        let mut info = Self::parse(&data).map_err(|source| UnwindError::Object {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if info.eh_frame.is_empty() && info.debug_frame.is_empty() {
+            info.load_separate_debug_frame(&data);
+        }
+        Ok(info)
+    }
+
+    /// Parses an ELF image held in memory.
+    pub fn parse(data: &[u8]) -> Result<Self, object::Error> {
+        let file = object::File::parse(data)?;
+        let section = |name: &str| {
+            let s = file.section_by_name(name)?;
+            let bytes = s.uncompressed_data().ok()?.into_owned();
+            Some((s.address(), bytes))
+        };
+        let mut bases = BaseAddresses::default();
+        for (name, set) in [
+            (".text", BaseAddresses::set_text as fn(_, _) -> _),
+            (".got", BaseAddresses::set_got),
+        ] {
+            if let Some(s) = file.section_by_name(name) {
+                bases = set(bases, s.address());
+            }
+        }
+        let mut info = ModuleInfo {
+            seg_map: SegmentMap::from_object(&file),
+            ..Default::default()
+        };
+        if let Some((addr, bytes)) = section(".eh_frame") {
+            info.bases = bases.set_eh_frame(addr);
+            info.eh_frame = bytes;
+            if let Some((hdr_addr, hdr)) = section(".eh_frame_hdr") {
+                info.bases = info.bases.set_eh_frame_hdr(hdr_addr);
+                if hdr_has_table(&hdr, &info.bases) {
+                    info.eh_frame_hdr = Some(hdr);
+                }
+            }
+            if info.eh_frame_hdr.is_none() {
+                info.eh_index = build_index(&info.eh_section(), &info.bases);
+            }
+        } else {
+            info.bases = bases;
+        }
+        if let Some((_, bytes)) = section(".debug_frame") {
+            info.set_debug_frame(bytes);
+        }
+        Ok(info)
+    }
+
+    fn set_debug_frame(&mut self, bytes: Vec<u8>) {
+        self.debug_frame = bytes;
+        self.debug_index = build_index(&self.debug_section(), &BaseAddresses::default());
+    }
+
+    /// Takes `.debug_frame` from the separate debug file named by the build id, if installed.
+    fn load_separate_debug_frame(&mut self, data: &[u8]) {
+        let Some(path) = object::File::parse(data)
+            .ok()
+            .and_then(|f| f.build_id().ok().flatten().and_then(debug_file_path))
+        else {
+            return;
+        };
+        let Ok(debug_data) = std::fs::read(path) else {
+            return;
+        };
+        let Ok(file) = object::File::parse(&*debug_data) else {
+            return;
+        };
+        let bytes = file
+            .section_by_name(".debug_frame")
+            .and_then(|s| s.uncompressed_data().ok());
+        if let Some(bytes) = bytes {
+            self.set_debug_frame(bytes.into_owned());
+        }
+    }
+
+    /// Whether this file has any CFI.
+    pub fn has_cfi(&self) -> bool {
+        !self.eh_frame.is_empty() || !self.debug_frame.is_empty()
+    }
+
+    /// The SVMA of `avma`, which lies in the mapping `range` of this file.
+    pub fn svma(&self, range: &MappingRange, avma: u64) -> Option<u64> {
+        if !range.contains(avma) {
+            return None;
+        }
+        self.seg_map.svma_for_file_offset(range.file_offset(avma))
+    }
+
+    fn eh_section(&self) -> EhFrame<Slice<'_>> {
+        let mut s = EhFrame::new(&self.eh_frame, LittleEndian);
+        s.set_address_size(8);
+        s
+    }
+
+    fn debug_section(&self) -> DebugFrame<Slice<'_>> {
+        let mut s = DebugFrame::new(&self.debug_frame, LittleEndian);
+        s.set_address_size(8);
+        s
+    }
+
+    /// The unwind rule at `svma`, or `None` when no FDE covers it (or its CFI is unusable).
+    pub fn find_rule<A: Arch>(
+        &self,
+        svma: u64,
+        ctx: &mut UnwindContext<usize>,
+    ) -> Option<FrameRule> {
+        self.eh_frame_rule::<A>(svma, ctx)
+            .or_else(|| self.debug_frame_rule::<A>(svma, ctx))
+    }
+
+    fn eh_frame_rule<A: Arch>(
+        &self,
+        svma: u64,
+        ctx: &mut UnwindContext<usize>,
+    ) -> Option<FrameRule> {
+        if self.eh_frame.is_empty() {
+            return None;
+        }
+        let section = self.eh_section();
+        let fde = match &self.eh_frame_hdr {
+            Some(hdr) => {
+                let parsed = EhFrameHdr::new(hdr, LittleEndian)
+                    .parse(&self.bases, 8)
+                    .ok()?;
+                parsed
+                    .table()?
+                    .fde_for_address(&section, &self.bases, svma, EhFrame::cie_from_offset)
+                    .ok()?
+            }
+            None => {
+                let offset = lookup(&self.eh_index, svma)?;
+                section
+                    .fde_from_offset(&self.bases, EhFrameOffset(offset), EhFrame::cie_from_offset)
+                    .ok()?
+            }
+        };
+        let row = fde
+            .unwind_info_for_address(&section, &self.bases, ctx, svma)
+            .ok()?;
+        let ra = fde.cie().return_address_register();
+        let signal = fde.is_signal_trampoline();
+        Some(FrameRule::from_row::<A>(
+            row,
+            ra,
+            signal,
+            CfiSection::EhFrame,
+        ))
+    }
+
+    fn debug_frame_rule<A: Arch>(
+        &self,
+        svma: u64,
+        ctx: &mut UnwindContext<usize>,
+    ) -> Option<FrameRule> {
+        let offset = lookup(&self.debug_index, svma)?;
+        let section = self.debug_section();
+        let bases = BaseAddresses::default();
+        let fde = section
+            .fde_from_offset(
+                &bases,
+                DebugFrameOffset(offset),
+                DebugFrame::cie_from_offset,
+            )
+            .ok()?;
+        let row = fde
+            .unwind_info_for_address(&section, &bases, ctx, svma)
+            .ok()?;
+        let ra = fde.cie().return_address_register();
+        let signal = fde.is_signal_trampoline();
+        Some(FrameRule::from_row::<A>(
+            row,
+            ra,
+            signal,
+            CfiSection::DebugFrame,
+        ))
+    }
+}
+
+impl ExprSource for ModuleInfo {
+    fn expression(&self, e: Expr) -> Option<&[u8]> {
+        let section = match e.section {
+            CfiSection::EhFrame => &self.eh_frame,
+            CfiSection::DebugFrame => &self.debug_frame,
+        };
+        section.get(e.offset..e.offset.checked_add(e.len)?)
+    }
+}
+
+fn hdr_has_table(hdr: &[u8], bases: &BaseAddresses) -> bool {
+    EhFrameHdr::new(hdr, LittleEndian)
+        .parse(bases, 8)
+        .is_ok_and(|p| p.table().is_some())
+}
+
+/// Indexes every FDE of a section, sorted by start address.
+fn build_index<'a, S: UnwindSection<Slice<'a>>>(section: &S, bases: &BaseAddresses) -> Vec<FdeEntry>
+where
+    S::Offset: gimli::UnwindOffset<usize>,
+{
+    let mut index = Vec::new();
+    let mut entries = section.entries(bases);
+    while let Ok(Some(entry)) = entries.next() {
+        if let CieOrFde::Fde(partial) = entry {
+            if let Ok(fde) = partial.parse(S::cie_from_offset) {
+                index.push(FdeEntry {
+                    start: fde.initial_address(),
+                    end: fde.end_address(),
+                    offset: fde.offset(),
+                });
+            }
+        }
+    }
+    index.sort_unstable_by_key(|e| e.start);
+    index
+}
+
+/// The section offset of the FDE covering `svma` in a sorted index.
+fn lookup(index: &[FdeEntry], svma: u64) -> Option<usize> {
+    let i = index.partition_point(|e| e.start <= svma).checked_sub(1)?;
+    let e = index.get(i)?;
+    (svma < e.end).then_some(e.offset)
+}
+
+/// The bytes of a file: mapped (only the CFI sections are copied out of big binaries), or read.
+enum FileData {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl FileData {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: the map is read-only and lives only while the CFI sections are copied out. A
+        // file truncated meanwhile by another process could fault, a risk every profiler takes
+        // when reading binaries; nothing else writes through or keeps the map.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(map) => Ok(FileData::Mapped(map)),
+            Err(_) => std::fs::read(path).map(FileData::Owned),
+        }
+    }
+}
+
+impl std::ops::Deref for FileData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileData::Mapped(map) => map,
+            FileData::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// The name memory maps give the vDSO.
+const VDSO: &str = "[vdso]";
+
+/// A copy of this process's vDSO image, found in `/proc/self/maps` and read from
+/// `/proc/self/mem`.
+#[cfg(target_os = "linux")]
+pub(crate) fn own_vdso() -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let range = maps
+        .lines()
+        .find(|l| l.trim_end().ends_with(VDSO))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|(a, b)| a < b && b - a <= 1 << 24);
+    let (start, end) = range.ok_or_else(|| Error::new(ErrorKind::NotFound, "no [vdso] mapping"))?;
+    let len = usize::try_from(end - start).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    let mut mem = std::fs::File::open("/proc/self/mem")?;
+    mem.seek(SeekFrom::Start(start))?;
+    let mut image = vec![0; len];
+    mem.read_exact(&mut image)?;
+    Ok(image)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn own_vdso() -> std::io::Result<Vec<u8>> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// `/usr/lib/debug/.build-id/xx/yyyy.debug` for a build id.
+fn debug_file_path(build_id: &[u8]) -> Option<PathBuf> {
+    let (first, rest) = build_id.split_first()?;
+    let rest: String = rest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(PathBuf::from(format!(
+        "/usr/lib/debug/.build-id/{first:02x}/{rest}.debug"
+    )))
+}

@@ -1,0 +1,209 @@
+//! Tests of the unwinder: hand-built rules (any arch), synthetic modules assembled with gcc and
+//! walked over hand-built stacks, and a real walk of the test process's own stack (x86_64).
+
+use super::rule::{apply_rule, CfaRule, CfiSection, FrameRule, RegRule, Step};
+use super::*;
+
+/// Where fake stacks start.
+const SP: u64 = 0x7ffd_0000_1000;
+
+/// A stack image built word by word; `bytes()` is the copy starting at [`SP`].
+struct FakeStack {
+    bytes: Vec<u8>,
+}
+
+impl FakeStack {
+    fn new(len: usize) -> Self {
+        FakeStack {
+            bytes: vec![0xcc; len],
+        }
+    }
+
+    fn set(&mut self, offset: u64, value: u64) -> &mut Self {
+        let o = offset as usize;
+        self.bytes[o..o + 8].copy_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    fn snapshot(&self, len: usize) -> StackSnapshot<'_> {
+        StackSnapshot {
+            sp: SP,
+            bytes: &self.bytes[..len],
+        }
+    }
+}
+
+/// A process with no file-backed mappings (all code is JIT code).
+struct NoModules;
+
+impl ModuleLookup for NoModules {
+    fn find(&self, _: u64) -> Option<ModuleRef<'_>> {
+        None
+    }
+}
+
+#[test]
+fn snapshot_reads_distinguish_truncated_from_invalid() {
+    let mut s = FakeStack::new(16);
+    s.set(8, 0x1122_3344_5566_7788);
+    let snap = s.snapshot(16);
+    assert_eq!(snap.read_u64(SP + 8), Ok(0x1122_3344_5566_7788));
+    assert_eq!(snap.read_sized(SP + 8, 2), Ok(0x7788));
+    assert_eq!(snap.read_u64(SP + 9), Err(ReadError::Truncated));
+    assert_eq!(snap.read_u64(SP - 8), Err(ReadError::Invalid));
+    assert_eq!(snap.read_u64(SP + (1 << 40)), Err(ReadError::Invalid));
+}
+
+#[test]
+fn frame_pointer_chain_without_modules() {
+    let mut s = FakeStack::new(64);
+    s.set(16, SP + 48).set(24, 0x5000_0020);
+    s.set(48, 0).set(56, 0); // outermost: return address 0
+    let regs = X86_64Regs {
+        ip: 0x5000_0010,
+        sp: SP,
+        bp: SP + 16,
+    };
+    let mut out = Vec::new();
+    let end = Unwinder::<X86_64>::new().unwind(&regs, &s.snapshot(64), &NoModules, &mut out);
+    assert_eq!(
+        out,
+        [
+            CodeAddress::InstructionPointer(0x5000_0010),
+            CodeAddress::ReturnAddress(0x5000_0020)
+        ]
+    );
+    assert_eq!(end, UnwindEnd::Complete);
+
+    // The same chain cut before the second record is truncated, not complete.
+    out.clear();
+    let end = Unwinder::<X86_64>::new().unwind(&regs, &s.snapshot(40), &NoModules, &mut out);
+    assert_eq!(end, UnwindEnd::Truncated);
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn frame_pointer_pointing_down_stops() {
+    let mut s = FakeStack::new(64);
+    // The second record's saved fp points below the caller's sp.
+    s.set(16, SP + 8).set(24, 0x5000_0020);
+    let regs = X86_64Regs {
+        ip: 0x5000_0010,
+        sp: SP,
+        bp: SP + 16,
+    };
+    let mut out = Vec::new();
+    let end = Unwinder::<X86_64>::new().unwind(&regs, &s.snapshot(64), &NoModules, &mut out);
+    assert_eq!(end, UnwindEnd::Stopped);
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn aarch64_leaf_rule_takes_the_link_register() {
+    // A leaf without a frame: CFA = sp, return address still in x30 (no rule for it).
+    let rule = FrameRule {
+        cfa: CfaRule::RegOffset { reg: 31, offset: 0 },
+        ra: RegRule::Unspecified,
+        ra_column: 30,
+        sp: RegRule::Unspecified,
+        fp: RegRule::Unspecified,
+        signal: false,
+    };
+    let regs = RegFile {
+        sp: SP,
+        fp: Some(SP + 32),
+        lr: Some(0xffff_0000_0040_1234), // signed with a PAC in the high bits
+    };
+    let s = FakeStack::new(64);
+    let step = apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(step.pc, 0x40_1234);
+    assert_eq!(step.regs.sp, SP);
+    assert_eq!(step.regs.fp, Some(SP + 32));
+
+    // A framed function: stp x29, x30, [sp, #-16]!; mov x29, sp  → CFA = x29 + 16,
+    // x29 at CFA-16, x30 at CFA-8.
+    let rule = FrameRule {
+        cfa: CfaRule::RegOffset {
+            reg: 29,
+            offset: 16,
+        },
+        ra: RegRule::Offset(-8),
+        ra_column: 30,
+        sp: RegRule::Unspecified,
+        fp: RegRule::Offset(-16),
+        signal: false,
+    };
+    let mut s = FakeStack::new(64);
+    s.set(32, SP + 48).set(40, 0x40_2000);
+    let step: Step = apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(step.pc, 0x40_2000);
+    assert_eq!(step.regs.sp, SP + 48);
+    assert_eq!(step.regs.fp, Some(SP + 48));
+    assert_eq!(step.regs.lr, Some(0x40_2000));
+
+    // An undefined return address ends the walk.
+    let outer = FrameRule {
+        ra: RegRule::Undefined,
+        ..rule
+    };
+    let end = apply_rule::<Aarch64>(&outer, 0x40_1000, &regs, &s.snapshot(64), &());
+    assert_eq!(end, Err(UnwindEnd::Complete));
+
+    // An expression rule without expression bytes stops instead of panicking.
+    let expr = FrameRule {
+        cfa: CfaRule::Expr(rule::Expr {
+            section: CfiSection::EhFrame,
+            offset: 0,
+            len: 4,
+        }),
+        ..rule
+    };
+    let end = apply_rule::<Aarch64>(&expr, 0x40_1000, &regs, &s.snapshot(64), &());
+    assert_eq!(end, Err(UnwindEnd::Stopped));
+}
+
+#[test]
+fn aarch64_frame_pointer_walk() {
+    let mut s = FakeStack::new(64);
+    s.set(16, SP + 32).set(24, 0xff00_0000_0040_2000);
+    s.set(32, 0).set(40, 0);
+    let regs = Aarch64Regs {
+        pc: 0x40_1000,
+        lr: 0x40_3000,
+        sp: SP,
+        x29: SP + 16,
+    };
+    let mut out = Vec::new();
+    let end = Unwinder::<Aarch64>::new().unwind(&regs, &s.snapshot(64), &NoModules, &mut out);
+    assert_eq!(end, UnwindEnd::Complete);
+    assert_eq!(
+        out,
+        [
+            CodeAddress::InstructionPointer(0x40_1000),
+            CodeAddress::ReturnAddress(0x40_2000)
+        ]
+    );
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod synthetic;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod real;
+
+#[cfg(target_os = "linux")]
+#[test]
+fn vdso_is_read_from_this_process() {
+    use object::{Object, ObjectSymbol};
+    let info = super::module::ModuleInfo::load(std::path::Path::new("[vdso]")).unwrap();
+    assert!(info.has_cfi());
+    let image = super::module::own_vdso().unwrap();
+    let file = object::File::parse(&*image).unwrap();
+    let gettime = file
+        .dynamic_symbols()
+        .find(|s| s.name().is_ok_and(|n| n.ends_with("clock_gettime")))
+        .unwrap();
+    let mut ctx = gimli::UnwindContext::new();
+    let rule = info.find_rule::<NativeArch>(gettime.address() + 1, &mut ctx);
+    assert!(rule.is_some(), "no CFI for {:?}", gettime.name());
+}
