@@ -1,0 +1,246 @@
+//! The parsed state of one binary: its bytes (mmapped once), its segment map, and, built on first
+//! use, its DWARF context (from the binary or its separate debug file) and its symbol table.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use addr2line::Context;
+use gimli::{EndianSlice, RunTimeEndian};
+use memmap2::Mmap;
+use object::{Object, ObjectSection};
+
+use super::demangle::push_name;
+use super::symtab::SymbolTable;
+use super::{debugfile, SymbolizeError};
+use crate::elf::SegmentMap;
+
+/// A DWARF reader over bytes owned by the [`Binary`]'s [`Storage`].
+type Slice = EndianSlice<'static, RunTimeEndian>;
+
+/// Bytes that stay at the same address for as long as they are owned.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Box<[u8]>),
+}
+
+/// Owns every buffer the parsed structures of a [`Binary`] point into: the mapped files and the
+/// decompressed debug sections.
+#[derive(Default)]
+struct Storage {
+    blocks: Vec<Bytes>,
+}
+
+impl Storage {
+    /// Takes ownership of `bytes` and returns a view of them that the owning [`Binary`]'s fields
+    /// may hold. The `'static` is a private fiction: see the field order of [`Binary`].
+    fn keep(&mut self, bytes: Bytes) -> &'static [u8] {
+        let (ptr, len) = match &bytes {
+            Bytes::Mapped(map) => (map.as_ptr(), map.len()),
+            Bytes::Owned(data) => (data.as_ptr(), data.len()),
+        };
+        self.blocks.push(bytes);
+        // SAFETY: `ptr..ptr + len` is the content of a memory map or a boxed slice, which does not
+        // move when its owner moves (into `blocks`, or with the `Binary`) and is never written.
+        // `blocks` only grows, so the buffer lives as long as the `Storage`. The `Storage` is the
+        // last field of `Binary`, so every field holding such a view is dropped before it, and
+        // `Binary` never hands out a view that outlives a borrow of itself.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// One binary (executable, shared library or vdso image) ready for lookups by SVMA.
+///
+/// Field order matters: fields are dropped in declaration order, and everything above `storage`
+/// may point into it.
+pub(crate) struct Binary {
+    /// `None` until first needed; then `Some(None)` if there is no usable DWARF.
+    dwarf: Option<Option<Context<Slice>>>,
+    symbols: Option<SymbolTable<'static>>,
+    /// `None` until first needed; then `Some(None)` if there is no separate debug file.
+    debug_object: Option<Option<object::File<'static>>>,
+    object: object::File<'static>,
+    segments: SegmentMap,
+    /// Where to look for separate debug files; `None` for images without a file (vdso).
+    path: Option<PathBuf>,
+    storage: Storage,
+}
+
+impl Binary {
+    /// Maps and parses the file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, SymbolizeError> {
+        let io_err = |source| SymbolizeError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        // SAFETY: the map is read-only and only read. Binaries that run are replaced by rename,
+        // which keeps the old content mapped; a file truncated in place while we read it would
+        // raise SIGBUS, a risk every debugger and profiler takes.
+        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        Self::parse(Bytes::Mapped(map), Some(path.to_owned()))
+    }
+
+    /// Parses an image held in memory, such as the vdso.
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self, SymbolizeError> {
+        Self::parse(Bytes::Owned(bytes.into_boxed_slice()), None)
+    }
+
+    fn parse(bytes: Bytes, path: Option<PathBuf>) -> Result<Self, SymbolizeError> {
+        let mut storage = Storage::default();
+        let data = storage.keep(bytes);
+        let object = object::File::parse(data).map_err(|source| SymbolizeError::Object {
+            path: path.clone().unwrap_or_default(),
+            source,
+        })?;
+        Ok(Binary {
+            dwarf: None,
+            symbols: None,
+            debug_object: None,
+            segments: SegmentMap::from_object(&object),
+            object,
+            path,
+            storage,
+        })
+    }
+
+    /// The SVMA of the byte at `file_offset`.
+    pub(crate) fn svma(&self, file_offset: u64) -> Option<u64> {
+        self.segments.svma_for_file_offset(file_offset)
+    }
+
+    /// Pushes the DWARF frames at `svma`, outermost first (only the outermost unless `inline`).
+    /// Returns false, pushing nothing, when DWARF names no function there.
+    pub(crate) fn push_dwarf_frames(
+        &mut self,
+        svma: u64,
+        inline: bool,
+        demangle: bool,
+        out: &mut Vec<String>,
+    ) -> bool {
+        let Some(context) = self.dwarf() else {
+            return false;
+        };
+        let Ok(mut frames) = context.find_frames(svma).skip_all_loads() else {
+            return false;
+        };
+        let first = out.len();
+        let mut outermost = None;
+        // addr2line yields the innermost frame first; an error ends the walk with what it found.
+        while let Ok(Some(frame)) = frames.next() {
+            let Some(function) = frame.function else {
+                continue;
+            };
+            if inline {
+                push_function(&function, demangle, out);
+            } else {
+                outermost = Some(function);
+            }
+        }
+        if let Some(function) = outermost {
+            push_function(&function, demangle, out);
+        }
+        out[first..].reverse();
+        out.len() > first
+    }
+
+    /// Pushes the name of the function symbol containing `svma`. Returns false if there is none.
+    pub(crate) fn push_symbol(&mut self, svma: u64, demangle: bool, out: &mut Vec<String>) -> bool {
+        let Some(name) = self.symbols().lookup(svma) else {
+            return false;
+        };
+        push_name(&String::from_utf8_lossy(name), None, demangle, out);
+        true
+    }
+
+    /// The DWARF context, built on first use from the binary or else its debug file.
+    fn dwarf(&mut self) -> Option<&Context<Slice>> {
+        if self.dwarf.is_none() {
+            let context = if has_dwarf(&self.object) {
+                load_dwarf(&self.object, &mut self.storage).ok()
+            } else {
+                self.load_debug_object();
+                match &self.debug_object {
+                    Some(Some(debug)) if has_dwarf(debug) => {
+                        load_dwarf(debug, &mut self.storage).ok()
+                    }
+                    _ => None,
+                }
+            };
+            self.dwarf = Some(context);
+        }
+        self.dwarf.as_ref()?.as_ref()
+    }
+
+    /// The symbol table, built on first use from `.symtab` (the binary's or else its debug
+    /// file's) and `.dynsym`.
+    fn symbols(&mut self) -> &SymbolTable<'static> {
+        if self.symbols.is_none() {
+            if self.object.symbols().next().is_none() {
+                self.load_debug_object();
+            }
+            let table = match &self.debug_object {
+                Some(Some(debug)) => SymbolTable::build(&[&self.object, debug]),
+                _ => SymbolTable::build(&[&self.object]),
+            };
+            self.symbols = Some(table);
+        }
+        self.symbols.get_or_insert_with(SymbolTable::default)
+    }
+
+    /// Looks for the separate debug file once.
+    fn load_debug_object(&mut self) {
+        if self.debug_object.is_some() {
+            return;
+        }
+        let found = self.path.as_deref().and_then(|path| {
+            let map = debugfile::find(path, &self.object)?;
+            let data = self.storage.keep(Bytes::Mapped(map));
+            object::File::parse(data).ok()
+        });
+        self.debug_object = Some(found);
+    }
+}
+
+fn push_function(function: &addr2line::FunctionName<Slice>, demangle: bool, out: &mut Vec<String>) {
+    match function.raw_name() {
+        Ok(raw) => push_name(&raw, function.language, demangle, out),
+        Err(_) => out.push(String::from("[unknown]")),
+    }
+}
+
+fn has_dwarf(object: &object::File<'_>) -> bool {
+    object
+        .section_by_name(".debug_info")
+        .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
+}
+
+/// Builds an addr2line context over the DWARF sections of `object`, decompressing compressed
+/// sections into `storage`.
+fn load_dwarf(
+    object: &object::File<'static>,
+    storage: &mut Storage,
+) -> Result<Context<Slice>, SymbolizeError> {
+    let endian = if object.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let dwarf = gimli::Dwarf::load(|id| -> Result<Slice, SymbolizeError> {
+        let data = match object.section_by_name(id.name()) {
+            Some(section) => match section.uncompressed_data() {
+                Ok(Cow::Borrowed(data)) => data,
+                Ok(Cow::Owned(data)) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
+                Err(source) => {
+                    return Err(SymbolizeError::Section {
+                        section: id.name(),
+                        source,
+                    })
+                }
+            },
+            None => &[],
+        };
+        Ok(EndianSlice::new(data, endian))
+    })?;
+    Ok(Context::from_dwarf(dwarf)?)
+}
