@@ -9,7 +9,7 @@ struct Symbol<'data> {
     start: u64,
     end: u64,
     /// Lower is better among symbols at the same address: sized before unsized, then global
-    /// before weak before local.
+    /// before weak before local (then fewer leading underscores, as perf chooses).
     rank: u8,
     name: &'data [u8],
 }
@@ -38,7 +38,7 @@ impl<'data> SymbolTable<'data> {
         for obj in objects {
             collect(obj, obj.dynamic_symbols(), &mut symbols);
         }
-        symbols.sort_unstable_by_key(|s| (s.start, s.rank));
+        symbols.sort_unstable_by_key(|s| (s.start, s.rank, leading_underscores(s.name)));
         symbols.dedup_by_key(|s| s.start);
         for i in 0..symbols.len() {
             if symbols[i].rank >= UNSIZED_RANK {
@@ -62,6 +62,10 @@ impl<'data> SymbolTable<'data> {
     }
 }
 
+fn leading_underscores(name: &[u8]) -> usize {
+    name.iter().take_while(|&&b| b == b'_').count()
+}
+
 /// Appends the function symbols of `iter` to `out`.
 fn collect<'data, 'file>(
     obj: &'file object::File<'data>,
@@ -82,10 +86,10 @@ fn collect<'data, 'file>(
         }
         let start = sym.address();
         let sized = sym.size() > 0;
-        let binding = if sym.is_global() {
-            0
-        } else if sym.is_weak() {
+        let binding = if sym.is_weak() {
             1
+        } else if sym.is_global() {
+            0
         } else {
             2
         };
