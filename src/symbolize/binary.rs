@@ -109,43 +109,62 @@ impl Binary {
         self.segments.svma_for_file_offset(file_offset)
     }
 
-    /// Pushes the DWARF frames at `svma`, outermost first (only the outermost unless `inline`).
-    /// Returns false, pushing nothing, when DWARF names no function there.
-    pub(crate) fn push_dwarf_frames(
+    /// Pushes the frames at `svma`, outermost first: the function containing it, named by the
+    /// symbol table (as perf does) or else by DWARF, then if `inline` the functions DWARF shows
+    /// inlined there. Returns false, pushing nothing, when neither source knows the address.
+    pub(crate) fn push_frames(
         &mut self,
         svma: u64,
         inline: bool,
         demangle: bool,
         out: &mut Vec<String>,
     ) -> bool {
+        let first = out.len();
+        let from_symtab = self.push_symbol(svma, demangle, out);
+        if inline || !from_symtab {
+            self.push_dwarf_frames(svma, inline, !from_symtab, demangle, out);
+        }
+        out.len() > first
+    }
+
+    /// Pushes DWARF frames at `svma`, outermost first: the outermost function if `outermost`, the
+    /// inlined ones if `inlined`.
+    fn push_dwarf_frames(
+        &mut self,
+        svma: u64,
+        inlined: bool,
+        outermost: bool,
+        demangle: bool,
+        out: &mut Vec<String>,
+    ) {
         let Some(context) = self.dwarf() else {
-            return false;
+            return;
         };
         let Ok(mut frames) = context.find_frames(svma).skip_all_loads() else {
-            return false;
+            return;
         };
         let first = out.len();
-        let mut outermost = None;
-        // addr2line yields the innermost frame first; an error ends the walk with what it found.
+        // addr2line yields the innermost frame first, so a frame is known to be inlined once
+        // another one follows it. An error ends the walk with what it found.
+        let mut previous = None;
         while let Ok(Some(frame)) = frames.next() {
             let Some(function) = frame.function else {
                 continue;
             };
-            if inline {
-                push_function(&function, demangle, out);
-            } else {
-                outermost = Some(function);
+            if let Some(inlined_function) = previous.replace(function) {
+                if inlined {
+                    push_function(&inlined_function, demangle, out);
+                }
             }
         }
-        if let Some(function) = outermost {
+        if let Some(function) = previous.filter(|_| outermost) {
             push_function(&function, demangle, out);
         }
         out[first..].reverse();
-        out.len() > first
     }
 
     /// Pushes the name of the function symbol containing `svma`. Returns false if there is none.
-    pub(crate) fn push_symbol(&mut self, svma: u64, demangle: bool, out: &mut Vec<String>) -> bool {
+    fn push_symbol(&mut self, svma: u64, demangle: bool, out: &mut Vec<String>) -> bool {
         let Some(name) = self.symbols().lookup(svma) else {
             return false;
         };
@@ -215,6 +234,14 @@ fn has_dwarf(object: &object::File<'_>) -> bool {
         .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
 }
 
+/// Sections addr2line never reads: not loaded, to save decompressing them.
+const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
+    gimli::SectionId::DebugLoc,
+    gimli::SectionId::DebugLocLists,
+    gimli::SectionId::DebugMacinfo,
+    gimli::SectionId::DebugMacro,
+];
+
 /// Builds an addr2line context over the DWARF sections of `object`, decompressing compressed
 /// sections into `storage`.
 fn load_dwarf(
@@ -227,6 +254,9 @@ fn load_dwarf(
         RunTimeEndian::Big
     };
     let dwarf = gimli::Dwarf::load(|id| -> Result<Slice, SymbolizeError> {
+        if UNUSED_SECTIONS.contains(&id) {
+            return Ok(EndianSlice::new(&[], endian));
+        }
         let data = match object.section_by_name(id.name()) {
             Some(section) => match section.uncompressed_data() {
                 Ok(Cow::Borrowed(data)) => data,

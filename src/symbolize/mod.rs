@@ -10,11 +10,12 @@
 //! Frames are pushed outermost first, as in a folded stack (`root;...;leaf`): for one address, the
 //! function that contains it, then the functions inlined into it, the innermost last.
 //!
-//! - **User code, inline frames on** (the default): the DWARF function names at the address,
-//!   inline frames included, as `perf script` shows them. Where DWARF names no function (no debug
-//!   info, assembly), the symbol table (`.symtab`, else the debug file's, plus `.dynsym`).
-//! - **Inline frames off**: one name, from the symbol table first (like `perf script --no-inline`),
-//!   else the outermost DWARF function.
+//! - **User code**: as `perf script` does, the function containing the address is named by the
+//!   symbol table (`.symtab`, else the debug file's, plus `.dynsym`; among aliases the global,
+//!   sized one with the fewest leading underscores, so `malloc` rather than `__libc_malloc`), or
+//!   by DWARF where no symbol covers it. With inline frames on (the default), the functions DWARF
+//!   shows inlined at the address follow, innermost last, under their DWARF names. Turning inline
+//!   frames off only drops those: the outermost name stays the same.
 //! - **Demangling** (on by default): Rust legacy and v0 names without their hash (`{:#}`), C++
 //!   names in full, parameters included. Plain names, such as C functions, stay as they are.
 //! - **Unresolved user address**: `FILE_NAME+0xOFFSET`, the file's base name and the lookup's
@@ -129,14 +130,7 @@ impl Module {
     fn symbolize(&mut self, file_offset: u64, options: SymbolizeOptions, out: &mut Vec<String>) {
         if let Ok(binary) = &mut self.binary {
             if let Some(svma) = binary.svma(file_offset) {
-                let found = if options.inline {
-                    binary.push_dwarf_frames(svma, true, options.demangle, out)
-                        || binary.push_symbol(svma, options.demangle, out)
-                } else {
-                    binary.push_symbol(svma, options.demangle, out)
-                        || binary.push_dwarf_frames(svma, false, options.demangle, out)
-                };
-                if found {
+                if binary.push_frames(svma, options.inline, options.demangle, out) {
                     return;
                 }
             }

@@ -362,3 +362,54 @@ fn vdso_clock_gettime() {
     symbolizer.symbolize_vdso(0, &mut out);
     assert_eq!(out, ["[vdso]+0x0"]);
 }
+
+/// Throughput over every function of a binary, cold (first lookups parse DWARF units) and warm
+/// (same state, addresses a few bytes further). Run with `--ignored --nocapture`, in release.
+#[test]
+#[ignore]
+fn throughput() {
+    let path = std::env::var_os("SYMBOLIZE_BENCH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().unwrap());
+    let data = std::fs::read(&path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let map = SegmentMap::from_object(&file);
+    let mut offsets: Vec<u64> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 8)
+        .filter_map(|s| map.file_offset_for_svma(s.address()))
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    for inline in [true, false] {
+        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
+        let mut out = Vec::new();
+        for pass in [1u64, 5] {
+            let start = std::time::Instant::now();
+            for &offset in &offsets {
+                out.clear();
+                symbolizer.symbolize_file(&path, offset + pass, &mut out);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "inline={inline} pass={pass}: {} addresses in {secs:.3}s = {:.0}/s",
+                offsets.len(),
+                offsets.len() as f64 / secs
+            );
+        }
+    }
+}
+
+/// Prints the frames at a few offsets of a file: `SYMBOLIZE_FILE=path SYMBOLIZE_OFFSETS=0x1,0x2`.
+#[test]
+#[ignore]
+fn print_frames() {
+    let path = PathBuf::from(std::env::var_os("SYMBOLIZE_FILE").unwrap());
+    let offsets = std::env::var("SYMBOLIZE_OFFSETS").unwrap();
+    let mut symbolizer = Symbolizer::default();
+    for offset in offsets.split(',') {
+        let offset = u64::from_str_radix(offset.trim_start_matches("0x"), 16).unwrap();
+        println!("{offset:#x}: {:?}", names(&mut symbolizer, &path, offset));
+    }
+}
