@@ -24,7 +24,7 @@ pub(crate) fn push_name(
     out.push(name);
 }
 
-/// Writes the demangled form of `raw` into `out`; returns false when `raw` is not a mangled name.
+/// Writes the demangled form of `raw` into `out` (empty on entry); returns false when `raw` is not a mangled name.
 fn write_demangled(raw: &str, language: Option<DwLang>, out: &mut String) -> bool {
     let is_cpp = matches!(
         language,
@@ -51,7 +51,7 @@ fn write_demangled(raw: &str, language: Option<DwLang>, out: &mut String) -> boo
     if maybe_cpp && raw.starts_with("_Z") {
         if let Ok(symbol) = cpp_demangle::Symbol::new(raw.as_bytes()) {
             if let Ok(demangled) = symbol.demangle() {
-                out.push_str(&demangled);
+                *out = demangled;
                 return true;
             }
         }

@@ -413,3 +413,58 @@ fn print_frames() {
         println!("{offset:#x}: {:?}", names(&mut symbolizer, &path, offset));
     }
 }
+
+const CPP_PROGRAM: &str = r#"
+#include <cstdio>
+namespace shapes {
+struct Widget {
+    int scale;
+    __attribute__((noinline)) int compute(int n) const;
+};
+int Widget::compute(int n) const {
+    int s = 0;
+    for (int i = 0; i < n; i++) s += (i ^ s) * scale;
+    return s;
+}
+}
+int main(int argc, char **) {
+    shapes::Widget w{argc};
+    std::printf("%d\n", w.compute(argc * 1000));
+    return 0;
+}
+"#;
+
+#[test]
+fn cpp_names_are_demangled_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("widget.cpp");
+    std::fs::write(&src, CPP_PROGRAM).unwrap();
+    let exe = dir.path().join("widget");
+    let status = Command::new("g++")
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (start, _) = symbol(&exe, "_ZNK6shapes6Widget7computeEi");
+    let offset = file_offset(&exe, start) + 1;
+    for inline in [true, false] {
+        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
+        assert_eq!(
+            names(&mut symbolizer, &exe, offset),
+            ["shapes::Widget::compute(int) const"]
+        );
+    }
+    let mut raw = Symbolizer::new(SymbolizeOptions::new(true, false));
+    assert_eq!(
+        names(&mut raw, &exe, offset),
+        ["_ZNK6shapes6Widget7computeEi"]
+    );
+}
+
+#[test]
+fn symbolizer_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Symbolizer>();
+}
