@@ -61,14 +61,16 @@ pub(crate) struct Binary {
     debug_object: Option<Option<object::File<'static>>>,
     object: object::File<'static>,
     segments: SegmentMap,
-    /// Where to look for separate debug files; `None` for images without a file (vdso).
-    path: Option<PathBuf>,
+    /// The binary's path and the debug root to search for its separate debug file; `None` for
+    /// images without a file (vdso).
+    debug_search: Option<(PathBuf, PathBuf)>,
     storage: Storage,
 }
 
 impl Binary {
-    /// Maps and parses the file at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Self, SymbolizeError> {
+    /// Maps and parses the file at `path`; its debug file, if needed, is searched under
+    /// `debug_root` (normally `/usr/lib/debug`) and next to it.
+    pub(crate) fn open(path: &Path, debug_root: &Path) -> Result<Self, SymbolizeError> {
         let io_err = |source| SymbolizeError::Io {
             path: path.to_owned(),
             source,
@@ -78,7 +80,10 @@ impl Binary {
         // which keeps the old content mapped; a file truncated in place while we read it would
         // raise SIGBUS, a risk every debugger and profiler takes.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        Self::parse(Bytes::Mapped(map), Some(path.to_owned()))
+        Self::parse(
+            Bytes::Mapped(map),
+            Some((path.to_owned(), debug_root.to_owned())),
+        )
     }
 
     /// Parses an image held in memory, such as the vdso.
@@ -86,11 +91,17 @@ impl Binary {
         Self::parse(Bytes::Owned(bytes.into_boxed_slice()), None)
     }
 
-    fn parse(bytes: Bytes, path: Option<PathBuf>) -> Result<Self, SymbolizeError> {
+    fn parse(
+        bytes: Bytes,
+        debug_search: Option<(PathBuf, PathBuf)>,
+    ) -> Result<Self, SymbolizeError> {
         let mut storage = Storage::default();
         let data = storage.keep(bytes);
         let object = object::File::parse(data).map_err(|source| SymbolizeError::Object {
-            path: path.clone().unwrap_or_default(),
+            path: debug_search
+                .as_ref()
+                .map(|(path, _)| path.clone())
+                .unwrap_or_default(),
             source,
         })?;
         Ok(Binary {
@@ -99,7 +110,7 @@ impl Binary {
             debug_object: None,
             segments: SegmentMap::from_object(&object),
             object,
-            path,
+            debug_search,
             storage,
         })
     }
@@ -212,8 +223,8 @@ impl Binary {
         if self.debug_object.is_some() {
             return;
         }
-        let found = self.path.as_deref().and_then(|path| {
-            let map = debugfile::find(path, &self.object)?;
+        let found = self.debug_search.as_ref().and_then(|(path, root)| {
+            let map = debugfile::find(path, &self.object, root)?;
             let data = self.storage.keep(Bytes::Mapped(map));
             object::File::parse(data).ok()
         });

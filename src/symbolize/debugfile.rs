@@ -1,9 +1,11 @@
 //! Finding the separate debug file of a stripped binary, the way gdb and perf do:
 //!
-//! 1. by build-id: `/usr/lib/debug/.build-id/xx/yyyy.debug` (first byte, then the rest, in hex),
-//!    checked to carry the same build-id;
+//! 1. by build-id: `ROOT/.build-id/xx/yyyy.debug` (first byte, then the rest, in hex), checked to
+//!    carry the same build-id;
 //! 2. by `.gnu_debuglink`: the named file next to the binary, in its `.debug/` subdirectory, or under
-//!    `/usr/lib/debug/` followed by the binary's directory, checked against the link's CRC32.
+//!    `ROOT` followed by the binary's directory, checked against the link's CRC32.
+//!
+//! `ROOT` is [`DEFAULT_DEBUG_ROOT`] unless the caller gives another.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,19 +14,19 @@ use memmap2::Mmap;
 use object::Object;
 
 /// The root of the system's debug file tree.
-const DEBUG_ROOT: &str = "/usr/lib/debug";
+pub(crate) const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
 
-/// Maps the debug file of the binary at `path` (already parsed as `object`), if one is found and
-/// matches.
-pub(crate) fn find(path: &Path, object: &object::File<'_>) -> Option<Mmap> {
+/// Maps the debug file of the binary at `path` (already parsed as `object`), if one is found under
+/// `root` or next to the binary and matches.
+pub(crate) fn find(path: &Path, object: &object::File<'_>, root: &Path) -> Option<Mmap> {
     if let Ok(Some(build_id)) = object.build_id() {
-        if let Some(map) = by_build_id(build_id) {
+        if let Some(map) = by_build_id(root, build_id) {
             return Some(map);
         }
     }
     let (name, crc) = object.gnu_debuglink().ok()??;
     let name = Path::new(std::str::from_utf8(name).ok()?);
-    debuglink_candidates(path, name)
+    debuglink_candidates(path, name, root)
         .into_iter()
         .filter(|candidate| candidate != path)
         .find_map(|candidate| {
@@ -33,15 +35,19 @@ pub(crate) fn find(path: &Path, object: &object::File<'_>) -> Option<Mmap> {
         })
 }
 
-/// Maps `/usr/lib/debug/.build-id/xx/yyyy.debug` if it exists and carries the same build-id.
-fn by_build_id(build_id: &[u8]) -> Option<Mmap> {
+/// Maps `ROOT/.build-id/xx/yyyy.debug` if it exists and carries the same build-id.
+fn by_build_id(root: &Path, build_id: &[u8]) -> Option<Mmap> {
     let (first, rest) = build_id.split_first()?;
-    let mut path = format!("{DEBUG_ROOT}/.build-id/{first:02x}/");
+    let mut name = String::with_capacity(rest.len() * 2 + 6);
     for byte in rest {
-        path.push_str(&format!("{byte:02x}"));
+        name.push_str(&format!("{byte:02x}"));
     }
-    path.push_str(".debug");
-    let map = map_file(Path::new(&path))?;
+    name.push_str(".debug");
+    let path = root
+        .join(".build-id")
+        .join(format!("{first:02x}"))
+        .join(name);
+    let map = map_file(&path)?;
     let same = object::File::parse(&*map)
         .ok()
         .and_then(|debug| debug.build_id().ok().flatten())
@@ -50,9 +56,9 @@ fn by_build_id(build_id: &[u8]) -> Option<Mmap> {
 }
 
 /// Where gdb looks for a `.gnu_debuglink` target.
-fn debuglink_candidates(path: &Path, name: &Path) -> [PathBuf; 3] {
+fn debuglink_candidates(path: &Path, name: &Path, root: &Path) -> [PathBuf; 3] {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let mut system = PathBuf::from(DEBUG_ROOT);
+    let mut system = root.to_owned();
     system.push(dir.strip_prefix("/").unwrap_or(dir));
     system.push(name);
     [dir.join(name), dir.join(".debug").join(name), system]
@@ -137,7 +143,11 @@ mod tests {
 
     #[test]
     fn debuglink_candidates_follow_gdb() {
-        let c = debuglink_candidates(Path::new("/usr/bin/ls"), Path::new("ls.debug"));
+        let c = debuglink_candidates(
+            Path::new("/usr/bin/ls"),
+            Path::new("ls.debug"),
+            Path::new(DEFAULT_DEBUG_ROOT),
+        );
         assert_eq!(c[0], Path::new("/usr/bin/ls.debug"));
         assert_eq!(c[1], Path::new("/usr/bin/.debug/ls.debug"));
         assert_eq!(c[2], Path::new("/usr/lib/debug/usr/bin/ls.debug"));

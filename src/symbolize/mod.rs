@@ -25,7 +25,8 @@
 //!   absolute address, since kallsyms has no base to subtract.
 //! - **JIT**: the perf map's name as written (demangled if it is a mangled name).
 //!
-//! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` and by
+//! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
+//! be given) and by
 //! `.gnu_debuglink` (CRC-checked), see [`debugfile`]. Not supported: split DWARF (`.dwo`), dwz
 //! supplementary files (`.gnu_debugaltlink`), MiniDebugInfo (`.gnu_debugdata`).
 
@@ -107,13 +108,13 @@ struct Module {
 }
 
 impl Module {
-    fn open(path: &Path) -> Self {
+    fn open(path: &Path, debug_root: &Path) -> Self {
         let name = path
             .file_name()
             .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
         Module {
             name: name.into(),
-            binary: Binary::open(path),
+            binary: Binary::open(path, debug_root),
         }
     }
 
@@ -147,6 +148,7 @@ pub struct Symbolizer {
     kallsyms: Option<Kallsyms>,
     perf_maps: HashMap<u32, Option<PerfMap>>,
     perf_map_dir: PathBuf,
+    debug_root: PathBuf,
 }
 
 impl Symbolizer {
@@ -159,12 +161,20 @@ impl Symbolizer {
             kallsyms: None,
             perf_maps: HashMap::new(),
             perf_map_dir: PathBuf::from("/tmp"),
+            debug_root: PathBuf::from(debugfile::DEFAULT_DEBUG_ROOT),
         }
     }
 
     /// Reads perf maps (`perf-PID.map`) from `dir` instead of `/tmp`.
     pub fn with_perf_map_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.perf_map_dir = dir.into();
+        self
+    }
+
+    /// Searches separate debug files under `dir` (its `.build-id/` tree, and the binary's
+    /// directory below it for `.gnu_debuglink`) instead of `/usr/lib/debug`.
+    pub fn with_debug_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.debug_root = dir.into();
         self
     }
 
@@ -185,7 +195,7 @@ impl Symbolizer {
             None => self
                 .files
                 .entry(path.as_os_str().to_owned())
-                .or_insert_with(|| Module::open(path)),
+                .or_insert_with(|| Module::open(path, &self.debug_root)),
         };
         module.symbolize(file_offset, options, out);
     }

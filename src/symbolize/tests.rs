@@ -468,3 +468,48 @@ fn symbolizer_can_move_to_another_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Symbolizer>();
 }
+
+#[test]
+fn build_id_debug_file_of_a_fully_stripped_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(
+        dir.path(),
+        "byid",
+        PROGRAM,
+        &["-O2", "-g", "-Wl,--build-id"],
+    );
+    let build_id: Vec<u8> = {
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        file.build_id().unwrap().unwrap().to_vec()
+    };
+    let (start, size) = symbol(&exe, "compute");
+    let base = file_offset(&exe, start);
+    let root = dir.path().join("debug-root");
+    let id_dir = root.join(".build-id").join(format!("{:02x}", build_id[0]));
+    std::fs::create_dir_all(&id_dir).unwrap();
+    let rest: String = build_id[1..].iter().map(|b| format!("{b:02x}")).collect();
+    let debug = id_dir.join(format!("{rest}.debug"));
+    run(
+        "objcopy",
+        &[
+            "--only-keep-debug".as_ref(),
+            exe.as_os_str(),
+            debug.as_os_str(),
+        ],
+    );
+    // No .symtab, no DWARF, no debuglink left: names can only come from the debug file.
+    run("strip", &["--strip-all".as_ref(), exe.as_os_str()]);
+
+    let mut without = Symbolizer::default();
+    assert_eq!(names(&mut without, &exe, base), [format!("byid+{base:#x}")]);
+    let mut with = Symbolizer::default().with_debug_root(&root);
+    let frames: Vec<Vec<String>> = (0..size)
+        .map(|i| names(&mut with, &exe, base + i))
+        .collect();
+    assert!(frames.iter().all(|f| f[0] == "compute"), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f == &["compute", "square"]),
+        "{frames:?}"
+    );
+}
