@@ -57,8 +57,9 @@ pub(crate) struct Binary {
     /// `None` until first needed; then `Some(None)` if there is no usable DWARF.
     dwarf: Option<Option<Context<Slice>>>,
     symbols: Option<SymbolTable<'static>>,
-    /// `None` until first needed; then `Some(None)` if there is no separate debug file.
-    debug_object: Option<Option<object::File<'static>>>,
+    /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
+    /// path and content.
+    debug_object: Option<Option<(PathBuf, object::File<'static>)>>,
     object: object::File<'static>,
     segments: SegmentMap,
     /// The binary's path and the debug root to search for its separate debug file; `None` for
@@ -187,12 +188,16 @@ impl Binary {
     fn dwarf(&mut self) -> Option<&Context<Slice>> {
         if self.dwarf.is_none() {
             let context = if has_dwarf(&self.object) {
-                load_dwarf(&self.object, &mut self.storage).ok()
+                let search = self
+                    .debug_search
+                    .as_ref()
+                    .map(|(path, root)| (path.as_path(), root.as_path()));
+                load_dwarf(&self.object, search, &mut self.storage).ok()
             } else {
                 self.load_debug_object();
-                match &self.debug_object {
-                    Some(Some(debug)) if has_dwarf(debug) => {
-                        load_dwarf(debug, &mut self.storage).ok()
+                match (&self.debug_object, &self.debug_search) {
+                    (Some(Some((path, debug))), Some((_, root))) if has_dwarf(debug) => {
+                        load_dwarf(debug, Some((path, root)), &mut self.storage).ok()
                     }
                     _ => None,
                 }
@@ -210,7 +215,7 @@ impl Binary {
                 self.load_debug_object();
             }
             let table = match &self.debug_object {
-                Some(Some(debug)) => SymbolTable::build(&[&self.object, debug]),
+                Some(Some((_, debug))) => SymbolTable::build(&[&self.object, debug]),
                 _ => SymbolTable::build(&[&self.object]),
             };
             self.symbols = Some(table);
@@ -224,9 +229,9 @@ impl Binary {
             return;
         }
         let found = self.debug_search.as_ref().and_then(|(path, root)| {
-            let map = debugfile::find(path, &self.object, root)?;
+            let (debug_path, map) = debugfile::find(path, &self.object, root)?;
             let data = self.storage.keep(Bytes::Mapped(map));
-            object::File::parse(data).ok()
+            Some((debug_path, object::File::parse(data).ok()?))
         });
         self.debug_object = Some(found);
     }
@@ -254,34 +259,48 @@ const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
 ];
 
 /// Builds an addr2line context over the DWARF sections of `object`, decompressing compressed
-/// sections into `storage`.
+/// sections into `storage`. `search` (the object's path and the debug root) locates a dwz
+/// supplementary file if the object links one.
 fn load_dwarf(
     object: &object::File<'static>,
+    search: Option<(&Path, &Path)>,
     storage: &mut Storage,
 ) -> Result<Context<Slice>, SymbolizeError> {
+    let mut dwarf = gimli::Dwarf::load(|id| load_section(object, id, storage))?;
+    let supplementary = search.and_then(|(path, root)| {
+        let map = debugfile::find_supplementary(path, object, root)?;
+        object::File::parse(storage.keep(Bytes::Mapped(map))).ok()
+    });
+    if let Some(sup) = supplementary {
+        dwarf.load_sup(|id| load_section(&sup, id, storage))?;
+    }
+    Ok(Context::from_dwarf(dwarf)?)
+}
+
+/// The content of DWARF section `id` of `object`, empty if absent or unused.
+fn load_section(
+    object: &object::File<'static>,
+    id: gimli::SectionId,
+    storage: &mut Storage,
+) -> Result<Slice, SymbolizeError> {
     let endian = if object.is_little_endian() {
         RunTimeEndian::Little
     } else {
         RunTimeEndian::Big
     };
-    let dwarf = gimli::Dwarf::load(|id| -> Result<Slice, SymbolizeError> {
-        if UNUSED_SECTIONS.contains(&id) {
-            return Ok(EndianSlice::new(&[], endian));
-        }
-        let data = match object.section_by_name(id.name()) {
-            Some(section) => match section.uncompressed_data() {
-                Ok(Cow::Borrowed(data)) => data,
-                Ok(Cow::Owned(data)) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
-                Err(source) => {
-                    return Err(SymbolizeError::Section {
-                        section: id.name(),
-                        source,
-                    })
-                }
-            },
-            None => &[],
-        };
-        Ok(EndianSlice::new(data, endian))
-    })?;
-    Ok(Context::from_dwarf(dwarf)?)
+    let data = match object.section_by_name(id.name()) {
+        _ if UNUSED_SECTIONS.contains(&id) => &[],
+        Some(section) => match section.uncompressed_data() {
+            Ok(Cow::Borrowed(data)) => data,
+            Ok(Cow::Owned(data)) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
+            Err(source) => {
+                return Err(SymbolizeError::Section {
+                    section: id.name(),
+                    source,
+                })
+            }
+        },
+        None => &[],
+    };
+    Ok(EndianSlice::new(data, endian))
 }

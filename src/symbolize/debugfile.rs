@@ -5,7 +5,8 @@
 //! 2. by `.gnu_debuglink`: the named file next to the binary, in its `.debug/` subdirectory, or under
 //!    `ROOT` followed by the binary's directory, checked against the link's CRC32.
 //!
-//! `ROOT` is [`DEFAULT_DEBUG_ROOT`] unless the caller gives another.
+//! `ROOT` is [`DEFAULT_DEBUG_ROOT`] unless the caller gives another. A debug file compressed by dwz
+//! may point at a supplementary file with `.gnu_debugaltlink`, see [`find_supplementary`].
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,11 +18,12 @@ use object::Object;
 pub(crate) const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// Maps the debug file of the binary at `path` (already parsed as `object`), if one is found under
-/// `root` or next to the binary and matches.
-pub(crate) fn find(path: &Path, object: &object::File<'_>, root: &Path) -> Option<Mmap> {
+/// `root` or next to the binary and matches. Returns its path too, for its own links.
+pub(crate) fn find(path: &Path, object: &object::File<'_>, root: &Path) -> Option<(PathBuf, Mmap)> {
     if let Ok(Some(build_id)) = object.build_id() {
-        if let Some(map) = by_build_id(root, build_id) {
-            return Some(map);
+        let candidate = build_id_path(root, build_id)?;
+        if let Some(map) = map_with_build_id(&candidate, build_id) {
+            return Some((candidate, map));
         }
     }
     let (name, crc) = object.gnu_debuglink().ok()??;
@@ -31,26 +33,46 @@ pub(crate) fn find(path: &Path, object: &object::File<'_>, root: &Path) -> Optio
         .filter(|candidate| candidate != path)
         .find_map(|candidate| {
             let map = map_file(&candidate)?;
-            (crc32(&map) == crc).then_some(map)
+            (crc32(&map) == crc).then_some((candidate, map))
         })
 }
 
-/// Maps `ROOT/.build-id/xx/yyyy.debug` if it exists and carries the same build-id.
-fn by_build_id(root: &Path, build_id: &[u8]) -> Option<Mmap> {
+/// Maps the dwz supplementary file that `.gnu_debugaltlink` of `object` (read from `path`) names:
+/// the path as written (relative to `path`'s directory if relative), else by build-id under
+/// `root`; either must carry the build-id the link records.
+pub(crate) fn find_supplementary(
+    path: &Path,
+    object: &object::File<'_>,
+    root: &Path,
+) -> Option<Mmap> {
+    let (name, build_id) = object.gnu_debugaltlink().ok()??;
+    let name = Path::new(std::str::from_utf8(name).ok()?);
+    let linked = path.parent().unwrap_or(Path::new("/")).join(name);
+    map_with_build_id(&linked, build_id)
+        .or_else(|| map_with_build_id(&build_id_path(root, build_id)?, build_id))
+}
+
+/// `ROOT/.build-id/xx/yyyy.debug`.
+fn build_id_path(root: &Path, build_id: &[u8]) -> Option<PathBuf> {
     let (first, rest) = build_id.split_first()?;
     let mut name = String::with_capacity(rest.len() * 2 + 6);
     for byte in rest {
         name.push_str(&format!("{byte:02x}"));
     }
     name.push_str(".debug");
-    let path = root
-        .join(".build-id")
-        .join(format!("{first:02x}"))
-        .join(name);
-    let map = map_file(&path)?;
+    Some(
+        root.join(".build-id")
+            .join(format!("{first:02x}"))
+            .join(name),
+    )
+}
+
+/// Maps `path` if it is an object file with this build-id.
+fn map_with_build_id(path: &Path, build_id: &[u8]) -> Option<Mmap> {
+    let map = map_file(path)?;
     let same = object::File::parse(&*map)
         .ok()
-        .and_then(|debug| debug.build_id().ok().flatten())
+        .and_then(|file| file.build_id().ok().flatten())
         .is_some_and(|id| id == build_id);
     same.then_some(map)
 }

@@ -27,8 +27,9 @@
 //!
 //! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
 //! be given) and by
-//! `.gnu_debuglink` (CRC-checked), see [`debugfile`]. Not supported: split DWARF (`.dwo`), dwz
-//! supplementary files (`.gnu_debugaltlink`), MiniDebugInfo (`.gnu_debugdata`).
+//! `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`), see
+//! `debugfile.rs`. Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`), names
+//! for PLT stubs (they fall back to `FILE+0xOFFSET`).
 
 mod binary;
 mod debugfile;

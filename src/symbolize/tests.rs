@@ -513,3 +513,44 @@ fn build_id_debug_file_of_a_fully_stripped_binary() {
         "{frames:?}"
     );
 }
+
+#[test]
+fn dwz_supplementary_file() {
+    if Command::new("dwz").arg("--version").output().is_err() {
+        eprintln!("dwz is not installed: test skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = gcc(dir.path(), "a", PROGRAM, &["-O2", "-g"]);
+    let b = gcc(dir.path(), "b", PROGRAM, &["-O2", "-g", "-DOTHER"]);
+    let (start, size) = symbol(&a, "compute");
+    let base = file_offset(&a, start);
+    let status = Command::new("dwz")
+        .args(["-m", "common.debug", "-M", "common.debug"])
+        .arg(&a)
+        .arg(&b)
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Drop .symtab so that `compute` can only be named by DWARF, whose string now lives in the
+    // supplementary file.
+    run(
+        "objcopy",
+        &[
+            "--strip-all".as_ref(),
+            "--keep-section=.debug_*".as_ref(),
+            "--keep-section=.gnu_debugaltlink".as_ref(),
+            a.as_os_str(),
+        ],
+    );
+    let mut symbolizer = Symbolizer::default();
+    let frames: Vec<Vec<String>> = (0..size)
+        .map(|i| names(&mut symbolizer, &a, base + i))
+        .collect();
+    assert!(frames.iter().all(|f| f[0] == "compute"), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f == &["compute", "square"]),
+        "{frames:?}"
+    );
+}
