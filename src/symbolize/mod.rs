@@ -1,1 +1,253 @@
-//! Symbolization: addresses → function names (object + addr2line, kallsyms, perf maps).
+//! Symbolization: addresses → function names, with `object` + `addr2line` for ELF files and the
+//! vdso, `/proc/kallsyms` for the kernel, and `/tmp/perf-PID.map` for JIT code.
+//!
+//! The caller symbolizes each unique address once; a [`Symbolizer`] caches the parsed state of
+//! every binary (one memory map, one DWARF context and one symbol table, each built on first use),
+//! never the results. Lookups never fail: what cannot be named gets a placeholder.
+//!
+//! # Names
+//!
+//! Frames are pushed outermost first, as in a folded stack (`root;...;leaf`): for one address, the
+//! function that contains it, then the functions inlined into it, the innermost last.
+//!
+//! - **User code**: as `perf script` does, the function containing the address is named by the
+//!   symbol table (`.symtab`, else the debug file's, plus `.dynsym`; among aliases the global,
+//!   sized one with the fewest leading underscores, so `malloc` rather than `__libc_malloc`), or
+//!   by DWARF where no symbol covers it. With inline frames on (the default), the functions DWARF
+//!   shows inlined at the address follow, innermost last, under their DWARF names. Turning inline
+//!   frames off only drops those: the outermost name stays the same.
+//! - **Demangling** (on by default): Rust legacy and v0 names without their hash (`{:#}`), C++
+//!   names in full, parameters included. Plain names, such as C functions, stay as they are.
+//! - **Unresolved user address**: `FILE_NAME+0xOFFSET`, the file's base name and the lookup's
+//!   file offset in hex (`libfoo.so+0x1234`); the vdso gives `[vdso]+0xOFFSET`.
+//! - **Kernel**: `NAME_[k]`, the suffix inferno's perf collapser gives kernel frames (the module of
+//!   a module symbol is not shown). Unresolved: `[kernel.kallsyms]+0xADDRESS_[k]`, with the
+//!   absolute address, since kallsyms has no base to subtract.
+//! - **JIT**: the perf map's name as written (demangled if it is a mangled name).
+//!
+//! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
+//! be given) and by
+//! `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`), see
+//! `debugfile.rs`. Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`), names
+//! for PLT stubs (they fall back to `FILE+0xOFFSET`).
+
+mod binary;
+mod debugfile;
+mod demangle;
+mod kallsyms;
+mod perfmap;
+mod symtab;
+#[cfg(all(test, target_os = "linux"))]
+mod tests;
+mod vdso;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use binary::Binary;
+use kallsyms::Kallsyms;
+use perfmap::PerfMap;
+
+/// Why a binary could not be used; kept per file, see [`Symbolizer::failed_files`].
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolizeError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path} as an object file: {source}")]
+    Object {
+        path: PathBuf,
+        #[source]
+        source: object::Error,
+    },
+    #[error("cannot decompress section {section}: {source}")]
+    Section {
+        section: &'static str,
+        #[source]
+        source: object::Error,
+    },
+    #[error("bad DWARF: {0}")]
+    Dwarf(#[from] gimli::Error),
+    #[error("no vdso image in this process")]
+    NoVdso,
+}
+
+/// How names are produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SymbolizeOptions {
+    /// Show functions inlined at an address, each as its own frame. Default: `true`.
+    pub inline: bool,
+    /// Demangle Rust and C++ names. Default: `true`.
+    pub demangle: bool,
+}
+
+impl Default for SymbolizeOptions {
+    fn default() -> Self {
+        SymbolizeOptions {
+            inline: true,
+            demangle: true,
+        }
+    }
+}
+
+impl SymbolizeOptions {
+    /// Options with both switches given.
+    pub fn new(inline: bool, demangle: bool) -> Self {
+        SymbolizeOptions { inline, demangle }
+    }
+}
+
+/// A binary as the cache keeps it: its display name and its parsed state, or why there is none.
+struct Module {
+    name: Box<str>,
+    binary: Result<Binary, SymbolizeError>,
+}
+
+impl Module {
+    fn open(path: &Path, debug_root: &Path) -> Self {
+        let name = path
+            .file_name()
+            .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+        Module {
+            name: name.into(),
+            binary: Binary::open(path, debug_root),
+        }
+    }
+
+    fn vdso() -> Self {
+        Module {
+            name: "[vdso]".into(),
+            binary: vdso::read_own_image()
+                .ok_or(SymbolizeError::NoVdso)
+                .and_then(Binary::from_bytes),
+        }
+    }
+
+    /// Pushes the frames at `file_offset`, or the `NAME+0xOFFSET` placeholder.
+    fn symbolize(&mut self, file_offset: u64, options: SymbolizeOptions, out: &mut Vec<String>) {
+        if let Ok(binary) = &mut self.binary {
+            if let Some(svma) = binary.svma(file_offset) {
+                if binary.push_frames(svma, options.inline, options.demangle, out) {
+                    return;
+                }
+            }
+        }
+        out.push(format!("{}+{file_offset:#x}", self.name));
+    }
+}
+
+/// Turns addresses into function names, caching the parsed state of every binary it reads.
+pub struct Symbolizer {
+    options: SymbolizeOptions,
+    files: HashMap<OsString, Module>,
+    vdso: Option<Module>,
+    kallsyms: Option<Kallsyms>,
+    perf_maps: HashMap<u32, Option<PerfMap>>,
+    perf_map_dir: PathBuf,
+    debug_root: PathBuf,
+}
+
+impl Symbolizer {
+    /// A symbolizer with nothing loaded yet.
+    pub fn new(options: SymbolizeOptions) -> Self {
+        Symbolizer {
+            options,
+            files: HashMap::new(),
+            vdso: None,
+            kallsyms: None,
+            perf_maps: HashMap::new(),
+            perf_map_dir: PathBuf::from("/tmp"),
+            debug_root: PathBuf::from(debugfile::DEFAULT_DEBUG_ROOT),
+        }
+    }
+
+    /// Reads perf maps (`perf-PID.map`) from `dir` instead of `/tmp`.
+    pub fn with_perf_map_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.perf_map_dir = dir.into();
+        self
+    }
+
+    /// Searches separate debug files under `dir` (its `.build-id/` tree, and the binary's
+    /// directory below it for `.gnu_debuglink`) instead of `/usr/lib/debug`.
+    pub fn with_debug_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.debug_root = dir.into();
+        self
+    }
+
+    /// The options this symbolizer was built with.
+    pub fn options(&self) -> SymbolizeOptions {
+        self.options
+    }
+
+    /// Pushes the frames at `file_offset` in the file at `path`, outermost first.
+    ///
+    /// `file_offset` is the offset in the file of the lookup address (`ra - 1` already applied to
+    /// return addresses: `avma - mapping start + mapping pgoff`). Never fails: an address that
+    /// cannot be named, or a file that cannot be read (tried only once), gives `NAME+0xOFFSET`.
+    pub fn symbolize_file(&mut self, path: &Path, file_offset: u64, out: &mut Vec<String>) {
+        let options = self.options;
+        let module = match self.files.get_mut(path.as_os_str()) {
+            Some(module) => module,
+            None => self
+                .files
+                .entry(path.as_os_str().to_owned())
+                .or_insert_with(|| Module::open(path, &self.debug_root)),
+        };
+        module.symbolize(file_offset, options, out);
+    }
+
+    /// Pushes the frames at `offset` into the vdso image (the AVMA minus the `[vdso]` mapping's
+    /// start). The image is read once from this process's memory; it is the same kernel image in
+    /// every process.
+    pub fn symbolize_vdso(&mut self, offset: u64, out: &mut Vec<String>) {
+        let options = self.options;
+        self.vdso
+            .get_or_insert_with(Module::vdso)
+            .symbolize(offset, options, out);
+    }
+
+    /// Pushes `NAME_[k]` for the kernel function containing `address`, from `/proc/kallsyms`
+    /// (read once), or `[kernel.kallsyms]+0xADDRESS_[k]`.
+    pub fn symbolize_kernel(&mut self, address: u64, out: &mut Vec<String>) {
+        let kallsyms = self
+            .kallsyms
+            .get_or_insert_with(|| Kallsyms::load(Path::new("/proc/kallsyms")));
+        out.push(match kallsyms.lookup(address) {
+            Some(name) => format!("{name}_[k]"),
+            None => format!("[kernel.kallsyms]+{address:#x}_[k]"),
+        });
+    }
+
+    /// Pushes the name of the JIT region containing `avma` from `perf-PID.map` (read once per
+    /// pid). Returns false, pushing nothing, if the map is missing or has no such region.
+    pub fn symbolize_jit(&mut self, pid: u32, avma: u64, out: &mut Vec<String>) -> bool {
+        let dir = &self.perf_map_dir;
+        let map = self
+            .perf_maps
+            .entry(pid)
+            .or_insert_with(|| PerfMap::load(&dir.join(format!("perf-{pid}.map"))));
+        let Some(name) = map.as_ref().and_then(|m| m.lookup(avma)) else {
+            return false;
+        };
+        demangle::push_name(name, None, self.options.demangle, out);
+        true
+    }
+
+    /// The files that could not be read or parsed so far, with the reason.
+    pub fn failed_files(&self) -> impl Iterator<Item = (&Path, &SymbolizeError)> {
+        self.files
+            .iter()
+            .filter_map(|(path, m)| Some((Path::new(path), m.binary.as_ref().err()?)))
+    }
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new(SymbolizeOptions::default())
+    }
+}

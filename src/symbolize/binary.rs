@@ -1,0 +1,306 @@
+//! The parsed state of one binary: its bytes (mmapped once), its segment map, and, built on first
+//! use, its DWARF context (from the binary or its separate debug file) and its symbol table.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use addr2line::Context;
+use gimli::{EndianSlice, RunTimeEndian};
+use memmap2::Mmap;
+use object::{Object, ObjectSection};
+
+use super::demangle::push_name;
+use super::symtab::SymbolTable;
+use super::{debugfile, SymbolizeError};
+use crate::elf::SegmentMap;
+
+/// A DWARF reader over bytes owned by the [`Binary`]'s [`Storage`].
+type Slice = EndianSlice<'static, RunTimeEndian>;
+
+/// Bytes that stay at the same address for as long as they are owned.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Box<[u8]>),
+}
+
+/// Owns every buffer the parsed structures of a [`Binary`] point into: the mapped files and the
+/// decompressed debug sections.
+#[derive(Default)]
+struct Storage {
+    blocks: Vec<Bytes>,
+}
+
+impl Storage {
+    /// Takes ownership of `bytes` and returns a view of them that the owning [`Binary`]'s fields
+    /// may hold. The `'static` is a private fiction: see the field order of [`Binary`].
+    fn keep(&mut self, bytes: Bytes) -> &'static [u8] {
+        let (ptr, len) = match &bytes {
+            Bytes::Mapped(map) => (map.as_ptr(), map.len()),
+            Bytes::Owned(data) => (data.as_ptr(), data.len()),
+        };
+        self.blocks.push(bytes);
+        // SAFETY: `ptr..ptr + len` is the content of a memory map or a boxed slice, which does not
+        // move when its owner moves (into `blocks`, or with the `Binary`) and is never written.
+        // `blocks` only grows, so the buffer lives as long as the `Storage`. The `Storage` is the
+        // last field of `Binary`, so every field holding such a view is dropped before it, and
+        // `Binary` never hands out a view that outlives a borrow of itself.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// One binary (executable, shared library or vdso image) ready for lookups by SVMA.
+///
+/// Field order matters: fields are dropped in declaration order, and everything above `storage`
+/// may point into it.
+pub(crate) struct Binary {
+    /// `None` until first needed; then `Some(None)` if there is no usable DWARF.
+    dwarf: Option<Option<Context<Slice>>>,
+    symbols: Option<SymbolTable<'static>>,
+    /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
+    /// path and content.
+    debug_object: Option<Option<(PathBuf, object::File<'static>)>>,
+    object: object::File<'static>,
+    segments: SegmentMap,
+    /// The binary's path and the debug root to search for its separate debug file; `None` for
+    /// images without a file (vdso).
+    debug_search: Option<(PathBuf, PathBuf)>,
+    storage: Storage,
+}
+
+impl Binary {
+    /// Maps and parses the file at `path`; its debug file, if needed, is searched under
+    /// `debug_root` (normally `/usr/lib/debug`) and next to it.
+    pub(crate) fn open(path: &Path, debug_root: &Path) -> Result<Self, SymbolizeError> {
+        let io_err = |source| SymbolizeError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        // SAFETY: the map is read-only and only read. Binaries that run are replaced by rename,
+        // which keeps the old content mapped; a file truncated in place while we read it would
+        // raise SIGBUS, a risk every debugger and profiler takes.
+        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        Self::parse(
+            Bytes::Mapped(map),
+            Some((path.to_owned(), debug_root.to_owned())),
+        )
+    }
+
+    /// Parses an image held in memory, such as the vdso.
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self, SymbolizeError> {
+        Self::parse(Bytes::Owned(bytes.into_boxed_slice()), None)
+    }
+
+    fn parse(
+        bytes: Bytes,
+        debug_search: Option<(PathBuf, PathBuf)>,
+    ) -> Result<Self, SymbolizeError> {
+        let mut storage = Storage::default();
+        let data = storage.keep(bytes);
+        let object = object::File::parse(data).map_err(|source| SymbolizeError::Object {
+            path: debug_search
+                .as_ref()
+                .map(|(path, _)| path.clone())
+                .unwrap_or_default(),
+            source,
+        })?;
+        Ok(Binary {
+            dwarf: None,
+            symbols: None,
+            debug_object: None,
+            segments: SegmentMap::from_object(&object),
+            object,
+            debug_search,
+            storage,
+        })
+    }
+
+    /// The SVMA of the byte at `file_offset`.
+    pub(crate) fn svma(&self, file_offset: u64) -> Option<u64> {
+        self.segments.svma_for_file_offset(file_offset)
+    }
+
+    /// Pushes the frames at `svma`, outermost first: the function containing it, named by the
+    /// symbol table (as perf does) or else by DWARF, then if `inline` the functions DWARF shows
+    /// inlined there. Returns false, pushing nothing, when neither source knows the address.
+    pub(crate) fn push_frames(
+        &mut self,
+        svma: u64,
+        inline: bool,
+        demangle: bool,
+        out: &mut Vec<String>,
+    ) -> bool {
+        let first = out.len();
+        let from_symtab = self.push_symbol(svma, demangle, out);
+        if inline || !from_symtab {
+            self.push_dwarf_frames(svma, inline, !from_symtab, demangle, out);
+        }
+        out.len() > first
+    }
+
+    /// Pushes DWARF frames at `svma`, outermost first: the outermost function if `outermost`, the
+    /// inlined ones if `inlined`.
+    fn push_dwarf_frames(
+        &mut self,
+        svma: u64,
+        inlined: bool,
+        outermost: bool,
+        demangle: bool,
+        out: &mut Vec<String>,
+    ) {
+        let Some(context) = self.dwarf() else {
+            return;
+        };
+        let Ok(mut frames) = context.find_frames(svma).skip_all_loads() else {
+            return;
+        };
+        let first = out.len();
+        // addr2line yields the innermost frame first, so a frame is known to be inlined once
+        // another one follows it. An error ends the walk with what it found.
+        let mut previous = None;
+        while let Ok(Some(frame)) = frames.next() {
+            let Some(function) = frame.function else {
+                continue;
+            };
+            if let Some(inlined_function) = previous.replace(function) {
+                if inlined {
+                    push_function(&inlined_function, demangle, out);
+                }
+            }
+        }
+        if let Some(function) = previous.filter(|_| outermost) {
+            push_function(&function, demangle, out);
+        }
+        out[first..].reverse();
+    }
+
+    /// Pushes the name of the function symbol containing `svma`. Returns false if there is none.
+    fn push_symbol(&mut self, svma: u64, demangle: bool, out: &mut Vec<String>) -> bool {
+        let Some(name) = self.symbols().lookup(svma) else {
+            return false;
+        };
+        push_name(&String::from_utf8_lossy(name), None, demangle, out);
+        true
+    }
+
+    /// The DWARF context, built on first use from the binary or else its debug file.
+    fn dwarf(&mut self) -> Option<&Context<Slice>> {
+        if self.dwarf.is_none() {
+            let context = if has_dwarf(&self.object) {
+                let search = self
+                    .debug_search
+                    .as_ref()
+                    .map(|(path, root)| (path.as_path(), root.as_path()));
+                load_dwarf(&self.object, search, &mut self.storage).ok()
+            } else {
+                self.load_debug_object();
+                match (&self.debug_object, &self.debug_search) {
+                    (Some(Some((path, debug))), Some((_, root))) if has_dwarf(debug) => {
+                        load_dwarf(debug, Some((path, root)), &mut self.storage).ok()
+                    }
+                    _ => None,
+                }
+            };
+            self.dwarf = Some(context);
+        }
+        self.dwarf.as_ref()?.as_ref()
+    }
+
+    /// The symbol table, built on first use from `.symtab` (the binary's or else its debug
+    /// file's) and `.dynsym`.
+    fn symbols(&mut self) -> &SymbolTable<'static> {
+        if self.symbols.is_none() {
+            if self.object.symbols().next().is_none() {
+                self.load_debug_object();
+            }
+            let table = match &self.debug_object {
+                Some(Some((_, debug))) => SymbolTable::build(&[&self.object, debug]),
+                _ => SymbolTable::build(&[&self.object]),
+            };
+            self.symbols = Some(table);
+        }
+        self.symbols.get_or_insert_with(SymbolTable::default)
+    }
+
+    /// Looks for the separate debug file once.
+    fn load_debug_object(&mut self) {
+        if self.debug_object.is_some() {
+            return;
+        }
+        let found = self.debug_search.as_ref().and_then(|(path, root)| {
+            let (debug_path, map) = debugfile::find(path, &self.object, root)?;
+            let data = self.storage.keep(Bytes::Mapped(map));
+            Some((debug_path, object::File::parse(data).ok()?))
+        });
+        self.debug_object = Some(found);
+    }
+}
+
+fn push_function(function: &addr2line::FunctionName<Slice>, demangle: bool, out: &mut Vec<String>) {
+    match function.raw_name() {
+        Ok(raw) => push_name(&raw, function.language, demangle, out),
+        Err(_) => out.push(String::from("[unknown]")),
+    }
+}
+
+fn has_dwarf(object: &object::File<'_>) -> bool {
+    object
+        .section_by_name(".debug_info")
+        .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
+}
+
+/// Sections addr2line never reads: not loaded, to save decompressing them.
+const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
+    gimli::SectionId::DebugLoc,
+    gimli::SectionId::DebugLocLists,
+    gimli::SectionId::DebugMacinfo,
+    gimli::SectionId::DebugMacro,
+];
+
+/// Builds an addr2line context over the DWARF sections of `object`, decompressing compressed
+/// sections into `storage`. `search` (the object's path and the debug root) locates a dwz
+/// supplementary file if the object links one.
+fn load_dwarf(
+    object: &object::File<'static>,
+    search: Option<(&Path, &Path)>,
+    storage: &mut Storage,
+) -> Result<Context<Slice>, SymbolizeError> {
+    let mut dwarf = gimli::Dwarf::load(|id| load_section(object, id, storage))?;
+    let supplementary = search.and_then(|(path, root)| {
+        let map = debugfile::find_supplementary(path, object, root)?;
+        object::File::parse(storage.keep(Bytes::Mapped(map))).ok()
+    });
+    if let Some(sup) = supplementary {
+        dwarf.load_sup(|id| load_section(&sup, id, storage))?;
+    }
+    Ok(Context::from_dwarf(dwarf)?)
+}
+
+/// The content of DWARF section `id` of `object`, empty if absent or unused.
+fn load_section(
+    object: &object::File<'static>,
+    id: gimli::SectionId,
+    storage: &mut Storage,
+) -> Result<Slice, SymbolizeError> {
+    let endian = if object.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let data = match object.section_by_name(id.name()) {
+        _ if UNUSED_SECTIONS.contains(&id) => &[],
+        Some(section) => match section.uncompressed_data() {
+            Ok(Cow::Borrowed(data)) => data,
+            Ok(Cow::Owned(data)) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
+            Err(source) => {
+                return Err(SymbolizeError::Section {
+                    section: id.name(),
+                    source,
+                })
+            }
+        },
+        None => &[],
+    };
+    Ok(EndianSlice::new(data, endian))
+}

@@ -1,0 +1,556 @@
+//! Tests against real binaries: small C programs built with gcc in a temporary directory, this
+//! test binary itself, the running kernel's kallsyms and this process's vdso.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use object::{Object, ObjectSymbol};
+
+use super::*;
+use crate::elf::SegmentMap;
+
+const PROGRAM: &str = r#"
+#include <stdio.h>
+static inline __attribute__((always_inline)) int square(int x) {
+    return x * x + (x >> 3);
+}
+__attribute__((noinline)) int compute(int n) {
+    int s = 0;
+    for (int i = 0; i < n; i++) s += square(i ^ s);
+    return s;
+}
+int main(int argc, char **argv) {
+    (void)argv;
+    printf("%d\n", compute(argc * 1000));
+    return 0;
+}
+"#;
+
+const LIBRARY: &str = r#"
+int exported_function(int x) { return x * 3 + 1; }
+const char exported_table[4096] = "data after the code";
+"#;
+
+/// Compiles `source` (C) with gcc and `args` into `dir/name`.
+fn gcc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(args)
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "gcc {args:?} failed");
+    out
+}
+
+fn run(program: &str, args: &[&OsStrLike]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+type OsStrLike = std::ffi::OsStr;
+
+/// The SVMA and size of `symbol`, from `.symtab` or else `.dynsym`.
+fn symbol(path: &Path, symbol: &str) -> (u64, u64) {
+    let data = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .find(|s| s.name() == Ok(symbol))
+        .map(|s| (s.address(), s.size()))
+        .unwrap_or_else(|| panic!("no {symbol} in {}", path.display()))
+}
+
+/// The file offset of `svma` in the binary at `path`.
+fn file_offset(path: &Path, svma: u64) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    SegmentMap::from_object(&file)
+        .file_offset_for_svma(svma)
+        .unwrap()
+}
+
+fn names(symbolizer: &mut Symbolizer, path: &Path, offset: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    symbolizer.symbolize_file(path, offset, &mut out);
+    out
+}
+
+/// The frames at every byte of `function`, with inline frames on and off.
+fn frames_over(path: &Path, function: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let (start, size) = symbol(path, function);
+    assert!(size > 0);
+    let base = file_offset(path, start);
+    let mut inline = Symbolizer::new(SymbolizeOptions::default());
+    let mut no_inline = Symbolizer::new(SymbolizeOptions::new(false, true));
+    (0..size)
+        .map(|i| {
+            (
+                names(&mut inline, path, base + i),
+                names(&mut no_inline, path, base + i),
+            )
+        })
+        .unzip()
+}
+
+/// Every address of `compute` names `compute` outermost; some name `square` inlined into it, and
+/// without inline frames only `compute` remains.
+fn assert_inline_frames(path: &Path) {
+    let (inline, no_inline) = frames_over(path, "compute");
+    for frames in &inline {
+        assert_eq!(frames[0], "compute", "{frames:?}");
+        assert!(frames.len() <= 2, "{frames:?}");
+    }
+    assert!(
+        inline.iter().any(|f| f == &["compute", "square"]),
+        "no inlined square in {inline:?}"
+    );
+    for frames in &no_inline {
+        assert_eq!(frames, &["compute"]);
+    }
+}
+
+#[test]
+fn dwarf_inline_frames_in_a_pie() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(dir.path(), "pie", PROGRAM, &["-O2", "-g", "-fPIE", "-pie"]);
+    assert_inline_frames(&exe);
+}
+
+#[test]
+fn dwarf_inline_frames_in_a_non_pie() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(
+        dir.path(),
+        "nopie",
+        PROGRAM,
+        &["-O2", "-g", "-fno-PIE", "-no-pie"],
+    );
+    let (start, _) = symbol(&exe, "compute");
+    assert_ne!(
+        file_offset(&exe, start),
+        start,
+        "non-PIE text should be biased"
+    );
+    assert_inline_frames(&exe);
+}
+
+#[test]
+fn compressed_debug_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(dir.path(), "gz", PROGRAM, &["-O2", "-g", "-gz=zlib"]);
+    assert_inline_frames(&exe);
+}
+
+#[test]
+fn symtab_fallback_without_debug_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(dir.path(), "nodebug", PROGRAM, &["-O2", "-g0"]);
+    run("strip", &["--strip-debug".as_ref(), exe.as_os_str()]);
+    let (inline, no_inline) = frames_over(&exe, "compute");
+    for frames in inline.iter().chain(&no_inline) {
+        assert_eq!(frames, &["compute"]);
+    }
+}
+
+#[test]
+fn dynsym_fallback_and_module_offset_in_a_stripped_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = gcc(
+        dir.path(),
+        "libstripped.so",
+        LIBRARY,
+        &["-O2", "-shared", "-fPIC", "-s"],
+    );
+    let (start, _) = symbol(&lib, "exported_function");
+    let mut symbolizer = Symbolizer::default();
+    let offset = file_offset(&lib, start);
+    assert_eq!(
+        names(&mut symbolizer, &lib, offset + 1),
+        ["exported_function"]
+    );
+    // Read-only data after the last function is no function: module + offset.
+    let (table, _) = symbol(&lib, "exported_table");
+    let table_offset = file_offset(&lib, table) + 16;
+    assert_eq!(
+        names(&mut symbolizer, &lib, table_offset),
+        [format!("libstripped.so+{table_offset:#x}")]
+    );
+}
+
+#[test]
+fn missing_and_garbage_files_fall_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbolizer = Symbolizer::default();
+    let missing = dir.path().join("libmissing.so");
+    assert_eq!(
+        names(&mut symbolizer, &missing, 0x1234),
+        ["libmissing.so+0x1234"]
+    );
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, b"\x7fELF this is not really an ELF file").unwrap();
+    assert_eq!(names(&mut symbolizer, &garbage, 0x10), ["garbage.bin+0x10"]);
+    assert_eq!(symbolizer.failed_files().count(), 2);
+    // The failure is cached: a valid binary appearing later at the same path is not read.
+    let exe = gcc(dir.path(), "valid", PROGRAM, &["-O2", "-g"]);
+    std::fs::copy(&exe, &garbage).unwrap();
+    let (start, _) = symbol(&garbage, "compute");
+    let offset = file_offset(&garbage, start);
+    assert_eq!(
+        names(&mut symbolizer, &garbage, offset),
+        [format!("garbage.bin+{offset:#x}")]
+    );
+    assert_eq!(
+        names(&mut Symbolizer::default(), &garbage, offset),
+        ["compute"]
+    );
+}
+
+/// Builds `PROGRAM` with debug info, moves the DWARF into `debug_path` and links it back.
+fn split_debug(dir: &Path, debug_path: &Path) -> PathBuf {
+    let exe = gcc(dir, "split", PROGRAM, &["-O2", "-g", "-Wl,--build-id=none"]);
+    run(
+        "objcopy",
+        &[
+            "--only-keep-debug".as_ref(),
+            exe.as_os_str(),
+            debug_path.as_os_str(),
+        ],
+    );
+    run("strip", &["--strip-debug".as_ref(), exe.as_os_str()]);
+    let link = format!("--add-gnu-debuglink={}", debug_path.display());
+    run("objcopy", &[link.as_ref(), exe.as_os_str()]);
+    exe
+}
+
+#[test]
+fn debuglink_next_to_the_binary_and_in_dot_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = split_debug(dir.path(), &dir.path().join("split.debug"));
+    assert_inline_frames(&exe);
+
+    let dir = tempfile::tempdir().unwrap();
+    let debug_dir = dir.path().join(".debug");
+    std::fs::create_dir(&debug_dir).unwrap();
+    let exe = split_debug(dir.path(), &debug_dir.join("split.debug"));
+    assert_inline_frames(&exe);
+}
+
+#[test]
+fn debuglink_with_a_wrong_crc_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let debug = dir.path().join("split.debug");
+    let exe = split_debug(dir.path(), &debug);
+    let mut content = std::fs::read(&debug).unwrap();
+    content.extend_from_slice(b"changed");
+    std::fs::write(&debug, content).unwrap();
+    let (inline, _) = frames_over(&exe, "compute");
+    for frames in &inline {
+        assert_eq!(
+            frames,
+            &["compute"],
+            "DWARF of a mismatched debug file was used"
+        );
+    }
+}
+
+#[inline(never)]
+fn marker_function_for_symbolization() -> u64 {
+    std::hint::black_box(42)
+}
+
+/// The mapping of this process that holds `avma`: (path, file offset).
+fn own_mapping(avma: u64) -> (PathBuf, u64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        if (start..end).contains(&avma) {
+            let pgoff = u64::from_str_radix(fields[2], 16).unwrap();
+            return (PathBuf::from(fields[5]), avma - start + pgoff);
+        }
+    }
+    panic!("{avma:#x} is not mapped");
+}
+
+#[test]
+fn rust_function_of_this_binary_is_demangled_without_hash() {
+    let avma = marker_function_for_symbolization as *const () as usize as u64 + 1;
+    assert_eq!(marker_function_for_symbolization(), 42);
+    let (path, offset) = own_mapping(avma);
+    let expected = "flamegraph::symbolize::tests::marker_function_for_symbolization";
+    for inline in [true, false] {
+        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
+        assert_eq!(names(&mut symbolizer, &path, offset), [expected]);
+    }
+    let mut raw = Symbolizer::new(SymbolizeOptions::new(false, false));
+    let mangled = names(&mut raw, &path, offset);
+    assert!(
+        mangled[0].starts_with("_ZN") || mangled[0].starts_with("_R"),
+        "{mangled:?}"
+    );
+}
+
+#[test]
+fn kernel_address_from_kallsyms() {
+    let content = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let table = kallsyms::Kallsyms::parse(&content);
+    let mut symbolizer = Symbolizer::default();
+    let mut out = Vec::new();
+    let known = content.lines().find_map(|line| {
+        let mut parts = line.split(' ');
+        let address = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let name = parts.nth(1)?;
+        (name == "do_sys_openat2" && address != 0).then_some(address)
+    });
+    match known {
+        Some(address) => {
+            assert_eq!(table.lookup(address + 4), Some("do_sys_openat2"));
+            symbolizer.symbolize_kernel(address + 4, &mut out);
+            assert_eq!(out, ["do_sys_openat2_[k]"]);
+        }
+        None => {
+            // Addresses hidden by kptr_restrict: everything is unresolved.
+            symbolizer.symbolize_kernel(0xffff_ffff_8100_0004, &mut out);
+            assert_eq!(out, ["[kernel.kallsyms]+0xffffffff81000004_[k]"]);
+        }
+    }
+    out.clear();
+    symbolizer.symbolize_kernel(0x10, &mut out);
+    assert_eq!(out, ["[kernel.kallsyms]+0x10_[k]"]);
+}
+
+#[test]
+fn jit_names_from_a_perf_map() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("perf-4242.map"),
+        "7f0000001000 40 LazyCompile:~foo script.js:1\n7f0000002000 10 _ZN3foo3barEi\n",
+    )
+    .unwrap();
+    let mut symbolizer = Symbolizer::default().with_perf_map_dir(dir.path());
+    let mut out = Vec::new();
+    assert!(symbolizer.symbolize_jit(4242, 0x7f0000001004, &mut out));
+    assert!(symbolizer.symbolize_jit(4242, 0x7f0000002004, &mut out));
+    assert!(!symbolizer.symbolize_jit(4242, 0x7f0000003000, &mut out));
+    assert!(!symbolizer.symbolize_jit(4243, 0x7f0000001004, &mut out));
+    assert_eq!(out, ["LazyCompile:~foo script.js:1", "foo::bar(int)"]);
+}
+
+#[test]
+fn vdso_clock_gettime() {
+    let image = vdso::read_own_image().expect("this process has a vdso");
+    let file = object::File::parse(&*image).unwrap();
+    let sym = file
+        .dynamic_symbols()
+        .find(|s| s.name() == Ok("__vdso_clock_gettime"))
+        .expect("__vdso_clock_gettime in the vdso");
+    let offset = SegmentMap::from_object(&file)
+        .file_offset_for_svma(sym.address())
+        .unwrap();
+    let mut symbolizer = Symbolizer::default();
+    let mut out = Vec::new();
+    symbolizer.symbolize_vdso(offset + 1, &mut out);
+    assert_eq!(out, ["__vdso_clock_gettime"]);
+    out.clear();
+    symbolizer.symbolize_vdso(0, &mut out);
+    assert_eq!(out, ["[vdso]+0x0"]);
+}
+
+/// Throughput over every function of a binary, cold (first lookups parse DWARF units) and warm
+/// (same state, addresses a few bytes further). Run with `--ignored --nocapture`, in release.
+#[test]
+#[ignore]
+fn throughput() {
+    let path = std::env::var_os("SYMBOLIZE_BENCH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().unwrap());
+    let data = std::fs::read(&path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let map = SegmentMap::from_object(&file);
+    let mut offsets: Vec<u64> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 8)
+        .filter_map(|s| map.file_offset_for_svma(s.address()))
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    for inline in [true, false] {
+        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
+        let mut out = Vec::new();
+        for pass in [1u64, 5] {
+            let start = std::time::Instant::now();
+            for &offset in &offsets {
+                out.clear();
+                symbolizer.symbolize_file(&path, offset + pass, &mut out);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "inline={inline} pass={pass}: {} addresses in {secs:.3}s = {:.0}/s",
+                offsets.len(),
+                offsets.len() as f64 / secs
+            );
+        }
+    }
+}
+
+/// Prints the frames at a few offsets of a file: `SYMBOLIZE_FILE=path SYMBOLIZE_OFFSETS=0x1,0x2`.
+#[test]
+#[ignore]
+fn print_frames() {
+    let path = PathBuf::from(std::env::var_os("SYMBOLIZE_FILE").unwrap());
+    let offsets = std::env::var("SYMBOLIZE_OFFSETS").unwrap();
+    let mut symbolizer = Symbolizer::default();
+    for offset in offsets.split(',') {
+        let offset = u64::from_str_radix(offset.trim_start_matches("0x"), 16).unwrap();
+        println!("{offset:#x}: {:?}", names(&mut symbolizer, &path, offset));
+    }
+}
+
+const CPP_PROGRAM: &str = r#"
+#include <cstdio>
+namespace shapes {
+struct Widget {
+    int scale;
+    __attribute__((noinline)) int compute(int n) const;
+};
+int Widget::compute(int n) const {
+    int s = 0;
+    for (int i = 0; i < n; i++) s += (i ^ s) * scale;
+    return s;
+}
+}
+int main(int argc, char **) {
+    shapes::Widget w{argc};
+    std::printf("%d\n", w.compute(argc * 1000));
+    return 0;
+}
+"#;
+
+#[test]
+fn cpp_names_are_demangled_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("widget.cpp");
+    std::fs::write(&src, CPP_PROGRAM).unwrap();
+    let exe = dir.path().join("widget");
+    let status = Command::new("g++")
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (start, _) = symbol(&exe, "_ZNK6shapes6Widget7computeEi");
+    let offset = file_offset(&exe, start) + 1;
+    for inline in [true, false] {
+        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
+        assert_eq!(
+            names(&mut symbolizer, &exe, offset),
+            ["shapes::Widget::compute(int) const"]
+        );
+    }
+    let mut raw = Symbolizer::new(SymbolizeOptions::new(true, false));
+    assert_eq!(
+        names(&mut raw, &exe, offset),
+        ["_ZNK6shapes6Widget7computeEi"]
+    );
+}
+
+#[test]
+fn symbolizer_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Symbolizer>();
+}
+
+#[test]
+fn build_id_debug_file_of_a_fully_stripped_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(
+        dir.path(),
+        "byid",
+        PROGRAM,
+        &["-O2", "-g", "-Wl,--build-id"],
+    );
+    let build_id: Vec<u8> = {
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        file.build_id().unwrap().unwrap().to_vec()
+    };
+    let (start, size) = symbol(&exe, "compute");
+    let base = file_offset(&exe, start);
+    let root = dir.path().join("debug-root");
+    let id_dir = root.join(".build-id").join(format!("{:02x}", build_id[0]));
+    std::fs::create_dir_all(&id_dir).unwrap();
+    let rest: String = build_id[1..].iter().map(|b| format!("{b:02x}")).collect();
+    let debug = id_dir.join(format!("{rest}.debug"));
+    run(
+        "objcopy",
+        &[
+            "--only-keep-debug".as_ref(),
+            exe.as_os_str(),
+            debug.as_os_str(),
+        ],
+    );
+    // No .symtab, no DWARF, no debuglink left: names can only come from the debug file.
+    run("strip", &["--strip-all".as_ref(), exe.as_os_str()]);
+
+    let mut without = Symbolizer::default();
+    assert_eq!(names(&mut without, &exe, base), [format!("byid+{base:#x}")]);
+    let mut with = Symbolizer::default().with_debug_root(&root);
+    let frames: Vec<Vec<String>> = (0..size)
+        .map(|i| names(&mut with, &exe, base + i))
+        .collect();
+    assert!(frames.iter().all(|f| f[0] == "compute"), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f == &["compute", "square"]),
+        "{frames:?}"
+    );
+}
+
+#[test]
+fn dwz_supplementary_file() {
+    if Command::new("dwz").arg("--version").output().is_err() {
+        eprintln!("dwz is not installed: test skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = gcc(dir.path(), "a", PROGRAM, &["-O2", "-g"]);
+    let b = gcc(dir.path(), "b", PROGRAM, &["-O2", "-g", "-DOTHER"]);
+    let (start, size) = symbol(&a, "compute");
+    let base = file_offset(&a, start);
+    let status = Command::new("dwz")
+        .args(["-m", "common.debug", "-M", "common.debug"])
+        .arg(&a)
+        .arg(&b)
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Drop .symtab so that `compute` can only be named by DWARF, whose string now lives in the
+    // supplementary file.
+    run(
+        "objcopy",
+        &[
+            "--strip-all".as_ref(),
+            "--keep-section=.debug_*".as_ref(),
+            "--keep-section=.gnu_debugaltlink".as_ref(),
+            a.as_os_str(),
+        ],
+    );
+    let mut symbolizer = Symbolizer::default();
+    let frames: Vec<Vec<String>> = (0..size)
+        .map(|i| names(&mut symbolizer, &a, base + i))
+        .collect();
+    assert!(frames.iter().all(|f| f[0] == "compute"), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f == &["compute", "square"]),
+        "{frames:?}"
+    );
+}
