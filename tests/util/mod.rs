@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How a fixture is compiled. C fixtures use gcc with `-O2 -g -pthread`, Rust fixtures rustc
 /// with `-O -g` (edition 2021) and `-C llvm-args=-align-all-functions=6` (see `split.rs`).
+// The shared "FramePointers" postfix is the point: tests read `Variant::CNoFramePointers`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// `fixtures/c/NAME.c` with `-fno-omit-frame-pointer`.
@@ -60,7 +62,10 @@ impl Variant {
 
     /// True for the Rust variants.
     pub fn is_rust(self) -> bool {
-        matches!(self, Variant::RustFramePointers | Variant::RustNoFramePointers)
+        matches!(
+            self,
+            Variant::RustFramePointers | Variant::RustNoFramePointers
+        )
     }
 
     /// True for the variants built with frame pointers.
@@ -84,7 +89,11 @@ impl Variant {
             cmd = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
             cmd.args(["--edition", "2021", "-O", "-g"]);
             cmd.args(["-C", "llvm-args=-align-all-functions=6"]);
-            let fp = if self.has_frame_pointers() { "yes" } else { "no" };
+            let fp = if self.has_frame_pointers() {
+                "yes"
+            } else {
+                "no"
+            };
             cmd.arg("-C").arg(format!("force-frame-pointers={fp}"));
         } else {
             cmd = Command::new("gcc");
@@ -142,9 +151,7 @@ pub fn fixture(name: &str, variant: Variant) -> PathBuf {
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        map.entry((name.to_owned(), variant))
-            .or_default()
-            .clone()
+        map.entry((name.to_owned(), variant)).or_default().clone()
     };
     slot.get_or_init(|| build_fixture(name, variant)).clone()
 }
@@ -450,19 +457,25 @@ impl Folded {
 
     /// A human summary for assertion messages: total, top leaves, heaviest stacks.
     pub fn summary(&self) -> String {
-        let mut s = format!("{} stacks, total weight {}\n", self.stacks.len(), self.total());
+        let mut s = format!(
+            "{} stacks, total weight {}\n",
+            self.stacks.len(),
+            self.total()
+        );
         s.push_str("top leaves:\n");
         for (leaf, share) in self.leaves().iter().take(12) {
             s.push_str(&format!("  {:6.2}%  {leaf}\n", share * 100.0));
         }
         let mut heavy: Vec<_> = self.stacks.iter().collect();
-        heavy.sort_by(|a, b| b.1.cmp(&a.1));
+        heavy.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         s.push_str("heaviest stacks:\n");
         for (stack, n) in heavy.iter().take(8) {
             let mut line = stack.join(";");
             if line.len() > 300 {
                 let cut = line.len() - 300;
-                let cut = (cut..line.len()).find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+                let cut = (cut..line.len())
+                    .find(|&i| line.is_char_boundary(i))
+                    .unwrap_or(0);
                 line = format!("...{}", &line[cut..]);
             }
             s.push_str(&format!("  {n:8}  {line}\n"));
@@ -615,11 +628,16 @@ pub fn perf_folded(
     let data = dir.path().join("perf.data");
     let timeout = Duration::from_secs(60);
     let mut record = Command::new("perf");
-    record.args(["record", "-q", "-F", "997", "-g", "-o"]).arg(&data);
+    record
+        .args(["record", "-q", "-F", "997", "-g", "-o"])
+        .arg(&data);
     record.args(record_args).arg("--").args(command);
     run_ok(&mut record, timeout);
     let mut script = Command::new("perf");
-    script.args(["script", "--force", "-i"]).arg(&data).args(script_args);
+    script
+        .args(["script", "--force", "-i"])
+        .arg(&data)
+        .args(script_args);
     let script_out = run_ok(&mut script, timeout).stdout;
     let mut options = inferno::collapse::perf::Options::default();
     options.annotate_kernel = true;
