@@ -220,6 +220,30 @@ pub fn flamegraph() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flamegraph"))
 }
 
+/// Runs `flamegraph ARGS -o DIR/out.folded -- COMMAND` (60 s deadline) in a fresh temporary
+/// directory (also its working directory) and returns the parsed folded output with the
+/// profiler's [`Output`]. Panics, showing stdout/stderr, when the profiler fails or writes no
+/// folded file. Assumes the `.folded` extension selects the folded format.
+pub fn flamegraph_folded(args: &[&str], command: &[&OsStr]) -> (Folded, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.folded");
+    let mut cmd = flamegraph();
+    cmd.current_dir(dir.path())
+        .args(args)
+        .arg("-o")
+        .arg(&out_path);
+    cmd.arg("--").args(command);
+    let output = run_ok(&mut cmd, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&out_path).unwrap_or_else(|e| {
+        panic!(
+            "no folded output at {}: {e}\n{}",
+            out_path.display(),
+            describe_output(&output)
+        )
+    });
+    (Folded::parse(&text), output)
+}
+
 /// Runs `cmd` with stdin closed and stdout/stderr captured, killing it (and its process
 /// group, so the profiled children too) when it runs longer than `timeout`: then panics with
 /// what it printed. The command is started in a new process group.
