@@ -202,17 +202,19 @@ fn perf_split(variant: Variant, mode: &str) -> Folded {
     util::perf_folded(&command, &[], &[]).0
 }
 
+/// work_a/b/c are on 60/30/10% of the stacks. Frames, not leaves: with inline frames
+/// expanded, a Rust leaf can be an inlined core function such as `<u64>::wrapping_mul`.
 fn assert_split_shares(folded: &Folded) {
-    let prefix = |name: &str| {
-        if folded.share_of_leaf(name) > 0.0 {
-            name.to_owned()
+    let name = |f: &str| {
+        if folded.share_of_frame(f) > 0.0 {
+            f.to_owned()
         } else {
-            format!("split::{name}")
+            format!("split::{f}")
         }
     };
-    folded.assert_leaf_share(&prefix("work_a"), 0.60, 2.0);
-    folded.assert_leaf_share(&prefix("work_b"), 0.30, 2.0);
-    folded.assert_leaf_share(&prefix("work_c"), 0.10, 2.0);
+    folded.assert_frame_share(&name("work_a"), 0.60, 2.0);
+    folded.assert_frame_share(&name("work_b"), 0.30, 2.0);
+    folded.assert_frame_share(&name("work_c"), 0.10, 2.0);
 }
 
 #[test]
@@ -256,6 +258,38 @@ fn perf_sees_rust_split_60_30_10() {
         return;
     }
     assert_split_shares(&perf_split(Variant::RustFramePointers, "serial"));
+}
+
+/// The share of stacks in which `caller` directly calls one of the work functions.
+fn share_called_by(folded: &Folded, caller: &str) -> f64 {
+    folded.share_where(|s| {
+        s.windows(2).any(|w| {
+            util::frame_matches(&w[0], caller)
+                && ["work_a", "work_b", "work_c"]
+                    .iter()
+                    .any(|f| w[1].ends_with(f))
+        })
+    })
+}
+
+#[test]
+fn perf_dwarf_unwinds_split_without_frame_pointers() {
+    if !util::require_perf() {
+        return;
+    }
+    let dwarf = ["--call-graph", "dwarf,16384"];
+    let exe = fixture("split", Variant::CNoFramePointers);
+    let command = [exe.as_os_str(), OsStr::new("serial"), OsStr::new("0.7")];
+    let (folded, _) = util::perf_folded(&command, &dwarf, &[]);
+    assert_split_shares(&folded);
+    folded.assert_share("called by main", share_called_by(&folded, "main"), 1.0, 2.0);
+
+    let exe = fixture("split", Variant::RustNoFramePointers);
+    let command = [exe.as_os_str(), OsStr::new("threads"), OsStr::new("0.5")];
+    let (folded, _) = util::perf_folded(&command, &dwarf, &[]);
+    assert_split_shares(&folded);
+    let by_run_rounds = share_called_by(&folded, "split::run_rounds");
+    folded.assert_share("called by run_rounds", by_run_rounds, 1.0, 2.0);
 }
 
 #[test]
