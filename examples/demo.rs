@@ -30,13 +30,16 @@ fn sort_words(seed: u64, n: usize) -> String {
 
 #[inline(never)]
 fn checksum(data: &[u8]) -> u32 {
-    data.iter()
-        .fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn worker(id: u64, run_for: Duration) -> u64 {
     let start = Instant::now();
-    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 31 + id as u32) as u8).collect();
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i * 31 + id as u32) as u8)
+        .collect();
     let mut acc = 0u64;
     while start.elapsed() < run_for {
         acc += black_box(count_primes(black_box(60_000))) as u64;

@@ -86,7 +86,7 @@ pub struct CommonArgs {
     pub post_process: Option<String>,
 
     /// Recorder: native (built-in sampler, Linux), perf-cli (perf record/script), dtrace
-    /// [default: perf-cli on Linux, dtrace elsewhere]
+    /// [default: native on Linux, dtrace elsewhere]
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
 
@@ -194,7 +194,9 @@ impl CommonArgs {
         }
         if let Some(f) = self.frequency {
             if f == 0 {
-                return Err(Error::InvalidOptions("-F/--freq must be at least 1 Hz".into()));
+                return Err(Error::InvalidOptions(
+                    "-F/--freq must be at least 1 Hz".into(),
+                ));
             }
             record.frequency = f;
         }
@@ -246,7 +248,9 @@ pub fn parse_pids(list: &str) -> Result<Vec<u32>> {
         .collect::<Result<Vec<u32>>>()
         .and_then(|pids| {
             if pids.is_empty() {
-                Err(Error::InvalidOptions("-p/--pid needs at least one process id".into()))
+                Err(Error::InvalidOptions(
+                    "-p/--pid needs at least one process id".into(),
+                ))
             } else {
                 Ok(pids)
             }

@@ -77,7 +77,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -45,10 +45,16 @@ impl Folded {
                 continue;
             }
             let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
-                Error::Malformed(format!("folded stacks line {}: no count in {line:?}", n + 1))
+                Error::Malformed(format!(
+                    "folded stacks line {}: no count in {line:?}",
+                    n + 1
+                ))
             })?;
             let count: u64 = count.parse().map_err(|_| {
-                Error::Malformed(format!("folded stacks line {}: bad count in {line:?}", n + 1))
+                Error::Malformed(format!(
+                    "folded stacks line {}: bad count in {line:?}",
+                    n + 1
+                ))
             })?;
             stacks.push((stack.to_owned(), count));
         }
@@ -171,7 +177,12 @@ mod tests {
 
     #[test]
     fn sequence_merges_only_neighbours() {
-        let f = Folded::from_sequence([("a".into(), 1), ("a".into(), 1), ("b".into(), 1), ("a".into(), 1)]);
+        let f = Folded::from_sequence([
+            ("a".into(), 1),
+            ("a".into(), 1),
+            ("b".into(), 1),
+            ("a".into(), 1),
+        ]);
         assert_eq!(f.to_text(), "a 2\nb 1\na 1\n");
     }
 
@@ -182,7 +193,10 @@ mod tests {
         )
         .unwrap();
         f.demangle_rust();
-        assert_eq!(f.to_text(), "p;core::ptr::drop_in_place_[i];mycrate::foo 1\n");
+        assert_eq!(
+            f.to_text(),
+            "p;core::ptr::drop_in_place_[i];mycrate::foo 1\n"
+        );
     }
 
     #[test]

@@ -5,16 +5,17 @@
 
 pub mod cargo;
 pub mod elf;
+pub mod error;
+pub mod fold;
 pub mod frame;
+pub mod options;
 pub mod perf;
 pub mod process;
 pub mod record;
+pub mod render;
+pub mod stacks;
 pub mod symbolize;
 pub mod unwind;
-pub mod error;
-pub mod fold;
-pub mod options;
-pub mod render;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -18,11 +18,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The default for this platform: perf on Linux (the native sampler once it lands),
-    /// dtrace/xctrace elsewhere.
+    /// The default for this platform: the native sampler on Linux, dtrace/xctrace elsewhere.
     pub fn platform_default() -> Self {
         if cfg!(target_os = "linux") {
-            Backend::PerfCli
+            Backend::Native
         } else {
             Backend::Dtrace
         }

@@ -173,7 +173,12 @@ impl Processes {
                 self.spaces.insert(pid, space);
             }
         }
-        if let Some(name) = self.names.get(&ptid).or_else(|| self.names.get(&ppid)).cloned() {
+        if let Some(name) = self
+            .names
+            .get(&ptid)
+            .or_else(|| self.names.get(&ppid))
+            .cloned()
+        {
             self.names.insert(tid, name);
         }
     }
@@ -183,7 +188,9 @@ fn module_kind(filename: &[u8]) -> ModuleKind {
     match filename {
         b"[vdso]" => ModuleKind::Vdso,
         b"" | b"//anon" | b"[anon]" | b"/dev/zero" => ModuleKind::Anonymous,
-        name if name.starts_with(b"[anon:") || name.starts_with(b"/memfd:") => ModuleKind::Anonymous,
+        name if name.starts_with(b"[anon:") || name.starts_with(b"/memfd:") => {
+            ModuleKind::Anonymous
+        }
         name if name.starts_with(b"/") => {
             let s = String::from_utf8_lossy(name);
             // A binary replaced or deleted while it runs: the kernel appends " (deleted)".
@@ -211,7 +218,14 @@ mod tests {
         let names: Vec<_> = space
             .mappings()
             .iter()
-            .map(|m| (m.range.start, m.range.end, m.range.pgoff, p.modules.path(m.module).unwrap().to_owned()))
+            .map(|m| {
+                (
+                    m.range.start,
+                    m.range.end,
+                    m.range.pgoff,
+                    p.modules.path(m.module).unwrap().to_owned(),
+                )
+            })
             .collect();
         assert_eq!(
             names,
@@ -221,7 +235,10 @@ mod tests {
                 (0x3000, 0x5000, 0x2000, PathBuf::from("/bin/a")),
             ]
         );
-        assert_eq!(p.space(1).unwrap().find(0x3fff).unwrap().range.start, 0x3000);
+        assert_eq!(
+            p.space(1).unwrap().find(0x3fff).unwrap().range.start,
+            0x3000
+        );
         assert!(p.space(1).unwrap().find(0x5000).is_none());
         assert!(p.space(1).unwrap().find(0x0fff).is_none());
     }

@@ -99,8 +99,12 @@ pub fn render(
                 .iter()
                 .map(|(s, w)| format!("{s} {w}"))
                 .collect();
-            inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut writer)
-                .map_err(|e| Error::io("drawing the flame graph", e))?;
+            inferno::flamegraph::from_lines(
+                &mut options,
+                lines.iter().map(String::as_str),
+                &mut writer,
+            )
+            .map_err(|e| Error::io("drawing the flame graph", e))?;
         }
     }
     writer
@@ -182,7 +186,9 @@ mod tests {
         assert!(f.to_text().contains("prog;main;renamed 6"));
         let err = post_process(&sample(), "false").unwrap_err().to_string();
         assert!(err.contains("exited with"), "{err}");
-        let err = post_process(&sample(), "/nonexistent/cmd").unwrap_err().to_string();
+        let err = post_process(&sample(), "/nonexistent/cmd")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot start"), "{err}");
     }
 }

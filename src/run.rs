@@ -106,15 +106,14 @@ pub fn check_runnable(program: &OsStr) -> Result<PathBuf> {
         program: program.to_string_lossy().into_owned(),
         reason: reason.to_owned(),
     };
-    let candidates: Vec<PathBuf> = if Path::new(program).components().count() > 1
-        || program.to_string_lossy().contains('/')
-    {
-        vec![PathBuf::from(program)]
-    } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
-            .unwrap_or_default()
-    };
+    let candidates: Vec<PathBuf> =
+        if Path::new(program).components().count() > 1 || program.to_string_lossy().contains('/') {
+            vec![PathBuf::from(program)]
+        } else {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+                .unwrap_or_default()
+        };
     let mut found_but_not_executable = false;
     for candidate in candidates {
         match std::fs::metadata(&candidate) {
@@ -127,7 +126,9 @@ pub fn check_runnable(program: &OsStr) -> Result<PathBuf> {
         }
     }
     if found_but_not_executable {
-        Err(not_runnable("Permission denied (the file is not executable: chmod +x it)"))
+        Err(not_runnable(
+            "Permission denied (the file is not executable: chmod +x it)",
+        ))
     } else {
         Err(not_runnable("No such file or directory"))
     }
@@ -152,7 +153,10 @@ mod tests {
     fn runnable_checks() {
         assert!(check_runnable(OsStr::new("sh")).is_ok());
         let e = check_runnable(OsStr::new("./definitely-missing")).unwrap_err();
-        assert_eq!(e.to_string(), "cannot run ./definitely-missing: No such file or directory");
+        assert_eq!(
+            e.to_string(),
+            "cannot run ./definitely-missing: No such file or directory"
+        );
         let e = check_runnable(OsStr::new("/tmp")).unwrap_err();
         assert!(e.to_string().contains("Is a directory"));
         let e = check_runnable(OsStr::new("/etc/hostname")).unwrap_err();

@@ -95,12 +95,19 @@ impl StackCollector {
         match record {
             Record::Sample(sample) => self.on_sample(&sample),
             Record::Mmap2(m) => self.on_mmap(&m),
-            Record::Comm(Comm { pid, tid, name, exec }) => {
-                self.processes.on_comm(pid, tid, name, exec)
-            }
-            Record::Fork(Fork { pid, ppid, tid, ptid, .. }) => {
-                self.processes.on_fork(pid, ppid, tid, ptid)
-            }
+            Record::Comm(Comm {
+                pid,
+                tid,
+                name,
+                exec,
+            }) => self.processes.on_comm(pid, tid, name, exec),
+            Record::Fork(Fork {
+                pid,
+                ppid,
+                tid,
+                ptid,
+                ..
+            }) => self.processes.on_fork(pid, ppid, tid, ptid),
             _ => {}
         }
     }
@@ -108,7 +115,8 @@ impl StackCollector {
     fn on_mmap(&mut self, m: &Mmap2<'_>) {
         const PROT_EXEC: u32 = 4;
         // Old MMAP records (no prot) only report executable mappings.
-        let exec = m.prot & PROT_EXEC != 0 || matches!(m.file_id, crate::perf::records::MmapFileId::None);
+        let exec =
+            m.prot & PROT_EXEC != 0 || matches!(m.file_id, crate::perf::records::MmapFileId::None);
         if !exec || m.length == 0 {
             return;
         }
@@ -176,10 +184,16 @@ impl StackCollector {
         }
         if frames.is_empty() {
             // No callchain at all: fall back to the sampled ip.
-            let space = if sample.misc & 7 == 1 { Space::Kernel } else { Space::User };
+            let space = if sample.misc & 7 == 1 {
+                Space::Kernel
+            } else {
+                Space::User
+            };
             frames.push(match space {
                 Space::Kernel => FrameKey::Kernel(sample.ip),
-                Space::User => self.resolve_user(sample.pid, CodeAddress::InstructionPointer(sample.ip)),
+                Space::User => {
+                    self.resolve_user(sample.pid, CodeAddress::InstructionPointer(sample.ip))
+                }
             });
         }
         let root = self.name_id(sample.pid, sample.tid);
@@ -203,7 +217,12 @@ impl StackCollector {
     }
 
     /// Unwinds the copied user stack; returns whether it was cut short.
-    fn unwind_user(&mut self, sample: &Sample<'_>, regs: &UserRegs<'_>, out: &mut Vec<CodeAddress>) -> bool {
+    fn unwind_user(
+        &mut self,
+        sample: &Sample<'_>,
+        regs: &UserRegs<'_>,
+        out: &mut Vec<CodeAddress>,
+    ) -> bool {
         let Some(regs) = <unwind::NativeArch as SampleRegs>::from_sample(regs) else {
             return false;
         };
@@ -225,7 +244,10 @@ impl StackCollector {
             return FrameKey::Unknown;
         };
         match self.processes.modules.get(mapping.module) {
-            ModuleKind::Anonymous => FrameKey::Jit { pid, address: lookup },
+            ModuleKind::Anonymous => FrameKey::Jit {
+                pid,
+                address: lookup,
+            },
             ModuleKind::File(_) | ModuleKind::Vdso => FrameKey::Module {
                 module: mapping.module,
                 offset: mapping.range.file_offset(lookup),
@@ -244,7 +266,11 @@ impl StackCollector {
                 }
                 out.clear();
                 self.symbolize(frame, symbolizer, &mut out);
-                let joined = out.iter().map(|n| tidy_name(n)).collect::<Vec<_>>().join(";");
+                let joined = out
+                    .iter()
+                    .map(|n| tidy_name(n))
+                    .collect::<Vec<_>>()
+                    .join(";");
                 names.insert(frame, joined);
             }
         }
@@ -264,7 +290,11 @@ impl StackCollector {
             by_id[id as usize] = s;
         }
         if self.options.flame_chart {
-            Folded::from_sequence(self.sequence.iter().map(|&(id, w)| (by_id[id as usize].clone(), w)))
+            Folded::from_sequence(
+                self.sequence
+                    .iter()
+                    .map(|&(id, w)| (by_id[id as usize].clone(), w)),
+            )
         } else {
             let mut merged: HashMap<String, u64> = HashMap::with_capacity(by_id.len());
             for (id, s) in by_id.into_iter().enumerate() {
@@ -401,9 +431,18 @@ mod tests {
     #[test]
     fn tidy_drops_cpp_parameters_only() {
         assert_eq!(tidy_name("foo(int, char)"), "foo");
-        assert_eq!(tidy_name("ns::Vec<int (*)(int)>::push(int)"), "ns::Vec<int (*)(int)>::push");
-        assert_eq!(tidy_name("(anonymous namespace)::f(int)"), "(anonymous namespace)::f");
+        assert_eq!(
+            tidy_name("ns::Vec<int (*)(int)>::push(int)"),
+            "ns::Vec<int (*)(int)>::push"
+        );
+        assert_eq!(
+            tidy_name("(anonymous namespace)::f(int)"),
+            "(anonymous namespace)::f"
+        );
         assert_eq!(tidy_name("a;b"), "a:b");
-        assert_eq!(tidy_name("core::ptr::drop_in_place<T>"), "core::ptr::drop_in_place<T>");
+        assert_eq!(
+            tidy_name("core::ptr::drop_in_place<T>"),
+            "core::ptr::drop_in_place<T>"
+        );
     }
 }

@@ -4,8 +4,8 @@
 mod util;
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -111,16 +111,29 @@ fn graph_options_reach_the_svg() {
         assert_success(&out);
         std::fs::read_to_string(dir.path().join("g.svg")).unwrap()
     };
-    let svg = svg_with(&["--title", "My <title>", "--subtitle", "sub & title", "--notes", "a note"]);
+    let svg = svg_with(&[
+        "--title",
+        "My <title>",
+        "--subtitle",
+        "sub & title",
+        "--notes",
+        "a note",
+    ]);
     assert!(svg.contains("My &lt;title&gt;"), "title");
     assert!(svg.contains("sub &amp; title"), "subtitle");
     assert!(svg.contains("a note"), "notes");
     let titles = util::parse_svg_titles(&svg);
-    let a = titles.iter().find(|t| t.0 == "work_a").expect("work_a in the SVG");
+    let a = titles
+        .iter()
+        .find(|t| t.0 == "work_a")
+        .expect("work_a in the SVG");
     assert!((a.2 - 60.0).abs() < 2.0, "work_a {:?}", a);
 
     let svg = svg_with(&["--inverted"]);
-    assert!(svg.contains("Icicle Graph"), "--inverted draws an icicle graph");
+    assert!(
+        svg.contains("Icicle Graph"),
+        "--inverted draws an icicle graph"
+    );
     let svg = svg_with(&["--image-width", "777"]);
     assert!(svg.contains(r#"width="777""#), "--image-width");
     let svg = svg_with(&["--palette", "java"]);
@@ -129,14 +142,26 @@ fn graph_options_reach_the_svg() {
     assert!(svg.contains("Flame Chart"), "--flamechart titles the chart");
     let svg = svg_with(&["--reverse"]);
     let first_level: Vec<_> = util::parse_svg_titles(&svg);
-    assert!(first_level.iter().any(|t| t.0 == "work_a"), "--reverse keeps the functions");
+    assert!(
+        first_level.iter().any(|t| t.0 == "work_a"),
+        "--reverse keeps the functions"
+    );
     // A huge --min-width leaves only the widest frames.
     let svg = svg_with(&["--min-width", "400"]);
     let titles = util::parse_svg_titles(&svg);
-    assert!(titles.iter().all(|t| t.0 != "work_c"), "work_c (10%) is narrower than 400 px");
-    assert!(titles.iter().any(|t| t.0 == "work_a"), "work_a (60%) is wider than 400 px");
+    assert!(
+        titles.iter().all(|t| t.0 != "work_c"),
+        "work_c (10%) is narrower than 400 px"
+    );
+    assert!(
+        titles.iter().any(|t| t.0 == "work_a"),
+        "work_a (60%) is wider than 400 px"
+    );
     // --deterministic: the same input gives byte-identical SVGs.
-    assert_eq!(svg_with(&["--deterministic"]), svg_with(&["--deterministic"]));
+    assert_eq!(
+        svg_with(&["--deterministic"]),
+        svg_with(&["--deterministic"])
+    );
     // Bad palette names are refused by the parser.
     let out = run_in(dir.path(), &os(&["--palette", "plaid", "--", "true"]));
     assert!(!out.status.success());
@@ -150,25 +175,55 @@ fn post_process_folded_output_and_skip_after() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = recorded_split(dir.path());
-    let mut args = os(&["--backend", "perf-cli", "-o", "pp.svg", "--post-process", "tee stacks.folded", "--perfdata"]);
+    let mut args = os(&[
+        "--backend",
+        "perf-cli",
+        "-o",
+        "pp.svg",
+        "--post-process",
+        "tee stacks.folded",
+        "--perfdata",
+    ]);
     args.push(data.as_os_str());
     assert_success(&run_in(dir.path(), &args));
     let tee = Folded::read(&dir.path().join("stacks.folded"));
     tee.assert_leaf_share("work_a", 0.60, 2.0);
-    assert!(std::fs::read_to_string(dir.path().join("pp.svg")).unwrap().contains("<svg"));
+    assert!(std::fs::read_to_string(dir.path().join("pp.svg"))
+        .unwrap()
+        .contains("<svg"));
 
-    let mut args = os(&["--backend", "perf-cli", "-o", "renamed.folded", "--post-process", "sed s/work_b/renamed_b/", "--perfdata"]);
+    let mut args = os(&[
+        "--backend",
+        "perf-cli",
+        "-o",
+        "renamed.folded",
+        "--post-process",
+        "sed s/work_b/renamed_b/",
+        "--perfdata",
+    ]);
     args.push(data.as_os_str());
     assert_success(&run_in(dir.path(), &args));
     let renamed = Folded::read(&dir.path().join("renamed.folded"));
     renamed.assert_leaf_share("renamed_b", 0.30, 2.0);
 
-    let mut args = os(&["--backend", "perf-cli", "-o", "skip.folded", "--skip-after", "main", "--perfdata"]);
+    let mut args = os(&[
+        "--backend",
+        "perf-cli",
+        "-o",
+        "skip.folded",
+        "--skip-after",
+        "main",
+        "--perfdata",
+    ]);
     args.push(data.as_os_str());
     assert_success(&run_in(dir.path(), &args));
     let skipped = Folded::read(&dir.path().join("skip.folded"));
     let rooted_at_main = skipped.share_where(|s| s.first().map(String::as_str) == Some("main"));
-    assert!(rooted_at_main > 0.95, "--skip-after main roots stacks at main:\n{}", skipped.summary());
+    assert!(
+        rooted_at_main > 0.95,
+        "--skip-after main roots stacks at main:\n{}",
+        skipped.summary()
+    );
 }
 
 #[test]
@@ -192,15 +247,25 @@ fn custom_perf_command_is_shell_split() {
         ],
     );
     assert_success(&out);
-    assert!(dir.path().join("my data.perf").exists(), "the quoted -o path is one argument");
+    assert!(
+        dir.path().join("my data.perf").exists(),
+        "the quoted -o path is one argument"
+    );
     Folded::read(&dir.path().join("c.folded")).assert_leaf_share("work_a", 0.60, 3.0);
 }
 
 #[test]
 fn custom_command_with_frequency_is_refused() {
-    let out = run_in(Path::new("."), &os(&["-c", "record -g", "-F", "99", "--", "true"]));
+    let out = run_in(
+        Path::new("."),
+        &os(&["-c", "record -g", "-F", "99", "--", "true"]),
+    );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot pass both a custom command (-c) and a frequency (-F)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot pass both a custom command (-c) and a frequency (-F)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -216,7 +281,10 @@ fn missing_perf_names_the_packages() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("/nonexistent/perf is not installed"), "{err}");
-    assert!(err.contains("linux-perf") && err.contains("linux-tools-$(uname -r)"), "{err}");
+    assert!(
+        err.contains("linux-perf") && err.contains("linux-tools-$(uname -r)"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
 
@@ -224,7 +292,10 @@ fn missing_perf_names_the_packages() {
 fn missing_program_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     for backend in ["perf-cli", "dtrace"] {
-        let out = run_in(dir.path(), &os(&["--backend", backend, "--", "./no-such-program"]));
+        let out = run_in(
+            dir.path(),
+            &os(&["--backend", backend, "--", "./no-such-program"]),
+        );
         assert!(!out.status.success());
         assert_eq!(
             stderr(&out).trim(),
@@ -237,11 +308,23 @@ fn missing_program_is_a_clear_error() {
 fn nothing_to_profile_and_conflicting_workloads() {
     let out = run_in(Path::new("."), &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("nothing to profile"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to profile"),
+        "{}",
+        stderr(&out)
+    );
     let out = run_in(Path::new("."), &os(&["-p", "1", "--", "true"]));
-    assert!(stderr(&out).contains("give only one of"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("give only one of"),
+        "{}",
+        stderr(&out)
+    );
     let out = run_in(Path::new("."), &os(&["-p", "1,x"]));
-    assert!(stderr(&out).contains("\"x\" is not a process id"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"x\" is not a process id"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -250,10 +333,16 @@ fn no_samples_suggests_a_higher_frequency() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = run_in(dir.path(), &os(&["--backend", "perf-cli", "-F", "1", "--", "true"]));
+    let out = run_in(
+        dir.path(),
+        &os(&["--backend", "perf-cli", "-F", "1", "--", "true"]),
+    );
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("no samples were recorded") && err.contains("-F"), "{err}");
+    assert!(
+        err.contains("no samples were recorded") && err.contains("-F"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -263,7 +352,11 @@ fn unprivileged_user_gets_the_paranoid_fix() {
     }
     // Attaching to another user's process (pid 1) is what paranoid settings forbid.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let out = run_with_timeout(
         std::process::Command::new("setpriv")
             .current_dir(dir.path())
@@ -275,7 +368,10 @@ fn unprivileged_user_gets_the_paranoid_fix() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("kernel.perf_event_paranoid = "), "{err}");
-    assert!(err.contains("sudo sysctl kernel.perf_event_paranoid=1"), "{err}");
+    assert!(
+        err.contains("sudo sysctl kernel.perf_event_paranoid=1"),
+        "{err}"
+    );
     assert!(err.contains("--root"), "{err}");
 }
 
@@ -295,8 +391,17 @@ fn failing_program_still_gets_its_graph() {
         a
     };
     let out = run_in(dir.path(), &args(&[]));
-    assert_eq!(out.status.code(), Some(1), "{}", util::describe_output(&out));
-    assert!(stderr(&out).contains("the profiled program failed (exit status: 3)"), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        util::describe_output(&out)
+    );
+    assert!(
+        stderr(&out).contains("the profiled program failed (exit status: 3)"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--ignore-status"));
     Folded::read(&dir.path().join("fail.folded")).assert_leaf_share("burn", 0.9, 10.0);
     std::fs::remove_file(dir.path().join("fail.folded")).unwrap();
@@ -327,7 +432,10 @@ fn ctrl_c_stops_the_program_and_draws_the_graph() {
     // SAFETY: kill(2) with a negative pid signals the group this test started.
     unsafe { libc::kill(-(child.0.id() as i32), libc::SIGINT) };
     let status = child.0.wait().unwrap();
-    assert!(status.success(), "interrupted by the user is not a failure: {status}");
+    assert!(
+        status.success(),
+        "interrupted by the user is not a failure: {status}"
+    );
     Folded::read(&dir.path().join("int.folded")).assert_leaf_share("spin_attached", 0.95, 5.0);
 }
 
@@ -365,7 +473,10 @@ fn attach_by_pid_with_perf_cli() {
     unsafe { libc::kill(-(profiler.0.id() as i32), libc::SIGINT) };
     assert!(profiler.0.wait().unwrap().success());
     Folded::read(&dir.path().join("pid.folded")).assert_leaf_share("spin_attached", 0.95, 5.0);
-    assert!(target.0.try_wait().unwrap().is_none(), "the attached process keeps running");
+    assert!(
+        target.0.try_wait().unwrap().is_none(),
+        "the attached process keeps running"
+    );
 }
 
 #[test]
@@ -383,7 +494,10 @@ fn dtrace_backend_replays_a_recorded_aggregation() {
     folded.assert_leaf_share("work_a", 0.60, 0.5);
     folded.assert_leaf_share("work_b", 0.30, 0.5);
     folded.assert_leaf_share("work_c", 0.10, 0.5);
-    assert!(!dir.path().join("cargo-flamegraph.stacks").exists(), "the stacks file is removed");
+    assert!(
+        !dir.path().join("cargo-flamegraph.stacks").exists(),
+        "the stacks file is removed"
+    );
     let out = run_with_timeout(
         flamegraph()
             .current_dir(dir.path())
@@ -391,7 +505,11 @@ fn dtrace_backend_replays_a_recorded_aggregation() {
             .args(["--backend", "dtrace", "--", "true"]),
         TIMEOUT,
     );
-    assert!(stderr(&out).contains("/nonexistent/dtrace is not installed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/dtrace is not installed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

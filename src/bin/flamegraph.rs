@@ -35,7 +35,12 @@ struct Opt {
 fn main() -> ExitCode {
     let opt = Opt::parse();
     if let Some(shell) = opt.completions {
-        clap_complete::generate(shell, &mut Opt::command(), "flamegraph", &mut std::io::stdout());
+        clap_complete::generate(
+            shell,
+            &mut Opt::command(),
+            "flamegraph",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
     common::report(try_main(opt))

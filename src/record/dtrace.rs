@@ -126,7 +126,10 @@ mod tests {
             ..RecordOptions::default()
         };
         let args = dtrace_args(&options, std::path::Path::new(STACKS_FILE)).unwrap();
-        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             args,
             [

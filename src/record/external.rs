@@ -55,7 +55,9 @@ impl Tool {
     }
 
     fn spawn_error(&self, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::PermissionDenied {
+        if e.kind() == std::io::ErrorKind::NotFound
+            || e.kind() == std::io::ErrorKind::PermissionDenied
+        {
             Error::ToolMissing {
                 tool: self.name(),
                 hint: self.install_hint.to_owned(),
@@ -70,7 +72,10 @@ impl Tool {
     /// last lines are kept. Returns the exit status and that tail.
     pub fn run_teeing_stderr(&self, mut cmd: Command) -> Result<(ExitStatus, String)> {
         print_command(&cmd, self.verbose);
-        let mut child = cmd.stderr(Stdio::piped()).spawn().map_err(|e| self.spawn_error(e))?;
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(e))?;
         let tail = child.stderr.take().map(|stderr| {
             std::thread::spawn(move || {
                 let mut tail: VecDeque<String> = VecDeque::new();

@@ -91,7 +91,11 @@ fn native_record(config: &Config) -> Result<Recording> {
             "recorded {} samples with the {} event{}",
             summary.samples,
             summary.event,
-            if summary.interrupted { " (interrupted)" } else { "" }
+            if summary.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
         ));
     }
     if !summary.kernel_frames {

@@ -61,7 +61,14 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
             }
         }
         None => {
-            for a in ["record", "-F", &options.frequency.to_string(), "--call-graph", "dwarf,64000", "-g"] {
+            for a in [
+                "record",
+                "-F",
+                &options.frequency.to_string(),
+                "--call-graph",
+                "dwarf,64000",
+                "-g",
+            ] {
                 args.push(a.into());
             }
             if let Some(level) = options.compression_level {
@@ -120,7 +127,11 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
 }
 
 /// Folds an existing perf.data file with `perf script`.
-pub fn script_file(options: &RecordOptions, graph: &GraphOptions, path: &Path) -> Result<Recording> {
+pub fn script_file(
+    options: &RecordOptions,
+    graph: &GraphOptions,
+    path: &Path,
+) -> Result<Recording> {
     let tool = perf_tool(options);
     let folded = script(&tool, path, options.inline, graph)?;
     Ok(Recording {
@@ -160,7 +171,9 @@ pub fn collapse_perf_script(text: &[u8], skip_after: &[String]) -> Result<Folded
 }
 
 fn classify_record_failure(stderr: &str, options: &RecordOptions) -> Option<Error> {
-    if stderr.contains("perf_event_paranoid") || stderr.contains("Permission denied") && stderr.contains("perf_event") {
+    if stderr.contains("perf_event_paranoid")
+        || stderr.contains("Permission denied") && stderr.contains("perf_event")
+    {
         let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
@@ -204,7 +217,10 @@ mod tests {
     }
 
     fn strings(a: &RecordArgs) -> Vec<String> {
-        a.args.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+        a.args
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
@@ -212,17 +228,43 @@ mod tests {
         let a = record_args(&opts(None)).unwrap();
         assert_eq!(
             strings(&a),
-            ["record", "-F", "997", "--call-graph", "dwarf,64000", "-g", "-o", "perf.data", "--", "./prog", "arg one"]
+            [
+                "record",
+                "-F",
+                "997",
+                "--call-graph",
+                "dwarf,64000",
+                "-g",
+                "-o",
+                "perf.data",
+                "--",
+                "./prog",
+                "arg one"
+            ]
         );
     }
 
     #[test]
     fn custom_args_are_shell_split_and_keep_their_output() {
-        let a = record_args(&opts(Some("record -e 'cpu-clock' -o my.data --call-graph fp"))).unwrap();
+        let a = record_args(&opts(Some(
+            "record -e 'cpu-clock' -o my.data --call-graph fp",
+        )))
+        .unwrap();
         assert_eq!(a.output, PathBuf::from("my.data"));
         assert_eq!(
             strings(&a),
-            ["record", "-e", "cpu-clock", "-o", "my.data", "--call-graph", "fp", "--", "./prog", "arg one"]
+            [
+                "record",
+                "-e",
+                "cpu-clock",
+                "-o",
+                "my.data",
+                "--call-graph",
+                "fp",
+                "--",
+                "./prog",
+                "arg one"
+            ]
         );
         let a = record_args(&opts(Some("record -p 42"))).unwrap();
         assert!(!strings(&a).contains(&"./prog".to_string()));
