@@ -178,8 +178,7 @@ impl CommonArgs {
                 "cannot pass both a custom command (-c) and a frequency (-F): put -F in the custom command".into(),
             ));
         }
-        let mut record = RecordOptions::default();
-        record.backend = match self.backend {
+        let backend = match self.backend {
             Some(BackendArg::Native) => Backend::Native,
             Some(BackendArg::PerfCli) => Backend::PerfCli,
             Some(BackendArg::Dtrace) => Backend::Dtrace,
@@ -187,40 +186,42 @@ impl CommonArgs {
             None if self.custom_cmd.is_some() && cfg!(target_os = "linux") => Backend::PerfCli,
             None => Backend::platform_default(),
         };
-        if record.backend == Backend::Native && self.custom_cmd.is_some() {
+        if backend == Backend::Native && self.custom_cmd.is_some() {
             return Err(Error::InvalidOptions(
                 "-c/--cmd passes arguments to perf or dtrace; it cannot be used with --backend native".into(),
             ));
         }
-        if let Some(f) = self.frequency {
-            if f == 0 {
-                return Err(Error::InvalidOptions(
-                    "-F/--freq must be at least 1 Hz".into(),
-                ));
-            }
-            record.frequency = f;
+        if self.frequency == Some(0) {
+            return Err(Error::InvalidOptions(
+                "-F/--freq must be at least 1 Hz".into(),
+            ));
         }
         if let Some(size) = self.stack_size {
-            if size == 0 || size > MAX_STACK_SIZE {
+            if !(8..=MAX_STACK_SIZE).contains(&size) {
                 return Err(Error::InvalidOptions(format!(
                     "--stack-size must be between 8 and {MAX_STACK_SIZE} bytes (the kernel's limit for one sample), got {size}"
                 )));
             }
-            record.stack_size = size & !7;
         }
-        if let Some(cg) = self.call_graph {
-            record.call_graph = match cg {
-                CallGraphArg::Dwarf => CallGraph::Dwarf,
-                CallGraphArg::Fp => CallGraph::FramePointer,
-            };
-        }
-        record.workload = workload;
-        record.custom_cmd = self.custom_cmd;
-        record.compression_level = self.compression_level;
-        record.root = self.root;
-        record.inline = !self.no_inline;
-        record.ignore_status = self.ignore_status;
-        record.verbose = self.verbose;
+        let defaults = RecordOptions::default();
+        let record = RecordOptions {
+            backend,
+            workload,
+            frequency: self.frequency.unwrap_or(defaults.frequency),
+            custom_cmd: self.custom_cmd,
+            compression_level: self.compression_level,
+            root: self.root,
+            inline: !self.no_inline,
+            ignore_status: self.ignore_status,
+            verbose: self.verbose,
+            call_graph: match self.call_graph {
+                Some(CallGraphArg::Dwarf) => CallGraph::Dwarf,
+                Some(CallGraphArg::Fp) => CallGraph::FramePointer,
+                None => defaults.call_graph,
+            },
+            // The kernel wants a multiple of 8.
+            stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
+        };
 
         let output = OutputOptions {
             format: OutputFormat::from_path(&self.output),

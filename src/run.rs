@@ -159,7 +159,10 @@ mod tests {
         );
         let e = check_runnable(OsStr::new("/tmp")).unwrap_err();
         assert!(e.to_string().contains("Is a directory"));
-        let e = check_runnable(OsStr::new("/etc/hostname")).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.txt");
+        std::fs::write(&plain, "not a program").unwrap();
+        let e = check_runnable(plain.as_os_str()).unwrap_err();
         assert!(e.to_string().contains("not executable"), "{e}");
     }
 }
