@@ -393,3 +393,30 @@ fn cargo_not_found_is_reported() {
         .unwrap();
     assert!(status.success());
 }
+
+/// `cargo flamegraph --bench` end to end: builds through cargo, passes `--bench`, profiles
+/// with the native sampler and draws the bench's hot function.
+#[test]
+fn cargo_flamegraph_profiles_a_bench_end_to_end() {
+    let workspace = shared_fixture();
+    let out_dir = tempfile::tempdir().unwrap();
+    let folded = out_dir.path().join("bench.folded");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-flamegraph"))
+        .current_dir(workspace)
+        .args(["flamegraph", "--bench", "bench", "-F", "4999", "-o"])
+        .arg(&folded)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        text.contains("lib_crate::burn") || text.contains("bench::main"),
+        "{text}"
+    );
+    // The bench profile of the fixture has no debug info: the user is told how to fix it.
+    assert!(
+        stderr.contains("add `debug = true` under `[profile.bench]` in Cargo.toml, or set `CARGO_PROFILE_BENCH_DEBUG=true`"),
+        "{stderr}"
+    );
+}
