@@ -469,3 +469,27 @@ fn svg_and_graph_options_work_natively() {
         "work_a in the flame chart"
     );
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn jit_code_is_named_from_the_perf_map_and_unwound() {
+    let prog = fixture("jit", Variant::CNoFramePointers);
+    let (folded, output) = flamegraph_folded(&[], &[prog.as_os_str(), OsStr::new("1")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pid = stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .expect("the fixture prints its pid");
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    folded.assert_leaf_share("jitted_spin", 0.95, 5.0);
+    // No CFI for JIT code: the unwinder falls back to its frame pointer to reach the caller.
+    let through = folded.share_where(|s| {
+        s.windows(2)
+            .any(|w| w[0] == "call_jit" && w[1] == "jitted_spin")
+    });
+    assert!(
+        through > 0.9,
+        "main;call_jit;jitted_spin\n{}",
+        folded.summary()
+    );
+}
