@@ -70,6 +70,14 @@ pub enum Error {
     #[error(transparent)]
     Native(#[from] crate::record::native::NativeError),
 
+    /// Drawing failed after recording; the folded stacks were saved to `path`.
+    #[error("{source}; the recorded stacks were saved to {} (draw them with `inferno-flamegraph < FILE`)", path.display())]
+    Rescued {
+        #[source]
+        source: Box<Error>,
+        path: PathBuf,
+    },
+
     /// Any other I/O failure, with what we were doing.
     #[error("{context}: {source}")]
     Io {

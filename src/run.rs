@@ -61,7 +61,18 @@ pub fn run(config: &Config) -> Result<Outcome> {
         };
         return Err(Error::NoSamples { detail });
     }
-    crate::render::write_output(&recording.folded, &config.graph, &config.output)?;
+    if let Err(err) = crate::render::write_output(&recording.folded, &config.graph, &config.output)
+    {
+        // Never lose a profile to a late failure (post-process command, full disk, ...): keep
+        // the folded stacks where they can be drawn again.
+        return Err(match rescue(&recording.folded) {
+            Some(path) => Error::Rescued {
+                source: Box::new(err),
+                path,
+            },
+            None => err,
+        });
+    }
     Ok(Outcome {
         output: config.output.path.clone(),
         samples: recording.folded.total(),
@@ -70,7 +81,35 @@ pub fn run(config: &Config) -> Result<Outcome> {
     })
 }
 
+/// Writes the folded stacks to a fresh file in the temp directory; `None` if even that fails.
+fn rescue(folded: &crate::fold::Folded) -> Option<PathBuf> {
+    let path = std::env::temp_dir().join(format!("flamegraph-{}.folded", std::process::id()));
+    std::fs::write(&path, folded.to_text()).ok()?;
+    Some(path)
+}
+
+/// Fails early, before a long recording, when the output file cannot be created.
+fn check_output_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".flamegraph-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(source) => Err(Error::File {
+            action: "cannot write the output file in",
+            path: dir,
+            source,
+        }),
+    }
+}
+
 fn validate(config: &Config) -> Result<()> {
+    check_output_writable(&config.output.path)?;
     match &config.record.workload {
         Workload::Command(cmd) => {
             let program = cmd

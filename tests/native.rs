@@ -493,3 +493,41 @@ fn jit_code_is_named_from_the_perf_map_and_unwound() {
         folded.summary()
     );
 }
+
+#[test]
+fn unwritable_output_fails_before_recording() {
+    let out = util::run_with_timeout(
+        flamegraph().args(["-o", "/nonexistent-dir/x.svg", "--", "sleep", "30"]),
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot write the output file in /nonexistent-dir"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failing_post_process_keeps_the_recorded_stacks() {
+    let split = fixture("split", Variant::CFramePointers);
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::run_with_timeout(
+        flamegraph()
+            .current_dir(dir.path())
+            .args(["--post-process", "false", "-o", "x.svg", "--"])
+            .arg(&split)
+            .args(["serial", "0.3"]),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let saved = err
+        .split("saved to ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rescue path in: {err}"));
+    let rescued = Folded::read(Path::new(saved));
+    std::fs::remove_file(saved).unwrap();
+    rescued.assert_leaf_share("work_a", 0.60, 5.0);
+}
