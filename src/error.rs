@@ -71,10 +71,9 @@ pub enum Error {
     Native(#[from] crate::record::native::NativeError),
 
     /// Drawing failed after recording; the folded stacks were saved to `path`.
-    #[error("{source}; the recorded stacks were saved to {} (draw them with `inferno-flamegraph < FILE`)", path.display())]
+    #[error("{cause}; the recorded stacks were saved to {} (draw them with `inferno-flamegraph < FILE`)", path.display())]
     Rescued {
-        #[source]
-        source: Box<Error>,
+        cause: Box<Error>,
         path: PathBuf,
     },
 

@@ -67,7 +67,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
         // the folded stacks where they can be drawn again.
         return Err(match rescue(&recording.folded) {
             Some(path) => Error::Rescued {
-                source: Box::new(err),
+                cause: Box::new(err),
                 path,
             },
             None => err,
