@@ -72,10 +72,7 @@ pub enum Error {
 
     /// Drawing failed after recording; the folded stacks were saved to `path`.
     #[error("{cause}; the recorded stacks were saved to {} (draw them with `inferno-flamegraph < FILE`)", path.display())]
-    Rescued {
-        cause: Box<Error>,
-        path: PathBuf,
-    },
+    Rescued { cause: Box<Error>, path: PathBuf },
 
     /// Any other I/O failure, with what we were doing.
     #[error("{context}: {source}")]

@@ -531,3 +531,42 @@ fn failing_post_process_keeps_the_recorded_stacks() {
     std::fs::remove_file(saved).unwrap();
     rescued.assert_leaf_share("work_a", 0.60, 5.0);
 }
+
+#[test]
+fn unprivileged_user_profiles_own_program_without_losing_samples() {
+    // Root's limits do not apply to `nobody`: small locked-memory budget, no kernel frames.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let prog = dir.path().join("split");
+    std::fs::copy(fixture("split", Variant::CNoFramePointers), &prog).unwrap();
+    let out = util::run_with_timeout(
+        Command::new("setpriv")
+            .current_dir(dir.path())
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_flamegraph"))
+            .args(["-o", "u.folded", "--"])
+            .arg(&prog)
+            .args(["threads", "1"]),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", util::describe_output(&out));
+    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if paranoid >= 2 {
+        assert!(err.contains("kernel frames are not shown"), "{err}");
+    }
+    assert!(
+        !err.contains("lost"),
+        "no samples lost with the unprivileged buffer size: {err}"
+    );
+    let folded = Folded::read(&dir.path().join("u.folded"));
+    folded.assert_leaf_share("work_a", 0.60, 2.0);
+}

@@ -262,11 +262,9 @@ fn dwarf_mode_copies_stack_and_registers() {
         };
         assert!(*stack_len > 0 && *stack_len <= 8192);
         assert!(sp.is_some());
-        assert_eq!(
-            *ip,
-            user_frames.first().copied(),
-            "regs ip is the first user frame"
-        );
+        // The user part comes from the copied stack, so the kernel skips its own user walk.
+        assert!(user_frames.is_empty(), "no user callchain in DWARF mode");
+        assert!(ip.is_some_and(|ip| ip != 0), "regs carry the user ip");
         checked += 1;
     }
     assert!(checked * 10 >= samples(&records).len() * 9, "{checked}");
@@ -289,7 +287,8 @@ fn tiny_buffers_wrap_records_without_corruption() {
             ..
         } = r
         {
-            assert_eq!(*ip, user_frames.first().copied());
+            assert!(user_frames.is_empty());
+            assert!(ip.is_some_and(|ip| ip != 0));
             assert!(*stack_len > 0);
         }
     }

@@ -192,6 +192,11 @@ pub fn record(
     }
 }
 
+/// The largest power of two not above `n` (`n` >= 1).
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
+}
+
 /// Shared state of one [`record`] call.
 struct Recorder<'o> {
     options: &'o NativeOptions,
@@ -208,7 +213,14 @@ impl Recorder<'_> {
             CallGraph::FramePointer => (128, 8),
             CallGraph::Dwarf { .. } => (2048, 32),
         };
-        let pages = self.options.buffer_pages.unwrap_or(default).max(1);
+        let mut pages = self.options.buffer_pages.unwrap_or(default).max(1);
+        // Unprivileged users may lock `perf_event_mlock_kb` per CPU for perf buffers; ask for
+        // no more than that up front, so the wakeup watermark (set at open time, a quarter of
+        // the buffer) matches the buffer we actually get and samples are drained in time.
+        if let Some(budget) = sys::unprivileged_ring_budget() {
+            let fit = (budget / sys::page_size()).saturating_sub(1).max(1);
+            pages = pages.min(prev_power_of_two(fit));
+        }
         (
             pages.next_power_of_two(),
             min.min(pages.next_power_of_two()),

@@ -84,6 +84,18 @@ pub fn read_sysctl(path: &str) -> Option<i64> {
 }
 
 /// The current `CLOCK_MONOTONIC` time in nanoseconds, the clock samples are stamped with.
+/// Bytes of perf ring buffer one CPU may lock for an unprivileged user (the kernel allows
+/// `perf_event_mlock_kb` per online CPU before charging `RLIMIT_MEMLOCK`), or `None` for root,
+/// whose buffers are not limited.
+pub fn unprivileged_ring_budget() -> Option<usize> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return None;
+    }
+    let kb = read_sysctl("/proc/sys/kernel/perf_event_mlock_kb").unwrap_or(516);
+    Some(usize::try_from(kb.max(8)).unwrap_or(516) * 1024)
+}
+
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
