@@ -1,5 +1,5 @@
-//! The perf.data reader against files written by the installed `perf record`, with `perf script`
-//! as the oracle for what the files contain. Skips (with a message) where perf is missing or
+//! The perf.data reader against files written by the installed `perf record`, with `perf report
+//! --stats` as the oracle for what the files contain. Skips (with a message) where perf is missing or
 //! perf_event_open is not allowed.
 #![cfg(target_os = "linux")]
 
@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use flamegraph::perf::data_file::{read_perf_data, read_perf_data_bytes, PerfDataError, PerfDataSummary};
+use flamegraph::perf::data_file::{
+    read_perf_data, read_perf_data_bytes, PerfDataError, PerfDataSummary,
+};
 use flamegraph::perf::{Record, SampleFormat};
 
 const BUSY_C: &str = r#"
@@ -87,24 +89,30 @@ fn perf_record(f: &Fixture, out: &Path, options: &[&str], args: &[&str]) -> bool
         .is_ok_and(|s| s.success())
 }
 
-/// Samples per event name according to `perf script`.
-fn perf_script_counts(file: &Path) -> HashMap<String, u64> {
+/// Samples per event name according to `perf report --stats` (its "NAME stats:" blocks).
+fn perf_counts(file: &Path) -> HashMap<String, u64> {
     let out = Command::new("perf")
-        .args(["script", "-F", "event", "-i"])
+        .args(["report", "--stats", "-i"])
         .arg(file)
         .stderr(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "perf script failed on {}", file.display());
-    let mut counts = HashMap::new();
-    // Pipe-mode files make perf script print callchains too: those lines are indented.
+    assert!(
+        out.status.success(),
+        "perf report failed on {}",
+        file.display()
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines().filter(|l| !l.starts_with(char::is_whitespace)) {
-        let name = line.trim().trim_end_matches(':');
-        if !name.is_empty() {
-            *counts.entry(name.to_string()).or_insert(0) += 1;
+    let mut counts = HashMap::new();
+    let mut event = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_suffix(" stats:") {
+            event = (name != "Aggregated").then(|| name.to_string());
+        } else if let (Some(name), Some(n)) = (&event, line.strip_prefix("SAMPLE events:")) {
+            counts.insert(name.clone(), n.trim().parse().unwrap());
         }
     }
+    assert!(!counts.is_empty(), "no per-event stats in:\n{text}");
     counts
 }
 
@@ -155,7 +163,11 @@ fn total(counts: &HashMap<String, u64>) -> u64 {
 }
 
 fn assert_time_ordered(seen: &Seen) {
-    let unordered = seen.samples.windows(2).filter(|w| w[1].time < w[0].time).count();
+    let unordered = seen
+        .samples
+        .windows(2)
+        .filter(|w| w[1].time < w[0].time)
+        .count();
     assert_eq!(unordered, 0, "samples out of time order");
 }
 
@@ -169,24 +181,45 @@ fn frame_pointer_callchains_match_perf_script() {
     let file = f.path("fp.data");
     assert!(perf_record(&f, &file, &["-F", "997", "-g"], &["0.5"]));
     let (summary, seen) = read(&file);
-    let expected = perf_script_counts(&file);
+    let expected = perf_counts(&file);
     assert_eq!(summary.samples, total(&expected));
     assert_eq!(seen.samples.len() as u64, summary.samples);
     assert!(summary.samples > 100, "only {} samples", summary.samples);
     assert!(!summary.compressed);
     assert_eq!(summary.event_names.len(), 1);
-    assert!(summary.event_names[0].starts_with("cpu-clock"), "{:?}", summary.event_names);
-    assert!(summary.cmdline.iter().any(|a| a == "record"), "{:?}", summary.cmdline);
     assert!(
-        summary.build_ids.iter().any(|(_, id, path)| path == &f.busy && id.len() == 20),
+        summary.event_names[0].starts_with("cpu-clock"),
+        "{:?}",
+        summary.event_names
+    );
+    assert!(
+        summary.cmdline.iter().any(|a| a == "record"),
+        "{:?}",
+        summary.cmdline
+    );
+    assert!(
+        summary
+            .build_ids
+            .iter()
+            .any(|(_, id, path)| path == &f.busy && id.len() == 20),
         "no build id for the program: {:?}",
         summary.build_ids
     );
     let pid = seen.samples[0].pid;
-    assert!(seen.mmaps.iter().any(|(p, name)| *p == pid && *name == busy_name(&f)));
-    assert!(seen.comms.iter().any(|(p, name)| *p == pid && name == b"busy"));
+    assert!(seen
+        .mmaps
+        .iter()
+        .any(|(p, name)| *p == pid && *name == busy_name(&f)));
+    assert!(seen
+        .comms
+        .iter()
+        .any(|(p, name)| *p == pid && name == b"busy"));
     let with_user = seen.samples.iter().filter(|s| s.user_frames >= 2).count();
-    assert!(with_user * 10 >= seen.samples.len() * 9, "{with_user} of {}", seen.samples.len());
+    assert!(
+        with_user * 10 >= seen.samples.len() * 9,
+        "{with_user} of {}",
+        seen.samples.len()
+    );
     assert_time_ordered(&seen);
 }
 
@@ -194,13 +227,22 @@ fn frame_pointer_callchains_match_perf_script() {
 fn dwarf_samples_carry_registers_and_stack() {
     let Some(f) = fixture() else { return };
     let file = f.path("dwarf.data");
-    assert!(perf_record(&f, &file, &["-F", "997", "--call-graph", "dwarf,8192"], &["0.3"]));
+    assert!(perf_record(
+        &f,
+        &file,
+        &["-F", "997", "--call-graph", "dwarf,8192"],
+        &["0.3"]
+    ));
     let (summary, seen) = read(&file);
-    assert_eq!(summary.samples, total(&perf_script_counts(&file)));
+    assert_eq!(summary.samples, total(&perf_counts(&file)));
     let full = (seen.samples.iter())
         .filter(|s| s.has_regs && s.stack_len > 0)
         .count();
-    assert!(full * 10 >= seen.samples.len() * 9, "{full} of {}", seen.samples.len());
+    assert!(
+        full * 10 >= seen.samples.len() * 9,
+        "{full} of {}",
+        seen.samples.len()
+    );
     assert_time_ordered(&seen);
 }
 
@@ -217,10 +259,15 @@ fn compressed_files_match_perf_script() {
         assert!(perf_record(&f, &file, options, &["0.5"]));
         let (summary, seen) = read(&file);
         assert!(summary.compressed, "{name}");
-        assert_eq!(summary.samples, total(&perf_script_counts(&file)), "{name}");
+        assert_eq!(summary.samples, total(&perf_counts(&file)), "{name}");
         assert!(summary.samples > 100, "{name}: {} samples", summary.samples);
         let pid = seen.samples[0].pid;
-        assert!(seen.mmaps.iter().any(|(p, n)| *p == pid && *n == busy_name(&f)), "{name}");
+        assert!(
+            seen.mmaps
+                .iter()
+                .any(|(p, n)| *p == pid && *n == busy_name(&f)),
+            "{name}"
+        );
         assert_time_ordered(&seen);
     }
 }
@@ -248,11 +295,17 @@ fn attach_to_a_running_process_sees_synthesized_mmaps() {
     child.kill().unwrap();
     child.wait().unwrap();
     let (summary, seen) = read(&file);
-    assert_eq!(summary.samples, total(&perf_script_counts(&file)));
+    assert_eq!(summary.samples, total(&perf_counts(&file)));
     assert!(summary.samples > 50);
     assert!(seen.samples.iter().all(|s| s.pid == pid));
-    assert!(seen.mmaps.iter().any(|(p, n)| *p == pid && *n == busy_name(&f)));
-    assert!(seen.mmaps.iter().any(|(p, n)| *p == pid && n.ends_with(b".so.6")));
+    assert!(seen
+        .mmaps
+        .iter()
+        .any(|(p, n)| *p == pid && *n == busy_name(&f)));
+    assert!(seen
+        .mmaps
+        .iter()
+        .any(|(p, n)| *p == pid && n.ends_with(b".so.6")));
     assert!(seen.comms.iter().any(|(p, n)| *p == pid && n == b"busy"));
 }
 
@@ -264,7 +317,7 @@ fn two_events_map_samples_to_their_attr() {
     assert!(perf_record(&f, &file, &options, &["0.5"]));
     let (summary, seen) = read(&file);
     assert_eq!(summary.event_names.len(), 2, "{:?}", summary.event_names);
-    let expected = perf_script_counts(&file);
+    let expected = perf_counts(&file);
     assert_eq!(summary.samples, total(&expected));
     let mut ours: Vec<u64> = seen.per_format.values().copied().collect();
     let mut theirs: Vec<u64> = expected.values().copied().collect();
@@ -289,7 +342,7 @@ fn pipe_mode_stream_is_read() {
         .is_ok_and(|s| s.success());
     assert!(ok);
     let (summary, seen) = read(&file);
-    assert_eq!(summary.samples, total(&perf_script_counts(&file)));
+    assert_eq!(summary.samples, total(&perf_counts(&file)));
     assert!(summary.samples > 50);
     let pid = seen.samples[0].pid;
     assert!(seen.comms.iter().any(|(p, n)| *p == pid && n == b"busy"));

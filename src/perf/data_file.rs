@@ -23,7 +23,9 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{parse_record, record_kind, record_time, sample_type as st, ParseError, Record, SampleFormat};
+use super::{
+    parse_record, record_kind, record_time, sample_type as st, ParseError, Record, SampleFormat,
+};
 
 mod header;
 mod zstd;
@@ -335,8 +337,8 @@ impl Sink<'_> {
                 detail: "record before any event attribute".into(),
             });
         };
-        let parsed =
-            parse_record(format, kind, misc, body).map_err(|source| PerfDataError::Record { at, source })?;
+        let parsed = parse_record(format, kind, misc, body)
+            .map_err(|source| PerfDataError::Record { at, source })?;
         let summary = &mut self.summary;
         summary.records += 1;
         match parsed {
@@ -353,7 +355,11 @@ impl Sink<'_> {
 
 /// Splits a record whose header was validated: `(type, misc, body)`.
 fn split_record(record: &[u8]) -> (u32, u16, &[u8]) {
-    let word = |i: usize| record.get(i..i + 2).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+    let word = |i: usize| {
+        record
+            .get(i..i + 2)
+            .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]))
+    };
     let kind = u32::from(word(0)) | u32::from(word(2)) << 16;
     let kind = if cfg!(target_endian = "little") {
         kind
@@ -422,7 +428,9 @@ impl Reader<'_, '_> {
                 .ok_or_else(|| PerfDataError::Malformed {
                     section: "data section",
                     at,
-                    detail: format!("payload of {extra} bytes after record of type {kind} runs past the end"),
+                    detail: format!(
+                        "payload of {extra} bytes after record of type {kind} runs past the end"
+                    ),
                 })?;
         }
         let at = At::File(end as u64);
@@ -445,7 +453,13 @@ impl Reader<'_, '_> {
 
     /// Handles one record of the file's data section; returns the size of a payload that
     /// follows the record (AUXTRACE, TRACING_DATA), which the caller skips.
-    fn raw_record(&mut self, pos: usize, kind: u32, misc: u16, body: &[u8]) -> Result<usize, PerfDataError> {
+    fn raw_record(
+        &mut self,
+        pos: usize,
+        kind: u32,
+        misc: u16,
+        body: &[u8],
+    ) -> Result<usize, PerfDataError> {
         let at = At::File(pos as u64 + 8);
         match kind {
             k if k < record_kind::USER_TYPE_START => self.kernel_record(pos, kind, body)?,
@@ -508,7 +522,11 @@ impl Reader<'_, '_> {
     /// Parses the complete records of the decompressed buffer, honouring pending markers.
     fn parse_decompressed(&mut self) -> Result<(), PerfDataError> {
         loop {
-            while self.markers.front().is_some_and(|&m| m <= self.arena.parsed) {
+            while self
+                .markers
+                .front()
+                .is_some_and(|&m| m <= self.arena.parsed)
+            {
                 self.markers.pop_front();
                 self.finished_round()?;
             }
@@ -544,7 +562,8 @@ impl Reader<'_, '_> {
             }
             None => {
                 let record = &self.map[pos..pos + 8 + body.len()];
-                self.sink.deliver(&self.events, record, At::File(pos as u64))
+                self.sink
+                    .deliver(&self.events, record, At::File(pos as u64))
             }
         }
     }
@@ -585,7 +604,9 @@ impl Reader<'_, '_> {
                 Loc::File(pos) => (self.map.get(pos..).unwrap_or(&[]), At::File(pos as u64)),
                 Loc::Decompressed(start) => (self.arena.from(start), At::Decompressed(start)),
             };
-            let size = record.get(6..8).map_or(0, |b| usize::from(u16::from_ne_bytes([b[0], b[1]])));
+            let size = record
+                .get(6..8)
+                .map_or(0, |b| usize::from(u16::from_ne_bytes([b[0], b[1]])));
             self.sink
                 .deliver(&self.events, record.get(..size).unwrap_or(&[]), at)?;
         }
@@ -610,7 +631,11 @@ impl Reader<'_, '_> {
         summary.event_names = if features.event_names.len() == self.events.attrs.len() {
             features.event_names
         } else {
-            self.events.attrs.iter().map(header::fallback_name).collect()
+            self.events
+                .attrs
+                .iter()
+                .map(header::fallback_name)
+                .collect()
         };
         summary
     }

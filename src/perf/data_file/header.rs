@@ -144,9 +144,9 @@ impl<'a> Cursor<'a> {
 
 /// Reads a u64 at `offset` of `bytes`, or 0 if it does not fit (fields past a short attr).
 fn word_at(bytes: &[u8], offset: usize) -> u64 {
-    bytes
-        .get(offset..offset + 8)
-        .map_or(0, |b| u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    bytes.get(offset..offset + 8).map_or(0, |b| {
+        u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    })
 }
 
 /// Parses the fields of a `perf_event_attr` that matter here. Missing trailing fields are zero.
@@ -191,7 +191,9 @@ pub(super) fn detect(map: &[u8]) -> Result<Layout, PerfDataError> {
         other => Err(PerfDataError::Malformed {
             section: "file header",
             at: At::File(8),
-            detail: format!("header size {other}, expected {FILE_HEADER_SIZE} or {PIPE_HEADER_SIZE}"),
+            detail: format!(
+                "header size {other}, expected {FILE_HEADER_SIZE} or {PIPE_HEADER_SIZE}"
+            ),
         }),
     }
 }
@@ -215,12 +217,24 @@ pub(super) fn parse_file_header(map: &[u8]) -> Result<FileHeader, PerfDataError>
 }
 
 /// The attrs section: `perf_file_attr` entries of `attr_size` bytes each.
-fn parse_attrs(map: &[u8], range: Range<usize>, attr_size: u64) -> Result<Vec<Attr>, PerfDataError> {
-    let mut c = Cursor::new(&map[range.clone()], At::File(range.start as u64), "attr section");
+fn parse_attrs(
+    map: &[u8],
+    range: Range<usize>,
+    attr_size: u64,
+) -> Result<Vec<Attr>, PerfDataError> {
+    let mut c = Cursor::new(
+        &map[range.clone()],
+        At::File(range.start as u64),
+        "attr section",
+    );
     let stride = usize::try_from(attr_size)
         .ok()
-        .filter(|&s| s >= ATTR_SIZE_VER0 + SECTION_SIZE && s <= 4096)
-        .ok_or_else(|| c.error(format!("attr_size {attr_size} is not a perf_file_attr size")))?;
+        .filter(|s| (ATTR_SIZE_VER0 + SECTION_SIZE..=4096).contains(s))
+        .ok_or_else(|| {
+            c.error(format!(
+                "attr_size {attr_size} is not a perf_file_attr size"
+            ))
+        })?;
     if range.len() % stride != 0 {
         return Err(c.error(format!(
             "section size {} is not a multiple of attr_size {stride}",
@@ -231,7 +245,8 @@ fn parse_attrs(map: &[u8], range: Range<usize>, attr_size: u64) -> Result<Vec<At
     while c.remaining() > 0 {
         let attr = c.bytes(stride - SECTION_SIZE, "perf_event_attr")?;
         let ids = c.section("ids section", map.len())?;
-        let mut ids_cursor = Cursor::new(&map[ids.clone()], At::File(ids.start as u64), "ids section");
+        let mut ids_cursor =
+            Cursor::new(&map[ids.clone()], At::File(ids.start as u64), "ids section");
         let mut id_list = Vec::with_capacity(ids.len() / 8);
         while ids_cursor.remaining() >= 8 {
             id_list.push(ids_cursor.u64("id")?);

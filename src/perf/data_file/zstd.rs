@@ -95,7 +95,12 @@ impl ZstdStream {
         Ok(())
     }
 
-    fn decode(&mut self, consumed: &mut usize, out: &mut Vec<u8>, at: At) -> Result<(), PerfDataError> {
+    fn decode(
+        &mut self,
+        consumed: &mut usize,
+        out: &mut Vec<u8>,
+        at: At,
+    ) -> Result<(), PerfDataError> {
         loop {
             let rest = &self.input[*consumed..];
             if self.window.is_none() {
@@ -183,7 +188,9 @@ struct SkipWriter<'a> {
 
 impl Write for SkipWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let dropped = usize::try_from(*self.skip).unwrap_or(usize::MAX).min(buf.len());
+        let dropped = usize::try_from(*self.skip)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         *self.skip -= dropped as u64;
         self.out.extend_from_slice(&buf[dropped..]);
         *self.written += (buf.len() - dropped) as u64;
@@ -233,7 +240,10 @@ fn parse_frame_header(bytes: &[u8], at: At) -> Result<Option<FrameHeader>, PerfD
     let base = 1u64 << (10 + exponent);
     let window = base + (base / 8) * u64::from(window_descriptor & 7);
     if window > MAX_WINDOW {
-        return Err(zstd_error(at, format!("window of {window} bytes is too large")));
+        return Err(zstd_error(
+            at,
+            format!("window of {window} bytes is too large"),
+        ));
     }
     Ok(Some(FrameHeader {
         len,
