@@ -4,6 +4,7 @@
 //! integers, so this module compiles on every OS and a perf.data file can be read anywhere.
 //! [`records`] parses one record body into a borrowed [`records::Record`].
 
+pub mod data_file;
 pub mod records;
 
 pub use records::{

@@ -1,0 +1,661 @@
+//! A reader of the `perf.data` files that `perf record` writes, without the perf binary.
+//!
+//! [`read_perf_data`] memory-maps the file, parses its header, event attributes and feature
+//! sections, and streams the kernel records of the data section (samples, MMAP/MMAP2, COMM,
+//! FORK, EXIT, LOST, ...) through the same [`parse_record`] the live sampler uses, so a
+//! consumer such as the stack collector cannot tell the two sources apart. User records that
+//! perf itself writes (`FINISHED_ROUND`, `ID_INDEX`, `THREAD_MAP`, `COMPRESSED`, ...) are consumed
+//! here and not delivered.
+//!
+//! Ordering follows perf's `FINISHED_ROUND` rule: when the marker of round N is read, every
+//! queued record not later than the newest timestamp seen before the marker of round N-1 is
+//! delivered in time order (records of equal time in file order); the rest are delivered at the
+//! end of the file. Only offsets are queued, never copies: records stay in the mapping (or, for
+//! `perf record -z` files, in the decompressed buffer, which is trimmed after every round). When
+//! the first event lacks `sample_id_all` or `PERF_SAMPLE_TIME`, records are delivered in file
+//! order, as perf does.
+//!
+//! Both regular files and pipe-mode streams (`perf record -o -`) are read. Only files written on
+//! a machine of the reader's byte order are supported.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::{
+    parse_record, record_kind, record_time, sample_type as st, ParseError, Record, SampleFormat,
+};
+
+mod header;
+mod zstd;
+
+use header::{Attr, Cursor, Features};
+
+/// User record types (`enum perf_user_event_type`) handled here.
+mod user_kind {
+    pub const HEADER_ATTR: u32 = 64;
+    pub const HEADER_TRACING_DATA: u32 = 66;
+    pub const HEADER_BUILD_ID: u32 = 67;
+    pub const AUXTRACE: u32 = 71;
+    pub const HEADER_FEATURE: u32 = 80;
+    pub const COMPRESSED: u32 = 81;
+    pub const COMPRESSED2: u32 = 83;
+}
+
+/// What a perf.data file contained, besides the records delivered to the callback.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PerfDataSummary {
+    /// `PERF_RECORD_SAMPLE` records delivered.
+    pub samples: u64,
+    /// Events the kernel reported as lost (`PERF_RECORD_LOST` and `PERF_RECORD_LOST_SAMPLES`).
+    pub lost: u64,
+    /// Kernel records delivered to the callback (samples included).
+    pub records: u64,
+    /// The data was written by `perf record -z` (zstd-compressed records).
+    pub compressed: bool,
+    /// One name per event, in attribute order (from `HEADER_EVENT_DESC`, else derived from the
+    /// event type).
+    pub event_names: Vec<String>,
+    /// The build-id table: pid (`u32::MAX` for the kernel, perf's -1), build id, file name.
+    pub build_ids: Vec<(u32, Vec<u8>, PathBuf)>,
+    /// The `perf record` command line (`HEADER_CMDLINE`), empty if absent.
+    pub cmdline: Vec<String>,
+}
+
+/// Where in the input something was found: a file offset, or an offset in the decompressed
+/// stream of a `perf record -z` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Byte offset in the file.
+    File(u64),
+    /// Byte offset in the decompressed record stream.
+    Decompressed(u64),
+}
+
+impl At {
+    fn plus(self, delta: u64) -> At {
+        match self {
+            At::File(o) => At::File(o.saturating_add(delta)),
+            At::Decompressed(o) => At::Decompressed(o.saturating_add(delta)),
+        }
+    }
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::File(o) => write!(f, "byte {o}"),
+            At::Decompressed(o) => write!(f, "byte {o} of the decompressed data"),
+        }
+    }
+}
+
+/// Why a perf.data file could not be read. Every parse error names where it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PerfDataError {
+    /// The file could not be opened or mapped.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the `PERFILE2` magic.
+    #[error("not a perf.data file: bad magic")]
+    NotPerfData,
+    /// A valid file using something this reader does not implement.
+    #[error("perf.data: unsupported {what} at {at}")]
+    Unsupported { what: String, at: At },
+    /// A part of the file is truncated or inconsistent.
+    #[error("perf.data: bad {section} at {at}: {detail}")]
+    Malformed {
+        section: &'static str,
+        at: At,
+        detail: String,
+    },
+    /// A kernel record whose body does not match its event's format.
+    #[error("perf.data: bad record at {at}: {source}")]
+    Record {
+        at: At,
+        #[source]
+        source: ParseError,
+    },
+}
+
+/// Streams every kernel record of the perf.data file at `path` to `on_record`, in timestamp
+/// order (see the module doc), with the [`SampleFormat`] of the record's event.
+pub fn read_perf_data(
+    path: &Path,
+    on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+) -> Result<PerfDataSummary, PerfDataError> {
+    let io_error = |source| PerfDataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if meta.is_dir() {
+        return Err(PerfDataError::Unsupported {
+            what: "perf.data directory (perf record --threads)".into(),
+            at: At::File(0),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(PerfDataError::NotPerfData);
+    }
+    // SAFETY: the mapping is read-only and private to this call. perf.data files are not
+    // modified while they are read; if another process truncated the file meanwhile, reads
+    // past the new end would fault, as they would for any mmap-based reader (perf included).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error)?;
+    read_perf_data_bytes(&map, on_record)
+}
+
+/// [`read_perf_data`] over bytes already in memory.
+pub fn read_perf_data_bytes(
+    bytes: &[u8],
+    on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+) -> Result<PerfDataSummary, PerfDataError> {
+    let (data, attrs, features) = match header::detect(bytes)? {
+        header::Layout::File => {
+            let h = header::parse_file_header(bytes)?;
+            (h.data, h.attrs, h.features)
+        }
+        header::Layout::Pipe => (16..bytes.len(), Vec::new(), Features::default()),
+    };
+    let mut reader = Reader {
+        map: bytes,
+        events: Events::new(attrs),
+        features,
+        queue: Queue::default(),
+        arena: Arena::default(),
+        zstd: None,
+        markers: VecDeque::new(),
+        sink: Sink {
+            on_record,
+            summary: PerfDataSummary::default(),
+        },
+    };
+    reader.run(data.start, data.end)?;
+    Ok(reader.into_summary())
+}
+
+/// The events of the file and the map from sample ids to them.
+struct Events {
+    attrs: Vec<Attr>,
+    /// `(id, attr index)`, sorted by id.
+    ids: Vec<(u64, usize)>,
+}
+
+impl Events {
+    fn new(attrs: Vec<Attr>) -> Self {
+        let mut events = Events {
+            attrs,
+            ids: Vec::new(),
+        };
+        events.index_ids();
+        events
+    }
+
+    fn add(&mut self, attr: Attr) {
+        self.attrs.push(attr);
+        self.index_ids();
+    }
+
+    fn index_ids(&mut self) {
+        self.ids = (self.attrs.iter().enumerate())
+            .flat_map(|(index, attr)| attr.ids.iter().map(move |&id| (id, index)))
+            .collect();
+        self.ids.sort_unstable();
+    }
+
+    /// True when records carry timestamps and may be reordered (perf's rule: the first event
+    /// has `sample_id_all` and `PERF_SAMPLE_TIME`).
+    fn ordered(&self) -> bool {
+        self.attrs
+            .first()
+            .is_some_and(|a| a.format.sample_id_all && a.format.sample_type & st::TIME != 0)
+    }
+
+    /// The format of a kernel record, found by its sample id when there are several events.
+    fn format(&self, kind: u32, body: &[u8]) -> Option<&SampleFormat> {
+        let first = self.attrs.first()?;
+        if self.attrs.len() == 1 {
+            return Some(&first.format);
+        }
+        let index = self
+            .record_id(&first.format, kind, body)
+            .and_then(|id| self.ids.binary_search_by_key(&id, |&(i, _)| i).ok())
+            .map_or(0, |found| self.ids[found].1);
+        Some(&self.attrs[index].format)
+    }
+
+    /// The sample id of a record, located as perf does with the first event's layout: counted
+    /// from the start of a sample, from the end of another record's `sample_id_all` trailer.
+    fn record_id(&self, first: &SampleFormat, kind: u32, body: &[u8]) -> Option<u64> {
+        let t = first.sample_type;
+        let count = |bits: &[u64]| bits.iter().filter(|&&b| t & b != 0).count();
+        let offset = if kind == record_kind::SAMPLE {
+            if t & st::IDENTIFIER != 0 {
+                0
+            } else if t & st::ID != 0 {
+                count(&[st::IP, st::TID, st::TIME, st::ADDR]) * 8
+            } else {
+                return None;
+            }
+        } else {
+            let from_end = if !first.sample_id_all {
+                return None;
+            } else if t & st::IDENTIFIER != 0 {
+                1
+            } else if t & st::ID != 0 {
+                1 + count(&[st::CPU, st::STREAM_ID])
+            } else {
+                return None;
+            };
+            body.len().checked_sub(from_end * 8)?
+        };
+        let bytes = body.get(offset..offset + 8)?;
+        Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+    }
+}
+
+/// A record waiting for its round to be flushed.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    time: u64,
+    seq: u64,
+    loc: Loc,
+}
+
+/// Where a record starts: in the file, or in the decompressed stream (absolute offset).
+#[derive(Clone, Copy, Debug)]
+enum Loc {
+    File(usize),
+    Decompressed(u64),
+}
+
+/// Records queued for ordering, with perf's round bookkeeping.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    seq: u64,
+    /// Newest timestamp queued so far.
+    max_time: u64,
+    /// Records up to this time are delivered at the next round marker.
+    limit: u64,
+}
+
+/// Decompressed records: `bytes` holds the decompressed stream from absolute offset `base`.
+#[derive(Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    base: u64,
+    /// Absolute offset of the first record not yet parsed.
+    parsed: u64,
+}
+
+impl Arena {
+    fn end(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+
+    /// The bytes from absolute offset `at` on (empty if outside the buffer).
+    fn from(&self, at: u64) -> &[u8] {
+        usize::try_from(at.wrapping_sub(self.base))
+            .ok()
+            .and_then(|start| self.bytes.get(start..))
+            .unwrap_or(&[])
+    }
+
+    /// Drops the bytes before `keep_from` when that frees at least half of the buffer.
+    fn trim(&mut self, keep_from: u64) {
+        let cut = usize::try_from(keep_from.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        let cut = cut.min(self.bytes.len());
+        if cut > 0 && cut * 2 >= self.bytes.len() {
+            self.bytes.drain(..cut);
+            self.base += cut as u64;
+        }
+    }
+}
+
+/// The callback and the counters of what it was given.
+struct Sink<'c> {
+    on_record: &'c mut dyn FnMut(&SampleFormat, Record<'_>),
+    summary: PerfDataSummary,
+}
+
+impl Sink<'_> {
+    /// Parses a whole record (header included) and hands it to the callback.
+    fn deliver(&mut self, events: &Events, record: &[u8], at: At) -> Result<(), PerfDataError> {
+        let (kind, misc, body) = split_record(record);
+        let Some(format) = events.format(kind, body) else {
+            return Err(PerfDataError::Malformed {
+                section: "data section",
+                at,
+                detail: "record before any event attribute".into(),
+            });
+        };
+        let parsed = parse_record(format, kind, misc, body)
+            .map_err(|source| PerfDataError::Record { at, source })?;
+        let summary = &mut self.summary;
+        summary.records += 1;
+        match parsed {
+            Record::Sample(_) => summary.samples += 1,
+            Record::Lost { lost, .. } | Record::LostSamples { lost } => {
+                summary.lost = summary.lost.saturating_add(lost)
+            }
+            _ => {}
+        }
+        (self.on_record)(format, parsed);
+        Ok(())
+    }
+}
+
+/// Splits a record whose header was validated: `(type, misc, body)`.
+fn split_record(record: &[u8]) -> (u32, u16, &[u8]) {
+    let word = |i: usize| {
+        record
+            .get(i..i + 2)
+            .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let kind = u32::from(word(0)) | u32::from(word(2)) << 16;
+    let kind = if cfg!(target_endian = "little") {
+        kind
+    } else {
+        u32::from(word(0)) << 16 | u32::from(word(2))
+    };
+    (kind, word(4), record.get(8..).unwrap_or(&[]))
+}
+
+/// Reads the header of the record at `pos` of `bytes`: `Ok(None)` if fewer than a whole record
+/// remains and `partial_ok`, else an error for a bad or truncated record.
+fn record_at(
+    bytes: &[u8],
+    pos: usize,
+    at: At,
+    partial_ok: bool,
+) -> Result<Option<(u32, u16, usize)>, PerfDataError> {
+    let rest = bytes.get(pos..).unwrap_or(&[]);
+    let mut c = Cursor::new(rest, at, "data section");
+    if rest.len() < 8 && partial_ok {
+        return Ok(None);
+    }
+    let (kind, misc, size) = header::read_event_header(&mut c)?;
+    if size > rest.len() {
+        if partial_ok {
+            return Ok(None);
+        }
+        return Err(c.error(format!(
+            "record of type {kind} and size {size} runs past the end of the data ({} bytes left)",
+            rest.len()
+        )));
+    }
+    Ok(Some((kind, misc, size)))
+}
+
+/// The state of one read.
+struct Reader<'m, 'c> {
+    map: &'m [u8],
+    events: Events,
+    features: Features,
+    queue: Queue,
+    arena: Arena,
+    zstd: Option<zstd::ZstdStream>,
+    /// `FINISHED_ROUND` markers read after compressed data the arena has not yet parsed up to:
+    /// their positions in the decompressed stream.
+    markers: VecDeque<u64>,
+    sink: Sink<'c>,
+}
+
+impl Reader<'_, '_> {
+    /// Reads the record stream in `start..end` of the file, then flushes everything.
+    fn run(&mut self, start: usize, end: usize) -> Result<(), PerfDataError> {
+        let map = self.map;
+        let data = &map[..end];
+        let mut pos = start;
+        while pos < end {
+            let at = At::File(pos as u64);
+            let Some((kind, misc, size)) = record_at(data, pos, at, false)? else {
+                break;
+            };
+            let extra = self.raw_record(pos, kind, misc, &data[pos + 8..pos + size])?;
+            pos = pos
+                .checked_add(size)
+                .and_then(|p| p.checked_add(extra))
+                .filter(|&p| p <= end)
+                .ok_or_else(|| PerfDataError::Malformed {
+                    section: "data section",
+                    at,
+                    detail: format!(
+                        "payload of {extra} bytes after record of type {kind} runs past the end"
+                    ),
+                })?;
+        }
+        let at = At::File(end as u64);
+        if let Some(mut z) = self.zstd.take() {
+            z.finish(&mut self.arena.bytes, at)?;
+            self.parse_decompressed()?;
+            if self.arena.parsed < self.arena.end() {
+                return Err(PerfDataError::Malformed {
+                    section: "compressed data",
+                    at: At::Decompressed(self.arena.parsed),
+                    detail: "the decompressed stream ends inside a record".into(),
+                });
+            }
+        }
+        while self.markers.pop_front().is_some() {
+            self.finished_round()?;
+        }
+        self.flush(u64::MAX)
+    }
+
+    /// Handles one record of the file's data section; returns the size of a payload that
+    /// follows the record (AUXTRACE, TRACING_DATA), which the caller skips.
+    fn raw_record(
+        &mut self,
+        pos: usize,
+        kind: u32,
+        misc: u16,
+        body: &[u8],
+    ) -> Result<usize, PerfDataError> {
+        let at = At::File(pos as u64 + 8);
+        match kind {
+            k if k < record_kind::USER_TYPE_START => self.kernel_record(pos, kind, body)?,
+            record_kind::FINISHED_ROUND => {
+                let position = self.zstd.as_ref().map_or(0, |z| z.decoded());
+                if self.markers.is_empty() && position <= self.arena.parsed {
+                    self.finished_round()?;
+                } else {
+                    self.markers.push_back(position);
+                }
+            }
+            user_kind::COMPRESSED | user_kind::COMPRESSED2 => {
+                let payload = compressed_payload(kind, body, at)?;
+                let z = self.zstd.get_or_insert_with(zstd::ZstdStream::new);
+                z.feed(payload, &mut self.arena.bytes, at)?;
+                self.features.compressed = true;
+                self.parse_decompressed()?;
+            }
+            user_kind::HEADER_ATTR => self.pipe_attr(body, at)?,
+            user_kind::HEADER_FEATURE => {
+                let mut c = Cursor::new(body, at, "feature record");
+                let id = c.u64("feature id")?;
+                header::parse_feature(&mut self.features, id, &body[8..], at.plus(8))?;
+            }
+            user_kind::HEADER_BUILD_ID => {
+                let entry = header::parse_build_id(body, at, misc)?;
+                self.features.build_ids.push(entry);
+            }
+            user_kind::AUXTRACE => {
+                let size = Cursor::new(body, at, "auxtrace record").u64("size")?;
+                return usize::try_from(size).map_err(|_| overflow(at));
+            }
+            user_kind::HEADER_TRACING_DATA => {
+                let size = Cursor::new(body, at, "tracing data record").u32("size")?;
+                return Ok((size as usize).next_multiple_of(8));
+            }
+            _ => {}
+        }
+        Ok(0)
+    }
+
+    /// A pipe-mode `HEADER_ATTR` record: a `perf_event_attr` followed by its ids.
+    fn pipe_attr(&mut self, body: &[u8], at: At) -> Result<(), PerfDataError> {
+        let mut c = Cursor::new(body, at, "attr record");
+        c.u32("attr type")?;
+        let size = match c.u32("attr size")? as usize {
+            0 => 64,
+            size => size,
+        };
+        c = Cursor::new(body, at, "attr record");
+        let attr = c.bytes(size, "perf_event_attr")?;
+        let mut ids = Vec::new();
+        while c.remaining() >= 8 {
+            ids.push(c.u64("id")?);
+        }
+        self.events.add(header::parse_attr(attr, ids));
+        Ok(())
+    }
+
+    /// Parses the complete records of the decompressed buffer, honouring pending markers.
+    fn parse_decompressed(&mut self) -> Result<(), PerfDataError> {
+        loop {
+            while self
+                .markers
+                .front()
+                .is_some_and(|&m| m <= self.arena.parsed)
+            {
+                self.markers.pop_front();
+                self.finished_round()?;
+            }
+            let start = self.arena.parsed;
+            let at = At::Decompressed(start);
+            let Some((kind, _, size)) = record_at(self.arena.from(start), 0, at, true)? else {
+                return Ok(());
+            };
+            match kind {
+                k if k < record_kind::USER_TYPE_START => {
+                    let body = &self.arena.from(start)[8..size];
+                    match self.time_of(kind, body) {
+                        Some(time) => self.queue_record(time, Loc::Decompressed(start)),
+                        None => {
+                            let record = &self.arena.from(start)[..size];
+                            self.sink.deliver(&self.events, record, at)?;
+                        }
+                    }
+                }
+                record_kind::FINISHED_ROUND => self.finished_round()?,
+                _ => {}
+            }
+            self.arena.parsed = start + size as u64;
+        }
+    }
+
+    /// A kernel record in the file: queued by time, or delivered now if unordered.
+    fn kernel_record(&mut self, pos: usize, kind: u32, body: &[u8]) -> Result<(), PerfDataError> {
+        match self.time_of(kind, body) {
+            Some(time) => {
+                self.queue_record(time, Loc::File(pos));
+                Ok(())
+            }
+            None => {
+                let record = &self.map[pos..pos + 8 + body.len()];
+                self.sink
+                    .deliver(&self.events, record, At::File(pos as u64))
+            }
+        }
+    }
+
+    /// The time to order a record by, `None` to deliver it at once.
+    fn time_of(&self, kind: u32, body: &[u8]) -> Option<u64> {
+        if !self.events.ordered() {
+            return None;
+        }
+        record_time(self.events.format(kind, body)?, kind, body)
+    }
+
+    fn queue_record(&mut self, time: u64, loc: Loc) {
+        let q = &mut self.queue;
+        q.pending.push(Pending {
+            time,
+            seq: q.seq,
+            loc,
+        });
+        q.seq += 1;
+        q.max_time = q.max_time.max(time);
+    }
+
+    /// A `FINISHED_ROUND` marker: deliver up to the previous round's newest time.
+    fn finished_round(&mut self) -> Result<(), PerfDataError> {
+        self.flush(self.queue.limit)?;
+        self.queue.limit = self.queue.max_time;
+        Ok(())
+    }
+
+    /// Delivers, in time order, every queued record not later than `limit`.
+    fn flush(&mut self, limit: u64) -> Result<(), PerfDataError> {
+        let pending = &mut self.queue.pending;
+        pending.sort_unstable_by_key(|p| (p.time, p.seq));
+        let count = pending.partition_point(|p| p.time <= limit);
+        for p in &pending[..count] {
+            let (record, at) = match p.loc {
+                Loc::File(pos) => (self.map.get(pos..).unwrap_or(&[]), At::File(pos as u64)),
+                Loc::Decompressed(start) => (self.arena.from(start), At::Decompressed(start)),
+            };
+            let size = record
+                .get(6..8)
+                .map_or(0, |b| usize::from(u16::from_ne_bytes([b[0], b[1]])));
+            self.sink
+                .deliver(&self.events, record.get(..size).unwrap_or(&[]), at)?;
+        }
+        pending.drain(..count);
+        let oldest = (pending.iter())
+            .filter_map(|p| match p.loc {
+                Loc::Decompressed(start) => Some(start),
+                Loc::File(_) => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX);
+        self.arena.trim(oldest.min(self.arena.parsed));
+        Ok(())
+    }
+
+    fn into_summary(self) -> PerfDataSummary {
+        let mut summary = self.sink.summary;
+        let features = self.features;
+        summary.compressed = features.compressed;
+        summary.build_ids = features.build_ids;
+        summary.cmdline = features.cmdline;
+        summary.event_names = if features.event_names.len() == self.events.attrs.len() {
+            features.event_names
+        } else {
+            self.events
+                .attrs
+                .iter()
+                .map(header::fallback_name)
+                .collect()
+        };
+        summary
+    }
+}
+
+/// The zstd bytes of a COMPRESSED (all of the body) or COMPRESSED2 (u64 size, then data) record.
+fn compressed_payload(kind: u32, body: &[u8], at: At) -> Result<&[u8], PerfDataError> {
+    if kind == user_kind::COMPRESSED {
+        return Ok(body);
+    }
+    let mut c = Cursor::new(body, at, "compressed2 record");
+    let size = c.u64("data size")?;
+    let size = usize::try_from(size).map_err(|_| overflow(at))?;
+    c.bytes(size, "compressed data")
+}
+
+fn overflow(at: At) -> PerfDataError {
+    PerfDataError::Malformed {
+        section: "data section",
+        at,
+        detail: "size does not fit in memory".into(),
+    }
+}
