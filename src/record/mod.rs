@@ -36,6 +36,8 @@ pub fn record(config: &Config) -> Result<Recording> {
         (Workload::PerfData(path), Backend::PerfCli) => {
             perf_cli::script_file(options, &config.graph, path)
         }
+        // Our own reader serves every other backend choice, on every platform.
+        (Workload::PerfData(path), _) => perf_data(config, path),
         (_, Backend::PerfCli) => perf_cli::record(options, &config.graph),
         (_, Backend::Dtrace) => dtrace::record(options, &config.graph),
         (_, Backend::Native) => native_record(config),
@@ -45,12 +47,10 @@ pub fn record(config: &Config) -> Result<Recording> {
 #[cfg(target_os = "linux")]
 fn native_record(config: &Config) -> Result<Recording> {
     use crate::options::CallGraph;
-    use crate::stacks::{CollectOptions, StackCollector};
 
     let options = &config.record;
     let target = match &options.workload {
-        // perf.data files are read by perf until our own reader lands.
-        Workload::PerfData(path) => return perf_cli::script_file(options, &config.graph, path),
+        Workload::PerfData(path) => return perf_data(config, path),
         Workload::Command(cmd) => match cmd.split_first() {
             Some((program, args)) => native::Target::Launch {
                 program: program.clone(),
@@ -73,17 +73,12 @@ fn native_record(config: &Config) -> Result<Recording> {
             stack_size: options.stack_size,
         },
     };
-    let mut collector = StackCollector::new(CollectOptions {
-        inline: options.inline,
-        flame_chart: config.graph.flame_chart,
-    });
+    let mut collector = new_collector(config);
     let summary = native::record(&native_options, &mut |format, record| {
         collector.on_record(format, record)
     })?;
     let stats = collector.stats();
-    let mut symbolizer = crate::stacks::symbolizer(options.inline);
-    let mut folded = collector.finish(&mut symbolizer);
-    folded.skip_after(&config.graph.skip_after);
+    let folded = fold_collected(collector, config);
 
     let mut notes = Vec::new();
     if options.verbose {
@@ -124,6 +119,63 @@ fn native_record(config: &Config) -> Result<Recording> {
     Ok(Recording {
         folded,
         status: summary.exit_status,
+        notes,
+    })
+}
+
+fn new_collector(config: &Config) -> crate::stacks::StackCollector {
+    crate::stacks::StackCollector::new(crate::stacks::CollectOptions {
+        inline: config.record.inline,
+        flame_chart: config.graph.flame_chart,
+    })
+}
+
+fn fold_collected(collector: crate::stacks::StackCollector, config: &Config) -> Folded {
+    let mut symbolizer = crate::stacks::symbolizer(config.record.inline);
+    let mut folded = collector.finish(&mut symbolizer);
+    folded.skip_after(&config.graph.skip_after);
+    folded
+}
+
+/// Reads a perf.data file with our own parser and folds it through the same unwinder,
+/// symbolizer and folder as live recording: no perf binary involved.
+fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
+    let mut collector = new_collector(config);
+    let summary = crate::perf::data_file::read_perf_data(path, &mut |format, record| {
+        collector.on_record(format, record)
+    })
+    .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
+    let stats = collector.stats();
+    let folded = fold_collected(collector, config);
+    let mut notes = Vec::new();
+    if config.record.verbose {
+        notes.push(format!(
+            "read {} samples ({} records{}) from {}",
+            summary.samples,
+            summary.records,
+            if summary.compressed {
+                ", zstd-compressed"
+            } else {
+                ""
+            },
+            path.display()
+        ));
+    }
+    if summary.lost > 0 {
+        notes.push(format!(
+            "the recording lost {} events (perf's ring buffers overflowed while recording)",
+            summary.lost
+        ));
+    }
+    if stats.truncated > 0 && config.record.verbose {
+        notes.push(format!(
+            "{} of {} stacks were deeper than the recorded stack copy and are marked [truncated]",
+            stats.truncated, stats.samples
+        ));
+    }
+    Ok(Recording {
+        folded,
+        status: None,
         notes,
     })
 }
