@@ -230,3 +230,65 @@ fn rust_release_with_heavy_inlining() {
     let prog = fixture("generic", Variant::RustNoFramePointers);
     assert_agreement(&[prog.as_os_str(), OsStr::new("1.5")], 0.95);
 }
+
+/// Where perf is wrong, we say so: `perf script` cuts every stack at 127 frames
+/// (`--max-stack`), so a 300-deep recursion loses its root; our reader unwinds the same samples
+/// completely.
+#[test]
+fn perf_cuts_deep_stacks_at_127_frames_and_we_do_not() {
+    if !util::require_perf() {
+        return;
+    }
+    let prog = fixture("recurse", Variant::CNoFramePointers);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("perf.data");
+    util::run_ok(
+        Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "997",
+                "--call-graph",
+                "dwarf,65528",
+                "-o",
+            ])
+            .arg(&data)
+            .arg("--")
+            .arg(&prog)
+            .args(["300", "1"]),
+        TIMEOUT,
+    );
+    let fold = |backend: &str, out: &str| -> Folded {
+        util::run_ok(
+            flamegraph()
+                .current_dir(dir.path())
+                .args(["--backend", backend, "-o", out, "--perfdata"])
+                .arg(&data),
+            TIMEOUT,
+        );
+        Folded::read(&dir.path().join(out))
+    };
+    let perf = fold("perf-cli", "perf.folded");
+    let ours = fold("native", "ours.folded");
+    let complete = |f: &Folded| {
+        f.share_where(|s| {
+            s.iter().any(|x| x == "main") && s.iter().filter(|x| *x == "recurse").count() > 300
+        })
+    };
+    let deepest = perf.stacks.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    assert!(
+        deepest <= 130,
+        "perf script stops at 127 frames (deepest: {deepest})"
+    );
+    assert_eq!(
+        complete(&perf),
+        0.0,
+        "perf loses the root of every 300-deep stack"
+    );
+    assert!(
+        complete(&ours) >= 0.95,
+        "we unwind all 300 frames to main:\n{}",
+        ours.summary()
+    );
+}
