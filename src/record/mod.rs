@@ -7,6 +7,7 @@
 pub mod dtrace;
 pub mod external;
 pub mod perf_cli;
+pub mod xctrace;
 
 #[cfg(target_os = "linux")]
 pub mod native;
@@ -39,6 +40,13 @@ pub fn record(config: &Config) -> Result<Recording> {
         // Our own reader serves every other backend choice, on every platform.
         (Workload::PerfData(path), _) => perf_data(config, path),
         (_, Backend::PerfCli) => perf_cli::record(options, &config.graph),
+        // On macOS the dtrace backend means Instruments' xctrace, as in flamegraph 0.6, unless
+        // DTRACE names a dtrace to use.
+        (_, Backend::Dtrace)
+            if cfg!(target_os = "macos") && std::env::var_os("DTRACE").is_none() =>
+        {
+            xctrace::record(options, &config.graph)
+        }
         (_, Backend::Dtrace) => dtrace::record(options, &config.graph),
         (_, Backend::Native) => native_record(config),
     }

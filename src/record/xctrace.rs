@@ -1,0 +1,155 @@
+//! The macOS backend: Instruments' `xctrace` with the Time Profiler template, as flamegraph
+//! 0.6.15 does (`XCTRACE` names the tool). Compiled on every platform so it stays linted; only
+//! macOS dispatches to it (see [`super::record`]).
+//!
+//! `xctrace record --template 'Time Profiler' --output cargo-flamegraph.trace
+//!  (--target-stdout - --launch -- CMD | --attach PID)`, then `xctrace export --input
+//! cargo-flamegraph.trace --xpath '/trace-toc/*/data/table[@schema="time-profile"]'` collapsed
+//! with inferno's xctrace collapser. The trace bundle is removed afterwards.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use inferno::collapse::Collapse;
+
+use super::external::{failed, Tool};
+use super::Recording;
+use crate::error::{Error, Result};
+use crate::fold::Folded;
+use crate::options::{GraphOptions, RecordOptions, Workload};
+
+const INSTALL_HINT: &str =
+    "install Xcode or its command line tools (`xcode-select --install`), or name it with XCTRACE=/path";
+
+const TRACE_FILE: &str = "cargo-flamegraph.trace";
+
+fn record_args(options: &RecordOptions, trace: &std::path::Path) -> Result<Vec<OsString>> {
+    if options.frequency != 997 {
+        return Err(Error::InvalidOptions(
+            "xctrace samples at a fixed rate: -F is not supported on macOS (use --backend dtrace with DTRACE set)".into(),
+        ));
+    }
+    if options.custom_cmd.is_some() {
+        return Err(Error::InvalidOptions(
+            "xctrace does not take a custom command (-c)".into(),
+        ));
+    }
+    let mut args: Vec<OsString> = ["record", "--template", "Time Profiler", "--output"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.push(trace.into());
+    match &options.workload {
+        Workload::Command(cmd) => {
+            args.extend(["--target-stdout", "-", "--launch", "--"].map(OsString::from));
+            args.extend(cmd.iter().cloned());
+        }
+        Workload::Pids(pids) => match pids.as_slice() {
+            [pid] => {
+                args.push("--attach".into());
+                args.push(pid.to_string().into());
+            }
+            _ => {
+                return Err(Error::InvalidOptions(
+                    "xctrace profiles a single process at a time: give one --pid".into(),
+                ))
+            }
+        },
+        Workload::PerfData(_) => {
+            return Err(Error::InvalidOptions(
+                "xctrace cannot read perf.data files".into(),
+            ))
+        }
+    }
+    Ok(args)
+}
+
+/// Records with xctrace and folds its time-profile table.
+pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording> {
+    if !options.inline {
+        return Err(Error::InvalidOptions(
+            "--no-inline is not supported by xctrace".into(),
+        ));
+    }
+    let mut tool = Tool::from_env("XCTRACE", "xctrace", INSTALL_HINT);
+    tool.root = options.root.clone();
+    tool.verbose = options.verbose;
+    let trace = PathBuf::from(TRACE_FILE);
+    let args = record_args(options, &trace)?;
+    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
+    // xctrace exits 54 when Ctrl-C stopped the recording: not a failure.
+    if failed(status) && status.code() != Some(54) && !trace.exists() {
+        return Err(Error::ToolFailed {
+            command: format!("{} record", tool.name()),
+            status,
+            stderr: stderr_tail,
+        });
+    }
+    let mut export = Tool::from_env("XCTRACE", "xctrace", INSTALL_HINT);
+    export.verbose = options.verbose;
+    let xml = export.output(export.command([
+        OsString::from("export"),
+        OsString::from("--input"),
+        trace.clone().into(),
+        OsString::from("--xpath"),
+        OsString::from(r#"/trace-toc/*/data/table[@schema="time-profile"]"#),
+    ]));
+    let _ = std::fs::remove_dir_all(&trace);
+    let mut folded = collapse_xctrace(&xml?)?;
+    folded.skip_after(&graph.skip_after);
+    Ok(Recording {
+        folded,
+        status: Some(status),
+        notes: Vec::new(),
+    })
+}
+
+/// Collapses an `xctrace export` time-profile table, demangling Rust names.
+pub fn collapse_xctrace(xml: &[u8]) -> Result<Folded> {
+    let mut out = Vec::new();
+    inferno::collapse::xctrace::Folder::default()
+        .collapse(xml, &mut out)
+        .map_err(|e| Error::Malformed(format!("cannot collapse xctrace output: {e}")))?;
+    let mut folded = Folded::parse(&String::from_utf8_lossy(&out))?;
+    folded.demangle_rust();
+    Ok(folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_match_flamegraph_0_6() {
+        let options = RecordOptions {
+            workload: Workload::Command(vec!["./prog".into(), "x".into()]),
+            ..RecordOptions::default()
+        };
+        let args = record_args(&options, std::path::Path::new(TRACE_FILE)).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "record",
+                "--template",
+                "Time Profiler",
+                "--output",
+                TRACE_FILE,
+                "--target-stdout",
+                "-",
+                "--launch",
+                "--",
+                "./prog",
+                "x"
+            ]
+        );
+        let two = RecordOptions {
+            workload: Workload::Pids(vec![1, 2]),
+            ..RecordOptions::default()
+        };
+        assert!(record_args(&two, std::path::Path::new(TRACE_FILE)).is_err());
+    }
+}
