@@ -1,6 +1,6 @@
 //! The bundled demo: a small program with a recognizable profile, for the README's first command.
 //!
-//! About half the time goes to `count_primes`, a third to `sort_words`, the rest to `checksum`;
+//! About half the time goes to `count_primes`, a third to `sort_words`, a tenth to `checksum`;
 //! two threads run side by side. Runs about two seconds.
 
 use std::hint::black_box;
@@ -42,8 +42,8 @@ fn worker(id: u64, run_for: Duration) -> u64 {
         .collect();
     let mut acc = 0u64;
     while start.elapsed() < run_for {
-        acc += black_box(count_primes(black_box(60_000))) as u64;
-        acc += black_box(sort_words(acc + id, 40_000)).len() as u64;
+        acc += black_box(count_primes(black_box(40_000))) as u64;
+        acc += black_box(sort_words(acc + id, 6_000)).len() as u64;
         acc += u64::from(black_box(checksum(black_box(&data))));
     }
     acc
