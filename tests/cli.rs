@@ -446,19 +446,7 @@ fn attach_by_pid_with_perf_cli() {
     }
     let dir = tempfile::tempdir().unwrap();
     let prog = fixture("busy_forever", Variant::CFramePointers);
-    let mut target = util::KillOnDrop(
-        std::process::Command::new(&prog)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(target.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut target = util::spawn_ready(&prog, &[]);
     let pid = target.0.id().to_string();
     let profiler = flamegraph()
         .current_dir(dir.path())

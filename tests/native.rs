@@ -384,20 +384,7 @@ fn sigint_to_the_tool_alone_stops_the_program_and_draws() {
 #[test]
 fn attach_by_pid_leaves_the_process_running() {
     let prog = fixture("busy_forever", Variant::CNoFramePointers);
-    let mut target = KillOnDrop(
-        Command::new(&prog)
-            .arg("2")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(target.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut target = util::spawn_ready(&prog, &["2"]);
     let dir = tempfile::tempdir().unwrap();
     let pid = target.0.id().to_string();
     let mut profiler = spawn_profiler(dir.path(), &["-o", "p.folded", "-p", &pid]);

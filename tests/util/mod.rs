@@ -343,6 +343,22 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts a fixture that prints `ready` once it runs (busy_forever) and waits for that line.
+pub fn spawn_ready(program: &Path, args: &[&str]) -> KillOnDrop {
+    let mut child = KillOnDrop(
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
+    );
+    let mut line = String::new();
+    let stdout = child.0.stdout.as_mut().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line, "ready\n", "{} did not get ready", program.display());
+    child
+}
+
 /// Sends `signal` (a `libc::SIG*` number) to process `pid`.
 pub fn send_signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
