@@ -247,6 +247,16 @@ fn plt_calls_and_signal_handlers_unwind() {
         "handler_work unwinds through the signal frame to main\n{}",
         folded.summary()
     );
+    // The signal trampoline is named (perf shows `[libc.so.6]` there).
+    let trampoline = folded.share_where(|s| {
+        s.windows(2)
+            .any(|w| w[0] == "__restore_rt" && w[1] == "sig_handler")
+    });
+    assert!(
+        trampoline > 0.01,
+        "__restore_rt;sig_handler\n{}",
+        folded.summary()
+    );
     let callback = folded.share_where(|s| {
         let c = s.iter().position(|f| f == "compare_ints");
         c.is_some_and(|c| {

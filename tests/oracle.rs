@@ -11,8 +11,10 @@
 //!   per address, read from the symbol tables of the modules in the recording.
 //! - Unresolved addresses: where perf writes `[libc.so.6]` (inferno's module fallback for
 //!   `[unknown]`), we write `libc.so.6+0x3c04f`, the file offset; ours is mapped to perf's form.
-//!   (The typical case is glibc's signal trampoline: the return address into `__restore_rt`
-//!   minus one lands on the padding byte before the symbol, for perf and for us.)
+//! - The signal trampoline, where perf is wrong: the return address of a signal handler is the
+//!   first byte of glibc's `__restore_rt`, so `ra - 1` lands on the padding byte before it;
+//!   perf then names no symbol (`[libc.so.6]`), we name `__restore_rt`; ours is mapped to
+//!   perf's form.
 //! - Compiler clone suffixes (`.constprop.0`, `.isra.0`, `.part.0`, `.cold`) are dropped: perf
 //!   names some clones by their DWARF name, we by their symbol.
 
@@ -104,6 +106,9 @@ fn normalize(folded: &Folded, aliases: &HashMap<String, String>) -> HashMap<Stri
                     if !module.is_empty() && offset.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return format!("[{module}]");
                     }
+                }
+                if f == "__restore_rt" {
+                    return "[libc.so.6]".to_owned();
                 }
                 let f = strip_clone_suffix(f);
                 aliases.get(f).cloned().unwrap_or_else(|| f.to_owned())

@@ -51,6 +51,11 @@ impl<'data> SymbolTable<'data> {
     }
 
     /// The raw name of the function symbol containing `svma`.
+    ///
+    /// An address in no symbol, one byte before a symbol's start, is taken as that symbol's: the
+    /// return address of a signal handler points at the first byte of the signal trampoline
+    /// (glibc's `__restore_rt`), so its lookup address `ra - 1` lands on the padding byte that
+    /// glibc puts before it for exactly this reason (its CFI covers that byte).
     pub(crate) fn lookup(&self, svma: u64) -> Option<&'data [u8]> {
         let after = self.symbols.partition_point(|s| s.start <= svma);
         self.symbols[..after]
@@ -58,6 +63,11 @@ impl<'data> SymbolTable<'data> {
             .rev()
             .take(NESTED_LOOKBACK)
             .find(|s| svma < s.end)
+            .or_else(|| {
+                self.symbols
+                    .get(after)
+                    .filter(|next| next.start == svma.wrapping_add(1))
+            })
             .map(|s| s.name)
     }
 }
