@@ -102,8 +102,11 @@ impl ZstdStream {
         at: At,
     ) -> Result<(), PerfDataError> {
         loop {
-            let rest = &self.input[*consumed..];
+            let rest = self.input.get(*consumed..).unwrap_or(&[]);
             if self.window.is_none() {
+                if rest.is_empty() {
+                    return Ok(());
+                }
                 if self.checksum_left > 0 {
                     let n = self.checksum_left.min(rest.len());
                     self.checksum_left -= n;
@@ -250,4 +253,63 @@ fn parse_frame_header(bytes: &[u8], at: At) -> Result<Option<FrameHeader>, PerfD
         window,
         checksum: descriptor & 0x04 != 0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+
+    /// Pseudo-random but compressible data: perf-like records repeat a lot.
+    fn sample_data(len: usize) -> Vec<u8> {
+        let mut x = 0x1234_5678u32;
+        (0..len)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if i % 64 < 40 {
+                    (i % 251) as u8
+                } else {
+                    (x >> 24) as u8
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds `compressed` in `chunk`-byte pieces; checks `decoded()` never goes back and ends
+    /// at the full length, and returns the output.
+    fn decode_in_chunks(compressed: &[u8], chunk: usize) -> Vec<u8> {
+        let mut z = ZstdStream::new();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for piece in compressed.chunks(chunk) {
+            z.feed(piece, &mut out, At::File(0)).unwrap();
+            assert!(z.decoded() >= last && z.decoded() >= out.len() as u64);
+            last = z.decoded();
+        }
+        z.finish(&mut out, At::File(0)).unwrap();
+        assert_eq!(z.decoded(), out.len() as u64);
+        out
+    }
+
+    #[test]
+    fn frames_fed_in_any_pieces_decode_whole() {
+        let data = sample_data(300_000);
+        let mut compressed = compress_to_vec(&data[..200_000], CompressionLevel::Fastest);
+        compressed.extend(compress_to_vec(&data[200_000..], CompressionLevel::Fastest));
+        for chunk in [1, 7, 1000, 65_536, compressed.len()] {
+            assert!(
+                decode_in_chunks(&compressed, chunk) == data,
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut z = ZstdStream::new();
+        let err = z
+            .feed(b"definitely not zstd", &mut Vec::new(), At::File(77))
+            .unwrap_err();
+        assert!(err.to_string().contains("at byte 77"), "{err}");
+    }
 }
