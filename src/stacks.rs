@@ -7,14 +7,15 @@
 //! once at the end, one unique frame at a time.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 
 use crate::elf::MappingRange;
 use crate::fold::Folded;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{Comm, Fork, Mmap2, Record, Sample, SampleFormat, UserRegs};
 use crate::process::{ModuleId, ModuleKind, Processes};
-use crate::symbolize::{SymbolizeOptions, Symbolizer};
+use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
 /// One frame of an aggregated stack, before symbolization.
@@ -66,12 +67,79 @@ pub struct StackCollector {
     scratch: Vec<FrameKey>,
     addresses: Vec<CodeAddress>,
     stats: CollectStats,
+    warmer: Warmer,
+}
+
+/// A symbolizer working on a thread while samples arrive: it loads `/proc/kallsyms` and parses
+/// each module's debug info as soon as a first sample lands in it, so that little is left to do
+/// when recording ends (what the user waits for).
+struct Warmer {
+    requests: Option<mpsc::Sender<(PathBuf, u64)>>,
+    thread: Option<std::thread::JoinHandle<Symbolizer>>,
+    /// Per module id: already sent.
+    sent: Vec<bool>,
+}
+
+impl Warmer {
+    fn start(mut symbolizer: Symbolizer) -> Self {
+        let (tx, rx) = mpsc::channel::<(PathBuf, u64)>();
+        let thread = std::thread::Builder::new()
+            .name("flamegraph-symbolizer".into())
+            .spawn(move || {
+                lower_priority();
+                // Reading /proc/kallsyms is slow in the kernel: overlap it with debug info too.
+                let kernel = std::thread::spawn(|| {
+                    lower_priority();
+                    KernelSymbols::load()
+                });
+                let mut scratch = Vec::new();
+                for (path, offset) in rx {
+                    scratch.clear();
+                    symbolizer.symbolize_file(&path, offset, &mut scratch);
+                }
+                if let Ok(kernel) = kernel.join() {
+                    symbolizer.set_kernel_symbols(kernel);
+                }
+                symbolizer
+            })
+            .ok();
+        Warmer {
+            requests: thread.is_some().then_some(tx),
+            thread,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Asks for `module`'s debug info to be parsed, once per module.
+    fn warm(&mut self, module: ModuleId, path: &Path, offset: u64) {
+        let i = module.0 as usize;
+        if self.sent.len() <= i {
+            self.sent.resize(i + 1, false);
+        }
+        if self.sent[i] {
+            return;
+        }
+        self.sent[i] = true;
+        if let Some(tx) = &self.requests {
+            let _ = tx.send((path.to_path_buf(), offset));
+        }
+    }
+
+    /// The warmed symbolizer (a fresh one if the thread could not run).
+    fn finish(mut self, inline: bool) -> Symbolizer {
+        self.requests = None;
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_else(|| symbolizer(inline))
+    }
 }
 
 impl StackCollector {
+    /// A collector; it starts a symbolizer thread that works while samples arrive.
     pub fn new(options: CollectOptions) -> Self {
         StackCollector {
-            options,
+            options: options.clone(),
             processes: Processes::default(),
             unwinder: Unwinder::new(),
             names: Vec::new(),
@@ -82,6 +150,7 @@ impl StackCollector {
             scratch: Vec::with_capacity(256),
             addresses: Vec::with_capacity(256),
             stats: CollectStats::default(),
+            warmer: Warmer::start(symbolizer(options.inline)),
         }
     }
 
@@ -176,7 +245,13 @@ impl StackCollector {
             }
         }
         for a in &addresses {
-            frames.push(self.resolve_user(sample.pid, *a));
+            let frame = self.resolve_user(sample.pid, *a);
+            if let FrameKey::Module { module, offset } = frame {
+                if let Some(path) = self.processes.modules.path(module) {
+                    self.warmer.warm(module, path, offset);
+                }
+            }
+            frames.push(frame);
         }
         if truncated {
             self.stats.truncated += 1;
@@ -256,7 +331,17 @@ impl StackCollector {
     }
 
     /// Symbolizes every unique frame once and folds the stacks.
-    pub fn finish(self, symbolizer: &mut Symbolizer) -> Folded {
+    pub fn finish(mut self) -> Folded {
+        let warmer = std::mem::replace(
+            &mut self.warmer,
+            Warmer {
+                requests: None,
+                thread: None,
+                sent: Vec::new(),
+            },
+        );
+        let mut symbolizer = warmer.finish(self.options.inline);
+        let symbolizer = &mut symbolizer;
         let mut names: HashMap<FrameKey, String> = HashMap::new();
         let mut out = Vec::new();
         for stack in self.stacks.keys() {
@@ -320,6 +405,22 @@ impl StackCollector {
             }
             FrameKey::Unknown => out.push("[unknown]".into()),
             FrameKey::Truncated => out.push("[truncated]".into()),
+        }
+    }
+}
+
+/// Makes the calling thread yield to everything else (nice 19): the symbolizer thread must
+/// never take CPU from the profiled program or from the thread draining the ring buffers; on a
+/// busy machine its work simply waits for the end of the recording.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice
+        // value (raising it needs no privilege) and reports failure through its return value,
+        // which we may ignore: the thread then just runs at normal priority.
+        unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
         }
     }
 }

@@ -138,9 +138,10 @@ fn new_collector(config: &Config) -> crate::stacks::StackCollector {
     })
 }
 
+/// Folds what the collector gathered (its symbolizer thread has been loading kernel symbols and
+/// debug info while records arrived).
 fn fold_collected(collector: crate::stacks::StackCollector, config: &Config) -> Folded {
-    let mut symbolizer = crate::stacks::symbolizer(config.record.inline);
-    let mut folded = collector.finish(&mut symbolizer);
+    let mut folded = collector.finish();
     folded.skip_after(&config.graph.skip_after);
     folded
 }

@@ -47,6 +47,17 @@ use std::path::{Path, PathBuf};
 
 use binary::Binary;
 use kallsyms::Kallsyms;
+
+/// The kernel's symbol table from `/proc/kallsyms`, loaded ahead of symbolization (for instance
+/// on a thread while recording).
+pub struct KernelSymbols(Kallsyms);
+
+impl KernelSymbols {
+    /// Reads `/proc/kallsyms` (an empty table when it cannot be read).
+    pub fn load() -> Self {
+        KernelSymbols(Kallsyms::load(Path::new("/proc/kallsyms")))
+    }
+}
 use perfmap::PerfMap;
 
 /// Why a binary could not be used; kept per file, see [`Symbolizer::failed_files`].
@@ -209,6 +220,12 @@ impl Symbolizer {
         self.vdso
             .get_or_insert_with(Module::vdso)
             .symbolize(offset, options, out);
+    }
+
+    /// Uses kernel symbols loaded beforehand (see [`KernelSymbols::load`]), so reading
+    /// `/proc/kallsyms` (slow: the kernel formats ~200k lines) can overlap the recording.
+    pub fn set_kernel_symbols(&mut self, symbols: KernelSymbols) {
+        self.kallsyms = Some(symbols.0);
     }
 
     /// Pushes `NAME_[k]` for the kernel function containing `address`, from `/proc/kallsyms`

@@ -214,10 +214,10 @@ impl Recorder<'_> {
             CallGraph::Dwarf { .. } => (2048, 32),
         };
         let mut pages = self.options.buffer_pages.unwrap_or(default).max(1);
-        // Unprivileged users may lock `perf_event_mlock_kb` per CPU for perf buffers; ask for
-        // no more than that up front, so the wakeup watermark (set at open time, a quarter of
+        // Unprivileged users may lock `perf_event_mlock_kb` per CPU plus RLIMIT_MEMLOCK for perf
+        // buffers; ask for no more than that up front, so the wakeup watermark (set at open time, a quarter of
         // the buffer) matches the buffer we actually get and samples are drained in time.
-        if let Some(budget) = sys::unprivileged_ring_budget() {
+        if let Some(budget) = sys::unprivileged_ring_budget(self.cpus.len()) {
             let fit = (budget / sys::page_size()).saturating_sub(1).max(1);
             pages = pages.min(prev_power_of_two(fit));
         }

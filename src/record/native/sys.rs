@@ -84,16 +84,28 @@ pub fn read_sysctl(path: &str) -> Option<i64> {
 }
 
 /// The current `CLOCK_MONOTONIC` time in nanoseconds, the clock samples are stamped with.
-/// Bytes of perf ring buffer one CPU may lock for an unprivileged user (the kernel allows
-/// `perf_event_mlock_kb` per online CPU before charging `RLIMIT_MEMLOCK`), or `None` for root,
-/// whose buffers are not limited.
-pub fn unprivileged_ring_budget() -> Option<usize> {
+/// Bytes of perf ring buffer each of `rings` buffers (one per CPU) may lock for an unprivileged
+/// user, or `None` for root, whose buffers are not limited. The kernel allows
+/// `perf_event_mlock_kb` per online CPU, then charges the rest to `RLIMIT_MEMLOCK`.
+pub fn unprivileged_ring_budget(rings: usize) -> Option<usize> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return None;
     }
     let kb = read_sysctl("/proc/sys/kernel/perf_event_mlock_kb").unwrap_or(516);
-    Some(usize::try_from(kb.max(8)).unwrap_or(516) * 1024)
+    let per_cpu = usize::try_from(kb.max(8)).unwrap_or(516) * 1024;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effect.
+    let memlock = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0 {
+        // Leave a quarter of it for the rest of the process.
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX) / 4 * 3
+    } else {
+        0
+    };
+    Some(per_cpu.saturating_add(memlock / rings.max(1)))
 }
 
 pub fn monotonic_ns() -> u64 {
