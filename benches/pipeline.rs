@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the native pipeline's hot parts, on real data from this process:
 //!
-//! - `parse`: `parse_record` on a sample record carrying a real 8-32 KiB stack copy (bytes/s);
+//! - `parse`: `parse_record` on sample records carrying real stack copies of up to 32 KiB
+//!   (bytes/s; parsing borrows the stack copy, so the cost is per record, not per byte);
 //! - `unwind`: DWARF unwinding of real stack copies of this process, caches warm (samples/s);
 //! - `collect`: `StackCollector::on_record` on sample records: parse + unwind + aggregate
 //!   (samples/s), the per-sample cost of recording;
@@ -27,7 +28,9 @@ mod linux {
         callchain as cc, misc, parse_record, record_kind, regs_abi, regs_x86_64, sample_type as st,
     };
     use flamegraph::stacks::{CollectOptions, StackCollector};
-    use flamegraph::unwind::{ModuleLookup, ModuleRef, StackSnapshot, Unwinder, X86_64Regs, X86_64};
+    use flamegraph::unwind::{
+        ModuleLookup, ModuleRef, StackSnapshot, Unwinder, X86_64Regs, X86_64,
+    };
     use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
     /// The executable file mappings of this process.
@@ -149,7 +152,12 @@ mod linux {
         words(&mut body, &[c.regs.ip, pid | pid << 32, time, 0, 1_003_009]);
         words(
             &mut body,
-            &[3, cc::CONTEXT_KERNEL, 0xffff_ffff_8100_1000, 0xffff_ffff_8100_2000],
+            &[
+                3,
+                cc::CONTEXT_KERNEL,
+                0xffff_ffff_8100_1000,
+                0xffff_ffff_8100_2000,
+            ],
         );
         words(
             &mut body,
@@ -314,6 +322,7 @@ mod linux {
         let mut group = c.benchmark_group("symbolize");
         group.throughput(Throughput::Elements(offsets.len() as u64));
         group.sample_size(10);
+        group.measurement_time(Duration::from_secs(2));
         let mut out = Vec::new();
         group.bench_function("cold_inline", |b| {
             b.iter_batched(
@@ -366,6 +375,7 @@ mod linux {
         let stacks = synthetic_stacks(10_000);
         let mut group = c.benchmark_group("fold");
         group.throughput(Throughput::Elements(stacks.len() as u64));
+        group.sample_size(10);
         group.bench_function("from_counts_to_text", |b| {
             b.iter_batched(
                 || stacks.clone(),
