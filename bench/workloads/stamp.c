@@ -3,12 +3,14 @@
  * perf, samply, addr2line, the workload). At exit, each process appends one line to the file
  * named by $BENCH_STAMP_FILE:
  *
- *     pid comm start_ns end_ns vm_hwm_kib write_bytes
+ *     pid comm start_ns end_ns vm_hwm_kib write_bytes cpu_ns
  *
  * start_ns / end_ns: CLOCK_MONOTONIC when the constructor / destructor ran (the same clock as
  * Python's time.monotonic_ns(), so the script can compute "program exit -> output written").
  * vm_hwm_kib: VmHWM from /proc/self/status, the peak RSS of this process alone (getrusage of a
  * parent would include its children, i.e. the workload). write_bytes: from /proc/self/io.
+ * cpu_ns: user + system CPU time of all the process's threads (getrusage RUSAGE_SELF); the
+ * kernel's sampling work (interrupts, stack copies) is charged to the interrupted workload.
  * Processes that end with _exit() or a signal write nothing.
  */
 #define _GNU_SOURCE
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,10 +53,16 @@ __attribute__((destructor)) static void stamp_end(void) {
     const char *file = getenv("BENCH_STAMP_FILE");
     if (!file) return;
     int saved = errno;
+    struct rusage ru;
+    long long cpu = -1;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        cpu = ((long long)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+              ((long long)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+    }
     char line[512];
-    int len = snprintf(line, sizeof line, "%d %s %lld %lld %lld %lld\n", (int)getpid(),
+    int len = snprintf(line, sizeof line, "%d %s %lld %lld %lld %lld %lld\n", (int)getpid(),
                        program_invocation_short_name, g_start_ns, end,
-                       proc_field("status", "VmHWM:"), proc_field("io", "write_bytes:"));
+                       proc_field("status", "VmHWM:"), proc_field("io", "write_bytes:"), cpu);
     int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0) {
         if (write(fd, line, (size_t)len) < 0) { /* nothing to do */ }
