@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -127,11 +128,14 @@ class Workload:
 
 
 def rustload_lines(seconds):
-    """Lines per thread for a ~`seconds` run on 2 threads, from a short calibration run."""
+    """Lines per thread for a ~`seconds` run on 2 threads, from a short calibration run's CPU
+    time (its wall time would depend on the other load on the machine)."""
     probe = 300_000
-    t0 = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([OUT / "bin" / "rustload", "2", str(probe)], check=True, capture_output=True)
-    elapsed = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    elapsed = cpu / 2
     lines = int(probe * seconds / max(elapsed, 0.05))
     log(f"rustload: {probe} lines/thread took {elapsed:.2f} s -> {lines} lines for {seconds} s")
     return lines
