@@ -88,17 +88,31 @@ fn native_record(config: &Config) -> Result<Recording> {
     let stats = collector.stats();
     let folded = fold_collected(collector, config);
 
+    let notes = native_notes(&summary, stats, options);
+    Ok(Recording {
+        folded,
+        status: summary.exit_status,
+        notes,
+    })
+}
+
+/// What the user should know about a native recording, one line each.
+#[cfg(target_os = "linux")]
+fn native_notes(
+    summary: &native::RecordSummary,
+    stats: crate::stacks::CollectStats,
+    options: &crate::options::RecordOptions,
+) -> Vec<String> {
     let mut notes = Vec::new();
     if options.verbose {
+        let interrupted = if summary.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        };
         notes.push(format!(
-            "recorded {} samples with the {} event{}",
-            summary.samples,
-            summary.event,
-            if summary.interrupted {
-                " (interrupted)"
-            } else {
-                ""
-            }
+            "recorded {} samples with the {} event{interrupted}",
+            summary.samples, summary.event
         ));
     }
     if !summary.kernel_frames {
@@ -117,18 +131,15 @@ fn native_record(config: &Config) -> Result<Recording> {
             summary.throttled
         ));
     }
-    if stats.truncated > 0 && options.verbose {
+    // A few cut stacks are normal (deep library code); many deserve a hint even without -v.
+    if stats.truncated > 0 && (options.verbose || stats.truncated * 100 > stats.samples) {
         notes.push(format!(
             "{} of {} stacks were deeper than the {}-byte stack copy and are marked [truncated]; \
              raise --stack-size (at most 65528)",
             stats.truncated, stats.samples, options.stack_size
         ));
     }
-    Ok(Recording {
-        folded,
-        status: summary.exit_status,
-        notes,
-    })
+    notes
 }
 
 fn new_collector(config: &Config) -> crate::stacks::StackCollector {

@@ -274,6 +274,9 @@ fn load_dwarf(
     if let Some(sup) = supplementary {
         dwarf.load_sup(|id| load_section(&sup, id, storage))?;
     }
+    // Rust binaries have thousands of units sharing a few abbreviation tables: parse each
+    // shared table once instead of once per unit (a third of the context's build time).
+    dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
     Ok(Context::from_dwarf(dwarf)?)
 }
 

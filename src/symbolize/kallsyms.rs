@@ -19,17 +19,30 @@ pub(crate) struct Kallsyms {
 impl Kallsyms {
     /// Reads the table at `path` (normally `/proc/kallsyms`); an unreadable file gives an empty table.
     pub(crate) fn load(path: &Path) -> Self {
-        std::fs::read_to_string(path)
-            .map(|content| Self::parse(&content))
-            .unwrap_or_default()
+        // Streamed line by line: the file is ~5 MB of text we need not hold at once.
+        match std::fs::File::open(path) {
+            Ok(file) => Self::from_lines(std::io::BufReader::with_capacity(256 * 1024, file)),
+            Err(_) => Self::default(),
+        }
     }
 
     /// Parses the content of a kallsyms file.
+    #[cfg(test)]
     pub(crate) fn parse(content: &str) -> Self {
-        let mut entries: Vec<(u64, u32, u32)> = Vec::new();
-        let mut text = String::new();
-        for line in content.lines() {
-            let Some((address, name)) = parse_line(line) else {
+        Self::from_lines(content.as_bytes())
+    }
+
+    fn from_lines(mut reader: impl std::io::BufRead) -> Self {
+        let mut entries: Vec<(u64, u32, u32)> = Vec::with_capacity(1 << 17);
+        let mut text = String::with_capacity(3 << 20);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let Some((address, name)) = parse_line(line.trim_end_matches('\n')) else {
                 continue;
             };
             let (Ok(start), Ok(len)) = (u32::try_from(text.len()), u32::try_from(name.len()))
@@ -39,6 +52,7 @@ impl Kallsyms {
             text.push_str(name);
             entries.push((address, start, len));
         }
+        text.shrink_to_fit();
         if entries.iter().all(|e| e.0 == 0) {
             return Self::default();
         }
