@@ -231,7 +231,11 @@ fn deep_recursion_reaches_main_with_a_large_stack_copy() {
         "cut stacks are marked at the root\n{}",
         cut.summary()
     );
-    assert_eq!(cut.share_where(|s| s.iter().any(|f| f == "main")), 0.0);
+    // No deep stack is rooted at main (samples before the recursion started may be).
+    let deep_rooted = cut.share_where(|s| {
+        s.iter().any(|f| f == "main") && s.iter().filter(|f| *f == "recurse").count() > 40
+    });
+    assert_eq!(deep_rooted, 0.0, "{}", cut.summary());
 }
 
 #[test]
