@@ -211,7 +211,13 @@ impl Recorder<'_> {
     fn pages(&self) -> (usize, usize) {
         let (default, min) = match self.options.call_graph {
             CallGraph::FramePointer => (128, 8),
-            CallGraph::Dwarf { .. } => (2048, 32),
+            // Stack copies need room: 8 MiB in all, shared by the CPUs' rings, between 512 KiB
+            // and 4 MiB each (4 MiB holds ~125 ms of 32 KiB samples at 997 Hz). Ring pages count
+            // in the profiler's RSS, so they must not grow with the CPU count.
+            CallGraph::Dwarf { .. } => {
+                let per_cpu = (2048 / self.cpus.len().max(1)).clamp(128, 1024);
+                (prev_power_of_two(per_cpu), 32)
+            }
         };
         let mut pages = self.options.buffer_pages.unwrap_or(default).max(1);
         // Unprivileged users may lock `perf_event_mlock_kb` per CPU plus RLIMIT_MEMLOCK for perf
