@@ -142,9 +142,17 @@ fn agreement(perf: &HashMap<String, u64>, ours: &HashMap<String, u64>) -> (f64, 
     (same, report)
 }
 
-/// Records `command` with perf (DWARF call graphs), folds the file both ways, and returns the
-/// agreement.
-fn compare(command: &[&OsStr]) -> (f64, String) {
+/// One recording, folded both ways: `perf script | inferno` (perf-cli) and our reader.
+struct Folds {
+    perf: Folded,
+    ours: Folded,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Records `command` with the real perf (DWARF call graphs, 64 KiB copies) and folds the file
+/// with both backends.
+fn record_and_fold(command: &[&OsStr]) -> Folds {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("perf.data");
     util::run_ok(
@@ -173,8 +181,22 @@ fn compare(command: &[&OsStr]) -> (f64, String) {
         );
         Folded::read(&dir.path().join(out))
     };
-    let perf = fold("perf-cli", "perf.folded");
-    let ours = fold("native", "ours.folded");
+    Folds {
+        perf: fold("perf-cli", "perf.folded"),
+        ours: fold("native", "ours.folded"),
+        data,
+        _dir: dir,
+    }
+}
+
+/// Records `command` with perf, folds the file both ways, and returns the agreement.
+fn compare(command: &[&OsStr]) -> (f64, String) {
+    let Folds {
+        perf,
+        ours,
+        data,
+        _dir,
+    } = record_and_fold(command);
     // The modules of the recording, from perf's own view of it.
     let script = util::run_ok(
         Command::new("perf")
@@ -245,37 +267,8 @@ fn perf_cuts_deep_stacks_at_127_frames_and_we_do_not() {
         return;
     }
     let prog = fixture("recurse", Variant::CNoFramePointers);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("perf.data");
-    util::run_ok(
-        Command::new("perf")
-            .args([
-                "record",
-                "-q",
-                "-F",
-                "997",
-                "--call-graph",
-                "dwarf,65528",
-                "-o",
-            ])
-            .arg(&data)
-            .arg("--")
-            .arg(&prog)
-            .args(["300", "1"]),
-        TIMEOUT,
-    );
-    let fold = |backend: &str, out: &str| -> Folded {
-        util::run_ok(
-            flamegraph()
-                .current_dir(dir.path())
-                .args(["--backend", backend, "-o", out, "--perfdata"])
-                .arg(&data),
-            TIMEOUT,
-        );
-        Folded::read(&dir.path().join(out))
-    };
-    let perf = fold("perf-cli", "perf.folded");
-    let ours = fold("native", "ours.folded");
+    let Folds { perf, ours, .. } =
+        record_and_fold(&[prog.as_os_str(), OsStr::new("300"), OsStr::new("1")]);
     let complete = |f: &Folded| {
         f.share_where(|s| {
             s.iter().any(|x| x == "main") && s.iter().filter(|x| *x == "recurse").count() > 300

@@ -7,8 +7,6 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use inferno::collapse::Collapse;
-
 use super::external::{failed, Tool};
 use super::Recording;
 use crate::error::{Error, Result};
@@ -105,14 +103,11 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
 /// quirk), demangling Rust names.
 pub fn collapse_dtrace(bytes: &[u8]) -> Result<Folded> {
     let text = String::from_utf8_lossy(bytes);
-    let mut folder = inferno::collapse::dtrace::Folder::default();
-    let mut out = Vec::new();
-    folder
-        .collapse(text.as_bytes(), &mut out)
-        .map_err(|e| Error::Malformed(format!("cannot collapse dtrace output: {e}")))?;
-    let mut folded = Folded::parse(&String::from_utf8_lossy(&out))?;
-    folded.demangle_rust();
-    Ok(folded)
+    super::collapse_with(
+        inferno::collapse::dtrace::Folder::default(),
+        text.as_bytes(),
+        "dtrace",
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,22 @@ use crate::error::Result;
 use crate::fold::Folded;
 use crate::options::{Backend, Config, Workload};
 
+/// Runs an inferno collapser over a tool's output and demangles the Rust names it left mangled:
+/// the shared last step of the external backends.
+pub(crate) fn collapse_with(
+    mut folder: impl inferno::collapse::Collapse,
+    input: &[u8],
+    tool: &str,
+) -> Result<Folded> {
+    let mut out = Vec::new();
+    folder.collapse(input, &mut out).map_err(|e| {
+        crate::error::Error::Malformed(format!("cannot collapse {tool} output: {e}"))
+    })?;
+    let mut folded = Folded::parse(&String::from_utf8_lossy(&out))?;
+    folded.demangle_rust();
+    Ok(folded)
+}
+
 /// What a backend recorded.
 #[derive(Debug)]
 pub struct Recording {

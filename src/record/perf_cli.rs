@@ -5,8 +5,6 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use inferno::collapse::Collapse;
-
 use super::external::{failed, Tool};
 use super::Recording;
 use crate::error::{Error, Result};
@@ -158,16 +156,11 @@ pub fn collapse_perf_script(text: &[u8], skip_after: &[String]) -> Result<Folded
     let mut options = inferno::collapse::perf::Options::default();
     options.annotate_kernel = true;
     options.skip_after = skip_after.to_vec();
-    let mut folder = inferno::collapse::perf::Folder::from(options);
-    let mut out = Vec::new();
-    folder
-        .collapse(text, &mut out)
-        .map_err(|e| Error::Malformed(format!("cannot collapse perf script output: {e}")))?;
-    let text = String::from_utf8_lossy(&out);
-    let folded = Folded::parse(&text)?;
-    let mut folded = folded;
-    folded.demangle_rust();
-    Ok(folded)
+    super::collapse_with(
+        inferno::collapse::perf::Folder::from(options),
+        text,
+        "perf script",
+    )
 }
 
 fn classify_record_failure(stderr: &str, options: &RecordOptions) -> Option<Error> {

@@ -10,8 +10,6 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use inferno::collapse::Collapse;
-
 use super::external::{failed, Tool};
 use super::Recording;
 use crate::error::{Error, Result};
@@ -106,13 +104,11 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
 
 /// Collapses an `xctrace export` time-profile table, demangling Rust names.
 pub fn collapse_xctrace(xml: &[u8]) -> Result<Folded> {
-    let mut out = Vec::new();
-    inferno::collapse::xctrace::Folder::default()
-        .collapse(xml, &mut out)
-        .map_err(|e| Error::Malformed(format!("cannot collapse xctrace output: {e}")))?;
-    let mut folded = Folded::parse(&String::from_utf8_lossy(&out))?;
-    folded.demangle_rust();
-    Ok(folded)
+    super::collapse_with(
+        inferno::collapse::xctrace::Folder::default(),
+        xml,
+        "xctrace",
+    )
 }
 
 #[cfg(test)]
