@@ -1,16 +1,16 @@
 //! The parsed state of one binary: its bytes (mmapped once), its segment map, and, built on first
-//! use, its DWARF context (from the binary or its separate debug file) and its symbol table.
+//! use, its DWARF name index (from the binary or its separate debug file) and its symbol table.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use addr2line::Context;
 use gimli::{EndianSlice, RunTimeEndian};
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 
 use super::demangle::push_name;
+use super::dwarf::{DwarfNames, FrameName};
 use super::symtab::SymbolTable;
 use super::{debugfile, SymbolizeError};
 use crate::elf::SegmentMap;
@@ -55,7 +55,9 @@ impl Storage {
 /// may point into it.
 pub(crate) struct Binary {
     /// `None` until first needed; then `Some(None)` if there is no usable DWARF.
-    dwarf: Option<Option<Context<Slice>>>,
+    dwarf: Option<Option<DwarfNames<Slice>>>,
+    /// Reused for each DWARF lookup.
+    frames: Vec<FrameName<Slice>>,
     symbols: Option<SymbolTable<'static>>,
     /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
     /// path and content.
@@ -107,6 +109,7 @@ impl Binary {
         })?;
         Ok(Binary {
             dwarf: None,
+            frames: Vec::new(),
             symbols: None,
             debug_object: None,
             segments: SegmentMap::from_object(&object),
@@ -149,30 +152,23 @@ impl Binary {
         demangle: bool,
         out: &mut Vec<String>,
     ) {
-        let Some(context) = self.dwarf() else {
-            return;
-        };
-        let Ok(mut frames) = context.find_frames(svma).skip_all_loads() else {
-            return;
-        };
-        let first = out.len();
-        // addr2line yields the innermost frame first, so a frame is known to be inlined once
-        // another one follows it. An error ends the walk with what it found.
-        let mut previous = None;
-        while let Ok(Some(frame)) = frames.next() {
-            let Some(function) = frame.function else {
-                continue;
-            };
-            if let Some(inlined_function) = previous.replace(function) {
-                if inlined {
-                    push_function(&inlined_function, demangle, out);
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        if let Some(names) = self.dwarf() {
+            names.frames(svma, &mut frames);
+        }
+        // `frames` holds the function first, then the calls inlined into it, innermost last.
+        if let Some((function, inlined_calls)) = frames.split_first() {
+            if outermost {
+                push_frame(function, demangle, out);
+            }
+            if inlined {
+                for call in inlined_calls {
+                    push_frame(call, demangle, out);
                 }
             }
         }
-        if let Some(function) = previous.filter(|_| outermost) {
-            push_function(&function, demangle, out);
-        }
-        out[first..].reverse();
+        self.frames = frames;
     }
 
     /// Pushes the name of the function symbol containing `svma`. Returns false if there is none.
@@ -184,8 +180,8 @@ impl Binary {
         true
     }
 
-    /// The DWARF context, built on first use from the binary or else its debug file.
-    fn dwarf(&mut self) -> Option<&Context<Slice>> {
+    /// The DWARF name index, built on first use from the binary or else its debug file.
+    fn dwarf(&mut self) -> Option<&mut DwarfNames<Slice>> {
         if self.dwarf.is_none() {
             let context = if has_dwarf(&self.object) {
                 let search = self
@@ -204,7 +200,7 @@ impl Binary {
             };
             self.dwarf = Some(context);
         }
-        self.dwarf.as_ref()?.as_ref()
+        self.dwarf.as_mut()?.as_mut()
     }
 
     /// The symbol table, built on first use from `.symtab` (the binary's or else its debug
@@ -237,11 +233,8 @@ impl Binary {
     }
 }
 
-fn push_function(function: &addr2line::FunctionName<Slice>, demangle: bool, out: &mut Vec<String>) {
-    match function.raw_name() {
-        Ok(raw) => push_name(&raw, function.language, demangle, out),
-        Err(_) => out.push(String::from("[unknown]")),
-    }
+fn push_frame(frame: &FrameName<Slice>, demangle: bool, out: &mut Vec<String>) {
+    push_name(&frame.name.to_string_lossy(), frame.language, demangle, out);
 }
 
 fn has_dwarf(object: &object::File<'_>) -> bool {
@@ -250,7 +243,7 @@ fn has_dwarf(object: &object::File<'_>) -> bool {
         .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
 }
 
-/// Sections addr2line never reads: not loaded, to save decompressing them.
+/// Sections name lookups never read: not loaded, to save decompressing them.
 const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
     gimli::SectionId::DebugLoc,
     gimli::SectionId::DebugLocLists,
@@ -258,14 +251,14 @@ const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
     gimli::SectionId::DebugMacro,
 ];
 
-/// Builds an addr2line context over the DWARF sections of `object`, decompressing compressed
+/// Indexes the DWARF of `object` for names (see `dwarf.rs`), decompressing compressed
 /// sections into `storage`. `search` (the object's path and the debug root) locates a dwz
 /// supplementary file if the object links one.
 fn load_dwarf(
     object: &object::File<'static>,
     search: Option<(&Path, &Path)>,
     storage: &mut Storage,
-) -> Result<Context<Slice>, SymbolizeError> {
+) -> Result<DwarfNames<Slice>, SymbolizeError> {
     let mut dwarf = gimli::Dwarf::load(|id| load_section(object, id, storage))?;
     let supplementary = search.and_then(|(path, root)| {
         let map = debugfile::find_supplementary(path, object, root)?;
@@ -275,9 +268,9 @@ fn load_dwarf(
         dwarf.load_sup(|id| load_section(&sup, id, storage))?;
     }
     // Rust binaries have thousands of units sharing a few abbreviation tables: parse each
-    // shared table once instead of once per unit (a third of the context's build time).
+    // shared table once instead of once per unit parsed.
     dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
-    Ok(Context::from_dwarf(dwarf)?)
+    Ok(DwarfNames::new(dwarf))
 }
 
 /// The content of DWARF section `id` of `object`, empty if absent or unused.

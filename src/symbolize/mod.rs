@@ -1,8 +1,8 @@
-//! Symbolization: addresses → function names, with `object` + `addr2line` for ELF files and the
+//! Symbolization: addresses → function names, with `object` + `gimli` for ELF files and the
 //! vdso, `/proc/kallsyms` for the kernel, and `/tmp/perf-PID.map` for JIT code.
 //!
 //! The caller symbolizes each unique address once; a [`Symbolizer`] caches the parsed state of
-//! every binary (one memory map, one DWARF context and one symbol table, each built on first use),
+//! every binary (one memory map, one DWARF name index and one symbol table, each built on first use),
 //! never the results. Lookups never fail: what cannot be named gets a placeholder.
 //!
 //! # Names
@@ -34,6 +34,7 @@
 mod binary;
 mod debugfile;
 mod demangle;
+mod dwarf;
 mod kallsyms;
 mod perfmap;
 mod symtab;

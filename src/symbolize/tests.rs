@@ -285,10 +285,16 @@ fn rust_function_of_this_binary_is_demangled_without_hash() {
     assert_eq!(marker_function_for_symbolization(), 42);
     let (path, offset) = own_mapping(avma);
     let expected = "flamegraph::symbolize::tests::marker_function_for_symbolization";
-    for inline in [true, false] {
-        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
-        assert_eq!(names(&mut symbolizer, &path, offset), [expected]);
-    }
+    let mut no_inline = Symbolizer::new(SymbolizeOptions::new(false, true));
+    assert_eq!(names(&mut no_inline, &path, offset), [expected]);
+    // With optimizations `black_box` is inlined there, and shows as an inline frame below.
+    let mut inline = Symbolizer::new(SymbolizeOptions::new(true, true));
+    let with_inline = names(&mut inline, &path, offset);
+    assert_eq!(with_inline[0], expected);
+    assert!(
+        with_inline[1..].iter().all(|n| n.starts_with("black_box")),
+        "{with_inline:?}"
+    );
     let mut raw = Symbolizer::new(SymbolizeOptions::new(false, false));
     let mangled = names(&mut raw, &path, offset);
     assert!(
@@ -552,5 +558,117 @@ fn dwz_supplementary_file() {
     assert!(
         frames.iter().any(|f| f == &["compute", "square"]),
         "{frames:?}"
+    );
+}
+
+/// Loads the DWARF of the file at `path` (decompressed sections leaked: test only).
+fn leaked_dwarf(path: &Path) -> gimli::Dwarf<gimli::EndianSlice<'static, gimli::RunTimeEndian>> {
+    let data: &'static [u8] = Box::leak(std::fs::read(path).unwrap().into_boxed_slice());
+    let file = object::File::parse(data).unwrap();
+    gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        use object::ObjectSection;
+        let bytes: &'static [u8] = match file.section_by_name(id.name()) {
+            Some(section) => match section.uncompressed_data().unwrap() {
+                std::borrow::Cow::Borrowed(b) => b,
+                std::borrow::Cow::Owned(v) => Box::leak(v.into_boxed_slice()),
+            },
+            None => &[],
+        };
+        Ok(gimli::EndianSlice::new(bytes, gimli::RunTimeEndian::Little))
+    })
+    .unwrap()
+}
+
+/// Compares our lazy DWARF names with `addr2line` (the reference implementation) at up to 8
+/// addresses in each function symbol of `path`; returns (probes, mismatches, examples).
+fn compare_with_addr2line(path: &Path, max_probes: usize) -> (usize, usize, Vec<String>) {
+    let data = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mut probes = Vec::new();
+    for sym in file.symbols() {
+        if sym.kind() != object::SymbolKind::Text || sym.size() == 0 {
+            continue;
+        }
+        let step = (sym.size() / 8).max(1);
+        probes.extend(
+            (0..sym.size())
+                .step_by(step as usize)
+                .map(|d| sym.address() + d),
+        );
+    }
+    probes.sort_unstable();
+    probes.dedup();
+    let keep = probes.len().div_ceil(max_probes).max(1);
+    let probes: Vec<u64> = probes.into_iter().step_by(keep).collect();
+
+    let reference = addr2line::Context::from_dwarf(leaked_dwarf(path)).unwrap();
+    let mut ours = dwarf::DwarfNames::new(leaked_dwarf(path));
+    let (mut mismatches, mut examples) = (0, Vec::new());
+    let mut found = Vec::new();
+    for &probe in &probes {
+        let mut expected = Vec::new();
+        let mut frames = reference.find_frames(probe).skip_all_loads().unwrap();
+        while let Ok(Some(frame)) = frames.next() {
+            if let Some(function) = frame.function {
+                expected.push(function.raw_name().unwrap().into_owned());
+            }
+        }
+        expected.reverse();
+        found.clear();
+        ours.frames(probe, &mut found);
+        let actual: Vec<String> = found
+            .iter()
+            .map(|f| f.name.to_string_lossy().into_owned())
+            .collect();
+        if actual != expected {
+            mismatches += 1;
+            if examples.len() < 10 {
+                examples.push(format!(
+                    "{probe:#x}: ours {actual:?} addr2line {expected:?}"
+                ));
+            }
+        }
+    }
+    (probes.len(), mismatches, examples)
+}
+
+#[test]
+fn lazy_dwarf_names_agree_with_addr2line_on_this_binary() {
+    let exe = std::env::current_exe().unwrap();
+    let (probes, mismatches, examples) = compare_with_addr2line(&exe, 20_000);
+    assert!(probes > 5_000, "{probes} probes");
+    assert!(
+        mismatches * 1000 <= probes,
+        "{mismatches} of {probes} differ: {examples:#?}"
+    );
+}
+
+/// glibc's separate debug file (from libc6-dbg), the case the lazy parsing is for: thousands of
+/// units, each with its own abbreviation table. Skipped where it is not installed.
+#[test]
+fn lazy_dwarf_names_agree_with_addr2line_on_glibc_debug_info() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let Some(libc) = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("libc.so"))
+    else {
+        return;
+    };
+    let data = std::fs::read(libc).unwrap();
+    let object = object::File::parse(&*data).unwrap();
+    let Some((debug, _)) = debugfile::find(
+        Path::new(libc),
+        &object,
+        Path::new(debugfile::DEFAULT_DEBUG_ROOT),
+    ) else {
+        eprintln!("no debug file for {libc}: skipped");
+        return;
+    };
+    let (probes, mismatches, examples) = compare_with_addr2line(&debug, 20_000);
+    assert!(probes > 5_000, "{probes} probes");
+    assert!(
+        mismatches * 1000 <= probes,
+        "{mismatches} of {probes} differ: {examples:#?}"
     );
 }

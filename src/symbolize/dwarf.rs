@@ -1,0 +1,523 @@
+//! Function names and inline chains from DWARF, parsing compilation units only when an address
+//! lands in them.
+//!
+//! A flame graph needs names, not source lines, and a profile touches few of a library's units:
+//! glibc's debug file has about 4000, each with its own abbreviation table. Building an
+//! `addr2line::Context` parses every unit's abbreviations and line-program header up front (some
+//! 25 MB for glibc alone, the largest part of the profiler's peak memory). Here the only eager
+//! work is a sorted table of unit address ranges, read from `.debug_aranges` (or, for units it
+//! does not cover, from the unit's root entry, dropped right after). A unit is parsed on its
+//! first lookup, with a table of its functions' ranges; a function's inlined calls are read on
+//! the first lookup inside it. Line tables are never read.
+//!
+//! Naming follows addr2line (and so `perf script`, which uses the same DWARF rules): an entry's
+//! `DW_AT_linkage_name` if it has one, else its `DW_AT_name`, else the name of what its
+//! `DW_AT_abstract_origin` or `DW_AT_specification` points to, across units if need be.
+
+use std::sync::Arc;
+
+use gimli::{AttributeValue, DebugInfoOffset, DwLang, Reader, UnitOffset};
+
+/// How many `DW_AT_abstract_origin` / `DW_AT_specification` links a name may follow.
+const MAX_NAME_LINKS: usize = 16;
+
+/// One name found at an address: the function's raw (mangled) name and its unit's language.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameName<R> {
+    pub name: R,
+    pub language: Option<DwLang>,
+}
+
+/// Address ranges mapped to values, for lookups of the entries containing an address.
+struct RangeTable<T> {
+    /// Sorted by `begin`.
+    entries: Vec<(u64, u64, T)>,
+    /// `max_end[i]`: the largest `end` among `entries[..=i]`, to stop backward scans early.
+    max_end: Vec<u64>,
+}
+
+impl<T: Copy> RangeTable<T> {
+    fn new(mut entries: Vec<(u64, u64, T)>) -> Self {
+        // Empty ranges and ranges at address 0 (functions the linker dropped) match nothing real:
+        // an ELF file's first page holds its headers, never code.
+        entries.retain(|&(begin, end, _)| begin < end && begin != 0);
+        entries.sort_by_key(|&(begin, end, _)| (begin, end));
+        entries.shrink_to_fit();
+        let mut max_end = Vec::with_capacity(entries.len());
+        let mut running = 0;
+        for &(_, end, _) in &entries {
+            running = running.max(end);
+            max_end.push(running);
+        }
+        RangeTable { entries, max_end }
+    }
+
+    /// The values of the ranges containing `address`, the latest-starting (innermost) first.
+    fn find(&self, address: u64) -> impl Iterator<Item = T> + '_ {
+        let after = self
+            .entries
+            .partition_point(|&(begin, _, _)| begin <= address);
+        (0..after)
+            .rev()
+            .take_while(move |&i| self.max_end[i] > address)
+            .filter(move |&i| self.entries[i].1 > address)
+            .map(move |i| self.entries[i].2)
+    }
+}
+
+/// A function (`DW_TAG_subprogram` with code) of a parsed unit.
+struct Function<R: Reader> {
+    offset: UnitOffset<R::Offset>,
+    /// The `DW_TAG_inlined_subroutine` entries below it, read on the first lookup inside it.
+    inlined: Option<Vec<Inlined<R>>>,
+}
+
+/// One range of one inlined call.
+struct Inlined<R: Reader> {
+    begin: u64,
+    end: u64,
+    /// How many inlined calls enclose this one (0: inlined straight into the function).
+    depth: u32,
+    offset: UnitOffset<R::Offset>,
+}
+
+/// A unit parsed on demand.
+struct ParsedUnit<R: Reader> {
+    unit: gimli::Unit<R>,
+    language: Option<DwLang>,
+    /// Built on the first address lookup in this unit (not for units only visited for names).
+    functions: Option<(Vec<Function<R>>, RangeTable<u32>)>,
+}
+
+/// The units of one `.debug_info` section (the main file's, or a dwz supplementary file's).
+struct Units<R: Reader> {
+    dwarf: Arc<gimli::Dwarf<R>>,
+    /// Each unit's header offset, ascending.
+    offsets: Vec<DebugInfoOffset<R::Offset>>,
+    /// `None`: not parsed yet; `Some(None)`: unusable.
+    parsed: Vec<Option<Option<Box<ParsedUnit<R>>>>>,
+}
+
+impl<R: Reader> Units<R> {
+    fn new(dwarf: Arc<gimli::Dwarf<R>>) -> Self {
+        let mut offsets = Vec::new();
+        let mut headers = dwarf.units();
+        while let Ok(Some(header)) = headers.next() {
+            if let Some(offset) = header.debug_info_offset() {
+                offsets.push(offset);
+            }
+        }
+        let parsed = (0..offsets.len()).map(|_| None).collect();
+        Units {
+            dwarf,
+            offsets,
+            parsed,
+        }
+    }
+
+    /// The index of the unit whose entries include `offset`.
+    fn containing(&self, offset: DebugInfoOffset<R::Offset>) -> Option<usize> {
+        self.offsets
+            .partition_point(|o| o.0 <= offset.0)
+            .checked_sub(1)
+    }
+
+    fn index_of(&self, offset: DebugInfoOffset<R::Offset>) -> Option<usize> {
+        self.offsets.binary_search_by_key(&offset.0, |o| o.0).ok()
+    }
+
+    /// Unit `index`, parsed on first use, with the sections it reads.
+    fn get(&mut self, index: usize) -> Option<(&gimli::Dwarf<R>, &mut ParsedUnit<R>)> {
+        let slot = self.parsed.get_mut(index)?;
+        let dwarf = &*self.dwarf;
+        if slot.is_none() {
+            let unit = dwarf
+                .unit_header(self.offsets[index])
+                .and_then(|header| dwarf.unit(header))
+                .ok();
+            *slot = Some(unit.map(|unit| {
+                let language = root_language(&unit);
+                Box::new(ParsedUnit {
+                    unit,
+                    language,
+                    functions: None,
+                })
+            }));
+        }
+        Some((dwarf, slot.as_mut()?.as_deref_mut()?))
+    }
+}
+
+/// Names by address for one file's DWARF.
+pub(crate) struct DwarfNames<R: Reader> {
+    units: Units<R>,
+    /// The dwz supplementary file's units, for names that point there.
+    sup: Option<Units<R>>,
+    /// Unit address ranges → unit index.
+    ranges: RangeTable<u32>,
+}
+
+impl<R: Reader> DwarfNames<R> {
+    /// Indexes the units of `dwarf` by address. Cheap: parses `.debug_aranges` and, for units it
+    /// does not list, each unit's root entry.
+    pub(crate) fn new(dwarf: gimli::Dwarf<R>) -> Self {
+        // The main file keeps its link to the supplementary one: its strings may live there.
+        let sup = dwarf.sup.clone().map(Units::new);
+        let units = Units::new(Arc::new(dwarf));
+        let mut ranges = Vec::new();
+        let mut covered = vec![false; units.offsets.len()];
+        let mut headers = units.dwarf.debug_aranges.headers();
+        while let Ok(Some(header)) = headers.next() {
+            let Some(index) = units.index_of(header.debug_info_offset()) else {
+                continue;
+            };
+            let mut entries = header.entries();
+            while let Ok(Some(entry)) = entries.next() {
+                let range = entry.range();
+                ranges.push((range.begin, range.end, index as u32));
+                covered[index] = true;
+            }
+        }
+        for (index, _) in covered.iter().enumerate().filter(|(_, c)| !**c) {
+            let dwarf = &units.dwarf;
+            let Ok(unit) = dwarf
+                .unit_header(units.offsets[index])
+                .and_then(|header| dwarf.unit(header))
+            else {
+                continue;
+            };
+            if let Ok(mut iter) = dwarf.unit_ranges(&unit) {
+                while let Ok(Some(range)) = iter.next() {
+                    ranges.push((range.begin, range.end, index as u32));
+                }
+            }
+        }
+        DwarfNames {
+            units,
+            sup,
+            ranges: RangeTable::new(ranges),
+        }
+    }
+
+    /// Pushes the names at `address` onto `out`, outermost first: the function containing it,
+    /// then the functions inlined there, the innermost last. Pushes nothing if no unit has a
+    /// function there.
+    pub(crate) fn frames(&mut self, address: u64, out: &mut Vec<FrameName<R>>) {
+        let candidates: Vec<u32> = self.ranges.find(address).collect();
+        for index in candidates {
+            let Some((function, language)) = self.function_at(index as usize, address) else {
+                continue;
+            };
+            let first = out.len();
+            if let Some(name) = self.name(index as usize, function, language) {
+                out.push(name);
+            }
+            let chain = self.inlined_at(index as usize, function, address);
+            for offset in chain {
+                if let Some(name) = self.name(index as usize, offset, language) {
+                    out.push(name);
+                }
+            }
+            if out.len() > first {
+                return;
+            }
+        }
+    }
+
+    /// The innermost function of unit `index` containing `address`, and the unit's language.
+    fn function_at(
+        &mut self,
+        index: usize,
+        address: u64,
+    ) -> Option<(UnitOffset<R::Offset>, Option<DwLang>)> {
+        let (dwarf, parsed) = self.units.get(index)?;
+        let (functions, table) = parsed
+            .functions
+            .get_or_insert_with(|| read_functions(dwarf, &parsed.unit));
+        let found = table.find(address).next()?;
+        Some((functions[found as usize].offset, parsed.language))
+    }
+
+    /// The inlined calls at `address` in the function at `function` of unit `index`, outermost
+    /// first.
+    fn inlined_at(
+        &mut self,
+        index: usize,
+        function: UnitOffset<R::Offset>,
+        address: u64,
+    ) -> Vec<UnitOffset<R::Offset>> {
+        let dwarf = &self.units.dwarf;
+        let Some(Some(Some(parsed))) = self.units.parsed.get_mut(index) else {
+            return Vec::new();
+        };
+        let Some((functions, _)) = parsed.functions.as_mut() else {
+            return Vec::new();
+        };
+        let Ok(i) = functions.binary_search_by_key(&function.0, |f| f.offset.0) else {
+            return Vec::new();
+        };
+        let inlined = functions[i]
+            .inlined
+            .get_or_insert_with(|| read_inlined(dwarf, &parsed.unit, function));
+        let mut chain: Vec<(u32, UnitOffset<R::Offset>)> = inlined
+            .iter()
+            .filter(|call| call.begin <= address && address < call.end)
+            .map(|call| (call.depth, call.offset))
+            .collect();
+        chain.sort_by_key(|&(depth, _)| depth);
+        chain.dedup_by_key(|&mut (depth, _)| depth);
+        // Depths must run 0, 1, 2...: a gap means broken nesting; keep the consistent part.
+        let consistent = chain
+            .iter()
+            .enumerate()
+            .take_while(|(i, (depth, _))| *depth as usize == *i)
+            .count();
+        chain.truncate(consistent);
+        chain.into_iter().map(|(_, offset)| offset).collect()
+    }
+
+    /// The name of the entry at `offset` in unit `index`, following abstract origins and
+    /// specifications (into other units and the supplementary file if need be).
+    fn name(
+        &mut self,
+        index: usize,
+        offset: UnitOffset<R::Offset>,
+        language: Option<DwLang>,
+    ) -> Option<FrameName<R>> {
+        let (mut in_sup, mut index, mut offset) = (false, index, offset);
+        for _ in 0..MAX_NAME_LINKS {
+            let units = if in_sup {
+                self.sup.as_mut()?
+            } else {
+                &mut self.units
+            };
+            let (dwarf, parsed) = units.get(index)?;
+            let (name, next) = read_name(dwarf, &parsed.unit, offset)?;
+            if let Some(name) = name {
+                return Some(FrameName { name, language });
+            }
+            (in_sup, index, offset) = match next? {
+                AttributeValue::UnitRef(next) => (in_sup, index, next),
+                AttributeValue::DebugInfoRef(next) => {
+                    let units = if in_sup {
+                        self.sup.as_ref()?
+                    } else {
+                        &self.units
+                    };
+                    let target = units.containing(next)?;
+                    let header = &units.get_header(target)?;
+                    (in_sup, target, next.to_unit_offset(header)?)
+                }
+                AttributeValue::DebugInfoRefSup(next) => {
+                    let sup = self.sup.as_ref()?;
+                    let target = sup.containing(next)?;
+                    let header = &sup.get_header(target)?;
+                    (true, target, next.to_unit_offset(header)?)
+                }
+                _ => return None,
+            };
+        }
+        None
+    }
+}
+
+impl<R: Reader> Units<R> {
+    /// The header of unit `index` (parsed again: headers are small).
+    fn get_header(&self, index: usize) -> Option<gimli::UnitHeader<R>> {
+        self.dwarf.unit_header(*self.offsets.get(index)?).ok()
+    }
+}
+
+/// `DW_AT_language` of a unit's root entry.
+fn root_language<R: Reader>(unit: &gimli::Unit<R>) -> Option<DwLang> {
+    let mut entries = unit.entries();
+    let root = entries.next_dfs().ok()??;
+    match root.attr_value(gimli::DW_AT_language)? {
+        AttributeValue::Language(language) => Some(language),
+        _ => None,
+    }
+}
+
+/// Every function of `unit` that has code, with a table of their ranges. Functions come in
+/// offset order.
+fn read_functions<R: Reader>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+) -> (Vec<Function<R>>, RangeTable<u32>) {
+    let mut functions = Vec::new();
+    let mut ranges = Vec::new();
+    let Ok(mut entries) = unit.entries_raw(None) else {
+        return (functions, RangeTable::new(ranges));
+    };
+    let mut entry = gimli::DebuggingInformationEntry::null();
+    while !entries.is_empty() {
+        let offset = entries.next_offset();
+        let Ok(Some(abbrev)) = entries.read_abbreviation() else {
+            if entries.is_empty() {
+                break;
+            }
+            continue;
+        };
+        if abbrev.tag() != gimli::DW_TAG_subprogram {
+            if entries.skip_attributes(abbrev.attributes()).is_err() {
+                break;
+            }
+            continue;
+        }
+        if entries
+            .read_attributes(abbrev.attributes(), &mut entry.attrs)
+            .is_err()
+        {
+            break;
+        }
+        entry.offset = offset;
+        let index = functions.len() as u32;
+        let before = ranges.len();
+        push_ranges(dwarf, unit, &entry, &mut ranges, |begin, end| {
+            (begin, end, index)
+        });
+        if ranges.len() > before {
+            functions.push(Function {
+                offset,
+                inlined: None,
+            });
+        }
+    }
+    (functions, RangeTable::new(ranges))
+}
+
+/// The inlined calls below the function entry at `function`, each range with its call depth.
+fn read_inlined<R: Reader>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    function: UnitOffset<R::Offset>,
+) -> Vec<Inlined<R>> {
+    let mut calls = Vec::new();
+    let Ok(mut entries) = unit.entries_raw(Some(function)) else {
+        return calls;
+    };
+    // The function's own entry, at depth 0; its subtree is what follows at depth >= 1.
+    match entries.read_abbreviation() {
+        Ok(Some(abbrev)) if abbrev.has_children() => {
+            if entries.skip_attributes(abbrev.attributes()).is_err() {
+                return calls;
+            }
+        }
+        _ => return calls,
+    }
+    // `inlined_above[d]`: inlined calls on the path down to the entry at depth d (inclusive).
+    let mut inlined_above: Vec<u32> = vec![0];
+    let mut entry = gimli::DebuggingInformationEntry::null();
+    let mut ranges = Vec::new();
+    while entries.next_depth() > 0 && !entries.is_empty() {
+        let depth = entries.next_depth() as usize;
+        let offset = entries.next_offset();
+        let Ok(abbrev) = entries.read_abbreviation() else {
+            break;
+        };
+        let Some(abbrev) = abbrev else {
+            continue; // end of a sibling list
+        };
+        let above = inlined_above.get(depth - 1).copied().unwrap_or(0);
+        let is_call = abbrev.tag() == gimli::DW_TAG_inlined_subroutine;
+        inlined_above.truncate(depth);
+        inlined_above.resize(depth, above);
+        inlined_above.push(above + u32::from(is_call));
+        if !is_call {
+            if entries.skip_attributes(abbrev.attributes()).is_err() {
+                break;
+            }
+            continue;
+        }
+        if entries
+            .read_attributes(abbrev.attributes(), &mut entry.attrs)
+            .is_err()
+        {
+            break;
+        }
+        entry.offset = offset;
+        ranges.clear();
+        push_ranges(dwarf, unit, &entry, &mut ranges, |begin, end| (begin, end));
+        calls.extend(ranges.iter().map(|&(begin, end)| Inlined {
+            begin,
+            end,
+            depth: above,
+            offset,
+        }));
+    }
+    calls.shrink_to_fit();
+    calls
+}
+
+/// Pushes `make(begin, end)` for each non-empty range of `entry`.
+fn push_ranges<R: Reader, T>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    entry: &gimli::DebuggingInformationEntry<R>,
+    out: &mut Vec<T>,
+    make: impl Fn(u64, u64) -> T,
+) {
+    let Ok(mut ranges) = dwarf.die_ranges(unit, entry) else {
+        return;
+    };
+    while let Ok(Some(range)) = ranges.next() {
+        if range.begin < range.end && range.begin != 0 {
+            out.push(make(range.begin, range.end));
+        }
+    }
+}
+
+/// The entry at `offset`: its own name (linkage name first) if it has one, else the reference to
+/// follow for it.
+fn read_name<R: Reader>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    offset: UnitOffset<R::Offset>,
+) -> Option<(Option<R>, Option<AttributeValue<R>>)> {
+    let mut entries = unit.entries_raw(Some(offset)).ok()?;
+    let abbrev = entries.read_abbreviation().ok()??;
+    let mut name = None;
+    let mut next = None;
+    for spec in abbrev.attributes() {
+        let attr = entries.read_attribute(*spec).ok()?;
+        match attr.name() {
+            gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+                if let Ok(linkage) = dwarf.attr_string(unit, attr.value()) {
+                    return Some((Some(linkage), None));
+                }
+            }
+            gimli::DW_AT_name => {
+                if let Ok(plain) = dwarf.attr_string(unit, attr.value()) {
+                    name = Some(plain);
+                }
+            }
+            gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
+                next = Some(attr.value());
+            }
+            _ => {}
+        }
+    }
+    Some((name, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_table_finds_innermost_first_and_skips_junk() {
+        let table = RangeTable::new(vec![
+            (0x1000, 0x2000, 1),
+            (0x1100, 0x1200, 2),
+            (0, 0x5000, 3),      // dropped: at address 0
+            (0x3000, 0x3000, 4), // dropped: empty
+            (0x1f00, 0x4000, 5),
+        ]);
+        assert_eq!(table.find(0x1150).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(table.find(0x1f80).collect::<Vec<_>>(), vec![5, 1]);
+        assert_eq!(table.find(0x2000).collect::<Vec<_>>(), vec![5]);
+        assert!(table.find(0x3000).any(|v| v == 5));
+        assert_eq!(table.find(0x4000).count(), 0);
+        assert_eq!(table.find(0x10).count(), 0);
+    }
+}
