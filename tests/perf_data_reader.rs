@@ -406,3 +406,35 @@ fn damaged_files_never_panic() {
         }
     }
 }
+
+/// A file larger than the reader's release step (32 MiB): the mapped pages it gives back while
+/// reading must not change a single record (compared with reading the bytes from memory).
+#[test]
+fn large_file_read_in_released_windows_is_unchanged() {
+    let Some(f) = fixture() else { return };
+    let file = f.path("large.data");
+    assert!(perf_record(
+        &f,
+        &file,
+        &["-F", "997", "--call-graph", "dwarf,65528"],
+        &["1"]
+    ));
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 48 << 20, "only {size} bytes recorded");
+    let (summary, seen) = read(&file);
+    let bytes = std::fs::read(&file).unwrap();
+    let mut from_memory = Vec::new();
+    let summary_memory = read_perf_data_bytes(&bytes, &mut |_, record| {
+        if let Record::Sample(s) = record {
+            from_memory.push((s.time, s.pid, s.user_stack.len()));
+        }
+    })
+    .unwrap();
+    assert_eq!(summary.samples, summary_memory.samples);
+    assert_eq!(summary.samples, total(&perf_counts(&file)));
+    let from_file: Vec<_> = (seen.samples.iter())
+        .map(|s| (s.time, s.pid, s.stack_len))
+        .collect();
+    assert!(from_file == from_memory, "records differ");
+    assert_time_ordered(&seen);
+}

@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -149,12 +150,41 @@ pub fn read_perf_data(
     // modified while they are read; if another process truncated the file meanwhile, reads
     // past the new end would fault, as they would for any mmap-based reader (perf included).
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error)?;
-    read_perf_data_bytes(&map, on_record)
+    // Pages of the file stay in the profiler's RSS once read: give back what is done with, so a
+    // multi-gigabyte recording does not show as a multi-gigabyte process.
+    let release = |range: Range<usize>| {
+        #[cfg(unix)]
+        // SAFETY: `map` is a private, read-only mapping of a file that is never written through
+        // it: MADV_DONTNEED only drops our page mappings, and a later read of the range faults
+        // the same bytes back in from the file. No reference into the range is invalidated.
+        unsafe {
+            let _ = map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.len(),
+            );
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    };
+    read_data(&map, Some(&release), on_record)
 }
 
 /// [`read_perf_data`] over bytes already in memory.
 pub fn read_perf_data_bytes(
     bytes: &[u8],
+    on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+) -> Result<PerfDataSummary, PerfDataError> {
+    read_data(bytes, None, on_record)
+}
+
+/// How much of the file is read between two calls of the release callback.
+const RELEASE_STEP: usize = 32 << 20;
+
+/// Reads `bytes`; `release`, if given, is told of file ranges no longer needed.
+fn read_data(
+    bytes: &[u8],
+    release: Option<&dyn Fn(Range<usize>)>,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<PerfDataSummary, PerfDataError> {
     let (data, attrs, features) = match header::detect(bytes)? {
@@ -172,6 +202,8 @@ pub fn read_perf_data_bytes(
         arena: Arena::default(),
         zstd: None,
         markers: VecDeque::new(),
+        release,
+        released: 0,
         sink: Sink {
             on_record,
             summary: PerfDataSummary::default(),
@@ -406,6 +438,10 @@ struct Reader<'m, 'c> {
     /// `FINISHED_ROUND` markers read after compressed data the arena has not yet parsed up to:
     /// their positions in the decompressed stream.
     markers: VecDeque<u64>,
+    /// Told of file ranges no record still needs, see [`Reader::release_done`].
+    release: Option<&'m dyn Fn(Range<usize>)>,
+    /// The file is released up to here.
+    released: usize,
     sink: Sink<'c>,
 }
 
@@ -416,6 +452,9 @@ impl Reader<'_, '_> {
         let data = &map[..end];
         let mut pos = start;
         while pos < end {
+            if pos - self.released.min(pos) >= RELEASE_STEP {
+                self.release_done(pos);
+            }
             let at = At::File(pos as u64);
             let Some((kind, misc, size)) = record_at(data, pos, at, false)? else {
                 break;
@@ -449,6 +488,28 @@ impl Reader<'_, '_> {
             self.finished_round()?;
         }
         self.flush(u64::MAX)
+    }
+
+    /// Releases the file up to the oldest record still queued, or `pos` (the next to read).
+    fn release_done(&mut self, pos: usize) {
+        let Some(release) = self.release else {
+            return;
+        };
+        let oldest = (self.queue.pending.iter())
+            .filter_map(|p| match p.loc {
+                Loc::File(at) => Some(at),
+                Loc::Decompressed(_) => None,
+            })
+            .min()
+            .unwrap_or(pos)
+            .min(pos);
+        // Page-aligned (memmap2 aligns down on larger pages: a page dropped early is only read
+        // again from the file).
+        let upto = oldest & !0xfff;
+        if upto > self.released {
+            release(self.released..upto);
+            self.released = upto;
+        }
     }
 
     /// Handles one record of the file's data section; returns the size of a payload that
