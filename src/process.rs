@@ -5,7 +5,7 @@
 //! by `(module, file offset)` — independent of where and when the file was mapped — and each
 //! unique address is symbolized once at the end.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

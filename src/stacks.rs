@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
+use rustc_hash::FxHashMap;
+
 use crate::elf::MappingRange;
 use crate::fold::Folded;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{Comm, Fork, Mmap2, Record, Sample, SampleFormat, UserRegs};
-use crate::process::{ModuleId, ModuleKind, Processes};
+use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
 use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
@@ -60,8 +62,9 @@ pub struct StackCollector {
     processes: Processes,
     unwinder: Unwinder<unwind::NativeArch>,
     names: Vec<Arc<str>>,
-    name_ids: HashMap<Arc<str>, u32>,
-    stacks: HashMap<Box<[FrameKey]>, u32>,
+    name_ids: FxHashMap<Arc<str>, u32>,
+    /// Hashed once per sample over every frame: FxHash, not SipHash (keys are our own).
+    stacks: FxHashMap<Box<[FrameKey]>, u32>,
     weights: Vec<u64>,
     sequence: Vec<(u32, u64)>,
     scratch: Vec<FrameKey>,
@@ -143,8 +146,8 @@ impl StackCollector {
             processes: Processes::default(),
             unwinder: Unwinder::new(),
             names: Vec::new(),
-            name_ids: HashMap::new(),
-            stacks: HashMap::new(),
+            name_ids: FxHashMap::default(),
+            stacks: FxHashMap::default(),
             weights: Vec::new(),
             sequence: Vec::new(),
             scratch: Vec::with_capacity(256),
@@ -306,8 +309,8 @@ impl StackCollector {
             bytes: sample.user_stack,
         };
         let lookup = SpaceLookup {
-            processes: &self.processes,
-            pid: sample.pid,
+            space: self.processes.space(sample.pid),
+            modules: &self.processes.modules,
         };
         let end = self.unwinder.unwind(&regs, &stack, &lookup, out);
         end == UnwindEnd::Truncated
@@ -465,16 +468,16 @@ fn tidy_name(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The process's maps, as the unwinder sees them.
+/// The process's maps, as the unwinder sees them (looked up once per sample).
 struct SpaceLookup<'a> {
-    processes: &'a Processes,
-    pid: u32,
+    space: Option<&'a AddressSpace>,
+    modules: &'a ModuleTable,
 }
 
 impl ModuleLookup for SpaceLookup<'_> {
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
-        let mapping = self.processes.space(self.pid)?.find(avma)?;
-        let path = self.processes.modules.path(mapping.module)?;
+        let mapping = self.space?.find(avma)?;
+        let path = self.modules.path(mapping.module)?;
         Some(ModuleRef {
             range: mapping.range,
             path,

@@ -34,7 +34,6 @@
 //!   `sp` strictly grows, the walk cannot loop.
 
 pub mod arch;
-mod cache;
 mod module;
 mod rule;
 #[cfg(test)]
@@ -48,11 +47,11 @@ use gimli::UnwindContext;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub use self::arch::NativeArch;
 pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, X86_64};
-use self::cache::FastMap;
 use self::module::ModuleInfo;
 use self::rule::{apply_rule, FrameRule, Step};
 use crate::elf::MappingRange;
 use crate::frame::CodeAddress;
+use rustc_hash::FxHashMap as FastMap;
 
 /// The most frames one walk produces.
 pub const MAX_DEPTH: usize = 4096;

@@ -142,8 +142,7 @@ impl Ring {
                 break;
             }
             let start = arena.len();
-            arena.resize(start + size, 0);
-            self.copy_out(tail, &mut arena[start..]);
+            self.append_to(tail, size, arena);
             let kind = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
             if let Some(time) = time_of(kind, &arena[start + 8..]) {
                 self.last_time = time;
@@ -159,6 +158,27 @@ impl Ring {
         self.control(sys::MMAP_PAGE_DATA_TAIL)
             .store(tail, Ordering::Release);
         count
+    }
+
+    /// Appends the `len` bytes at ring position `position` to `arena` (without zero-filling
+    /// first: records are copied once, and a DWARF sample is 32 KiB).
+    fn append_to(&self, position: u64, len: usize, arena: &mut Vec<u8>) {
+        let start = (position % self.data_size as u64) as usize;
+        let len = len.min(self.data_size);
+        let first = len.min(self.data_size - start);
+        // SAFETY: `start + first <= data_size` and `len - first <= data_size`, so both slices lie
+        // inside the live data area; the kernel does not write the bytes between tail and head,
+        // and the slices are dropped before the tail is advanced past them.
+        let (head, wrapped) = unsafe {
+            let data = self.base.as_ptr().add(self.data_offset);
+            (
+                std::slice::from_raw_parts(data.add(start), first),
+                std::slice::from_raw_parts(data, len - first),
+            )
+        };
+        arena.reserve(len);
+        arena.extend_from_slice(head);
+        arena.extend_from_slice(wrapped);
     }
 
     /// Copies `out.len()` bytes starting at ring position `position`, wrapping at the end.
