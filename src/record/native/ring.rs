@@ -1,8 +1,9 @@
-//! The mmapped ring buffer of a perf event fd, and copying its records out.
+//! The mmapped ring buffer of a perf event fd, and reading its records in place.
 //!
 //! Layout: one metadata page (`struct perf_event_mmap_page`) then 2^n data pages. The kernel
-//! advances `data_head` (we load it with acquire ordering); we advance `data_tail` after copying
-//! (release ordering) so the kernel may reuse the space.
+//! advances `data_head` (we load it with acquire ordering); we advance `data_tail` once a record
+//! has been handled (release ordering) so the kernel may reuse the space. A record is read where
+//! it lies; only one that wraps around the end of the data area is copied.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,16 +20,23 @@ pub struct Ring {
     data_offset: usize,
     data_size: usize,
     /// Time of the last timestamped record read, for records without a timestamp.
-    pub last_time: u64,
+    last_time: u64,
+    /// `data_head` as loaded by the last [`Ring::refresh`].
+    head: u64,
+    /// Where the next record starts; `data_tail` follows it (see [`Ring::consume`]).
+    pos: u64,
+    next: Option<Next>,
+    /// A record that wraps around the end of the data area, made contiguous.
+    wrapped: Vec<u8>,
 }
 
-/// Where [`Ring::read_into`] puts one record: its bytes are `arena[start..start + len]`,
-/// header included.
+/// The record at a ring's read position, once looked at.
 #[derive(Clone, Copy, Debug)]
-pub struct Entry {
-    pub time: u64,
-    pub start: usize,
-    pub len: usize,
+struct Next {
+    time: u64,
+    size: usize,
+    /// The record runs past the end of the data area: its bytes were copied to `Ring::wrapped`.
+    wrapped: bool,
 }
 
 impl Ring {
@@ -85,6 +93,10 @@ impl Ring {
             data_offset: page,
             data_size: map_len - page,
             last_time: 0,
+            head: 0,
+            pos: 0,
+            next: None,
+            wrapped: Vec::new(),
         };
         // Kernels since 4.1 publish the data area's position; older ones leave zeros.
         let offset = ring
@@ -116,69 +128,88 @@ impl Ring {
         unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
     }
 
-    /// Copies every available record into `arena` and appends an [`Entry`] per record, with its
-    /// time from `time_of(kind, body)` (or the previous record's time), then frees the space.
-    /// Returns the number of records copied.
-    pub fn read_into(
-        &mut self,
-        arena: &mut Vec<u8>,
-        entries: &mut Vec<Entry>,
-        time_of: &dyn Fn(u32, &[u8]) -> Option<u64>,
-    ) -> usize {
-        let head = self
+    /// Sees what the kernel has written since the last call.
+    pub fn refresh(&mut self) {
+        self.head = self
             .control(sys::MMAP_PAGE_DATA_HEAD)
             .load(Ordering::Acquire);
-        let mut tail = self
-            .control(sys::MMAP_PAGE_DATA_TAIL)
-            .load(Ordering::Relaxed);
-        let mut count = 0;
-        while head.wrapping_sub(tail) >= 8 {
-            let mut header = [0u8; 8];
-            self.copy_out(tail, &mut header);
-            let size = u16::from_ne_bytes([header[6], header[7]]) as usize;
-            if size < 8 || size as u64 > head.wrapping_sub(tail) {
-                // A corrupt header: skip everything rather than loop forever.
-                tail = head;
-                break;
-            }
-            let start = arena.len();
-            self.append_to(tail, size, arena);
-            let kind = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
-            if let Some(time) = time_of(kind, &arena[start + 8..]) {
-                self.last_time = time;
-            }
-            entries.push(Entry {
-                time: self.last_time,
-                start,
-                len: size,
-            });
-            tail = tail.wrapping_add(size as u64);
-            count += 1;
-        }
-        self.control(sys::MMAP_PAGE_DATA_TAIL)
-            .store(tail, Ordering::Release);
-        count
     }
 
-    /// Appends the `len` bytes at ring position `position` to `arena` (without zero-filling
-    /// first: records are copied once, and a DWARF sample is 32 KiB).
-    fn append_to(&self, position: u64, len: usize, arena: &mut Vec<u8>) {
-        let start = (position % self.data_size as u64) as usize;
-        let len = len.min(self.data_size);
-        let first = len.min(self.data_size - start);
-        // SAFETY: `start + first <= data_size` and `len - first <= data_size`, so both slices lie
-        // inside the live data area; the kernel does not write the bytes between tail and head,
-        // and the slices are dropped before the tail is advanced past them.
-        let (head, wrapped) = unsafe {
-            let data = self.base.as_ptr().add(self.data_offset);
-            (
-                std::slice::from_raw_parts(data.add(start), first),
-                std::slice::from_raw_parts(data, len - first),
-            )
-        };
-        arena.reserve(len);
-        arena.extend_from_slice(head);
-        arena.extend_from_slice(wrapped);
+    /// The time of the record at the read position (from `time_of(kind, body)`, or the previous
+    /// record's time), or `None` if no whole record is available.
+    pub fn next_time(&mut self, time_of: &dyn Fn(u32, &[u8]) -> Option<u64>) -> Option<u64> {
+        if let Some(next) = self.next {
+            return Some(next.time);
+        }
+        let available = self.head.wrapping_sub(self.pos);
+        if available < 8 {
+            return None;
+        }
+        let mut header = [0u8; 8];
+        self.copy_out(self.pos, &mut header);
+        let size = u16::from_ne_bytes([header[6], header[7]]) as usize;
+        if size < 8 || size as u64 > available {
+            // A corrupt header: skip everything rather than loop forever.
+            self.pos = self.head;
+            return None;
+        }
+        let start = (self.pos % self.data_size as u64) as usize;
+        let wrapped = start + size > self.data_size;
+        if wrapped {
+            let mut buffer = std::mem::take(&mut self.wrapped);
+            buffer.clear();
+            buffer.resize(size, 0);
+            self.copy_out(self.pos, &mut buffer);
+            self.wrapped = buffer;
+        }
+        self.next = Some(Next {
+            time: self.last_time,
+            size,
+            wrapped,
+        });
+        let kind = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
+        if let Some(time) = time_of(kind, self.record().get(8..).unwrap_or(&[])) {
+            self.last_time = time;
+            if let Some(next) = &mut self.next {
+                next.time = time;
+            }
+        }
+        Some(self.last_time)
+    }
+
+    /// The bytes (header included) of the record [`Ring::next_time`] looked at; empty if none.
+    pub fn record(&self) -> &[u8] {
+        match self.next {
+            None => &[],
+            Some(Next {
+                wrapped: true,
+                size,
+                ..
+            }) => &self.wrapped[..size],
+            Some(Next { size, .. }) => {
+                let start = (self.pos % self.data_size as u64) as usize;
+                // SAFETY: `next_time` checked that the record lies whole inside the data area
+                // (`start + size <= data_size`) and between tail and head: the kernel does not
+                // write there until `consume` moves the tail past it, which needs `&mut self`,
+                // so not while this borrow lives.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        self.base.as_ptr().add(self.data_offset + start),
+                        size,
+                    )
+                }
+            }
+        }
+    }
+
+    /// Moves past the record [`Ring::next_time`] looked at and lets the kernel reuse its space
+    /// at once (a slow record, such as the first in a new library, must not hold the others').
+    pub fn consume(&mut self) {
+        if let Some(next) = self.next.take() {
+            self.pos = self.pos.wrapping_add(next.size as u64);
+            self.control(sys::MMAP_PAGE_DATA_TAIL)
+                .store(self.pos, Ordering::Release);
+        }
     }
 
     /// Copies `out.len()` bytes starting at ring position `position`, wrapping at the end.

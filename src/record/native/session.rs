@@ -1,14 +1,15 @@
 //! A recording session: the ring buffers, polling them, and merging their records by time.
 //!
-//! Each round copies every available record of every ring into one reusable arena, sorts the
-//! entries by timestamp and delivers those older than the round's start (minus a small slack);
-//! younger ones are held for the next round, since another CPU may still be writing records of
-//! that time. The final round delivers everything. The buffers are reused, so the steady state
-//! allocates nothing per record.
+//! Each round merges the rings by timestamp (each ring, written by one CPU, is in time order) and
+//! delivers the records older than the round's start minus a small slack, parsed in place in the
+//! ring; younger ones stay in their ring for the next round, since another CPU may still be
+//! writing records of that time. The final round delivers everything. Nothing is copied but the
+//! rare record that wraps around a ring's end, so a 32 KiB stack sample costs no memcpy and the
+//! steady state allocates nothing.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::ring::{Entry, Ring};
+use super::ring::Ring;
 use super::sys;
 use crate::perf::{parse_record, record_time, Record, SampleFormat};
 
@@ -32,10 +33,6 @@ pub struct Session {
     rings: Vec<Ring>,
     followers: Vec<OwnedFd>,
     format: SampleFormat,
-    arena: Vec<u8>,
-    entries: Vec<Entry>,
-    held_arena: Vec<u8>,
-    held_entries: Vec<Entry>,
     pollfds: Vec<libc::pollfd>,
     /// Rings whose fd reported POLLHUP (its task exited): polling them would return at once, so
     /// they are only read, not polled.
@@ -49,10 +46,6 @@ impl Session {
             rings: Vec::new(),
             followers: Vec::new(),
             format,
-            arena: Vec::new(),
-            entries: Vec::new(),
-            held_arena: Vec::new(),
-            held_entries: Vec::new(),
             pollfds: Vec::new(),
             hung_up: Vec::new(),
             counts: Counts::default(),
@@ -136,32 +129,38 @@ impl Session {
         }
     }
 
-    /// One round: copies everything out and delivers what is old enough, in time order.
+    /// One round: delivers, in time order, what is old enough.
     pub fn round(&mut self, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
         let cutoff = sys::monotonic_ns().saturating_sub(ORDER_SLACK_NS);
-        self.collect();
         self.deliver(cutoff, on_record);
     }
 
     /// The last round: delivers every remaining record.
     pub fn finish(&mut self, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
-        self.collect();
         self.deliver(u64::MAX, on_record);
     }
 
-    fn collect(&mut self) {
+    fn deliver(&mut self, cutoff: u64, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
         let format = self.format;
         let time_of = move |kind: u32, body: &[u8]| record_time(&format, kind, body);
         for ring in &mut self.rings {
-            ring.read_into(&mut self.arena, &mut self.entries, &time_of);
+            ring.refresh();
         }
-    }
-
-    fn deliver(&mut self, cutoff: u64, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
-        self.entries.sort_unstable_by_key(|e| (e.time, e.start));
-        let ready = self.entries.partition_point(|e| e.time <= cutoff);
-        for entry in &self.entries[..ready] {
-            let bytes = &self.arena[entry.start..entry.start + entry.len];
+        loop {
+            // The ring whose next record is the oldest (a handful of rings: a linear scan).
+            let mut oldest: Option<(u64, usize)> = None;
+            for (i, ring) in self.rings.iter_mut().enumerate() {
+                if let Some(time) = ring.next_time(&time_of) {
+                    if time <= cutoff && oldest.is_none_or(|(t, _)| time < t) {
+                        oldest = Some((time, i));
+                    }
+                }
+            }
+            let Some((_, i)) = oldest else {
+                break;
+            };
+            let ring = &mut self.rings[i];
+            let bytes = ring.record();
             let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
             let misc = u16::from_ne_bytes([bytes[4], bytes[5]]);
             match parse_record(&self.format, kind, misc, &bytes[8..]) {
@@ -171,18 +170,8 @@ impl Session {
                 }
                 Err(_) => self.counts.malformed += 1,
             }
+            ring.consume();
         }
-        // Move the held records to the front of a fresh arena, keeping their order.
-        self.held_arena.clear();
-        self.held_entries.clear();
-        for entry in &self.entries[ready..] {
-            let start = self.held_arena.len();
-            self.held_arena
-                .extend_from_slice(&self.arena[entry.start..entry.start + entry.len]);
-            self.held_entries.push(Entry { start, ..*entry });
-        }
-        std::mem::swap(&mut self.arena, &mut self.held_arena);
-        std::mem::swap(&mut self.entries, &mut self.held_entries);
     }
 }
 
