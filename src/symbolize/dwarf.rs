@@ -351,26 +351,12 @@ fn read_functions<R: Reader>(
     };
     let mut entry = gimli::DebuggingInformationEntry::null();
     while !entries.is_empty() {
-        let offset = entries.next_offset();
-        let Ok(Some(abbrev)) = entries.read_abbreviation() else {
-            if entries.is_empty() {
-                break;
-            }
-            continue;
-        };
-        if abbrev.tag() != gimli::DW_TAG_subprogram {
-            if entries.skip_attributes(abbrev.attributes()).is_err() {
-                break;
-            }
-            continue;
+        match next_entry(&mut entries, gimli::DW_TAG_subprogram, &mut entry) {
+            Ok(Some(gimli::DW_TAG_subprogram)) => {}
+            Ok(_) => continue,
+            Err(_) => break,
         }
-        if entries
-            .read_attributes(abbrev.attributes(), &mut entry.attrs)
-            .is_err()
-        {
-            break;
-        }
-        entry.offset = offset;
+        let offset = entry.offset;
         let index = functions.len() as u32;
         let before = ranges.len();
         push_ranges(dwarf, unit, &entry, &mut ranges, |begin, end| {
@@ -411,31 +397,20 @@ fn read_inlined<R: Reader>(
     let mut ranges = Vec::new();
     while entries.next_depth() > 0 && !entries.is_empty() {
         let depth = entries.next_depth() as usize;
-        let offset = entries.next_offset();
-        let Ok(abbrev) = entries.read_abbreviation() else {
-            break;
-        };
-        let Some(abbrev) = abbrev else {
-            continue; // end of a sibling list
+        let tag = match next_entry(&mut entries, gimli::DW_TAG_inlined_subroutine, &mut entry) {
+            Ok(Some(tag)) => tag,
+            Ok(None) => continue, // end of a sibling list
+            Err(_) => break,
         };
         let above = inlined_above.get(depth - 1).copied().unwrap_or(0);
-        let is_call = abbrev.tag() == gimli::DW_TAG_inlined_subroutine;
+        let is_call = tag == gimli::DW_TAG_inlined_subroutine;
         inlined_above.truncate(depth);
         inlined_above.resize(depth, above);
         inlined_above.push(above + u32::from(is_call));
         if !is_call {
-            if entries.skip_attributes(abbrev.attributes()).is_err() {
-                break;
-            }
             continue;
         }
-        if entries
-            .read_attributes(abbrev.attributes(), &mut entry.attrs)
-            .is_err()
-        {
-            break;
-        }
-        entry.offset = offset;
+        let offset = entry.offset;
         ranges.clear();
         push_ranges(dwarf, unit, &entry, &mut ranges, |begin, end| (begin, end));
         calls.extend(ranges.iter().map(|&(begin, end)| Inlined {
@@ -447,6 +422,27 @@ fn read_inlined<R: Reader>(
     }
     calls.shrink_to_fit();
     calls
+}
+
+/// Reads the next entry: returns its tag (`None` for a null entry, which ends a list of
+/// siblings), with its offset and attributes in `entry` if the tag is `wanted`; other entries
+/// are skipped without decoding their attributes.
+fn next_entry<R: Reader>(
+    entries: &mut gimli::EntriesRaw<'_, R>,
+    wanted: gimli::DwTag,
+    entry: &mut gimli::DebuggingInformationEntry<R>,
+) -> gimli::Result<Option<gimli::DwTag>> {
+    let offset = entries.next_offset();
+    let Some(abbrev) = entries.read_abbreviation()? else {
+        return Ok(None);
+    };
+    if abbrev.tag() == wanted {
+        entries.read_attributes(abbrev.attributes(), &mut entry.attrs)?;
+        entry.offset = offset;
+    } else {
+        entries.skip_attributes(abbrev.attributes())?;
+    }
+    Ok(Some(abbrev.tag()))
 }
 
 /// Pushes `make(begin, end)` for each non-empty range of `entry`.
