@@ -67,21 +67,29 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// Builds the fixture once per test run.
+/// Builds the fixture once per process. The scenario tests run this binary again in a child
+/// process, which builds it again while other tests of the parent may be executing it: gcc writes
+/// to a name of this process's own and the result is renamed into place (an atomic swap; writing
+/// the final path directly made a concurrent exec fail with EACCES while the linker had the file
+/// open without its execute bit).
 fn fixture() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let source = dir.join("native_fixture.c");
+        let pid = std::process::id();
+        let source = dir.join(format!("native_fixture.{pid}.c"));
+        let built = dir.join(format!("native_fixture.{pid}.tmp"));
         let binary = dir.join("native_fixture");
         std::fs::write(&source, FIXTURE_C).unwrap();
         let status = Command::new("gcc")
             .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&binary)
+            .arg(&built)
             .arg(&source)
             .status()
             .unwrap();
         assert!(status.success());
+        std::fs::rename(&built, &binary).unwrap();
+        let _ = std::fs::remove_file(&source);
         binary
     })
     .clone()
