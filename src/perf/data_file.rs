@@ -154,9 +154,10 @@ pub fn read_perf_data(
     // multi-gigabyte recording does not show as a multi-gigabyte process.
     let release = |range: Range<usize>| {
         #[cfg(unix)]
-        // SAFETY: `map` is a private, read-only mapping of a file that is never written through
-        // it: MADV_DONTNEED only drops our page mappings, and a later read of the range faults
-        // the same bytes back in from the file. No reference into the range is invalidated.
+        // SAFETY: `map` is a read-only mapping of a file (shared, as memmap2 maps it) that is
+        // never written through it: MADV_DONTNEED only drops our page mappings, and a later
+        // read of the range faults the same bytes back in from the file. No reference into the
+        // range is invalidated.
         unsafe {
             let _ = map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
@@ -204,6 +205,7 @@ fn read_data(
         markers: VecDeque::new(),
         release,
         released: 0,
+        next_release: RELEASE_STEP,
         sink: Sink {
             on_record,
             summary: PerfDataSummary::default(),
@@ -442,6 +444,8 @@ struct Reader<'m, 'c> {
     release: Option<&'m dyn Fn(Range<usize>)>,
     /// The file is released up to here.
     released: usize,
+    /// Where the next release check happens.
+    next_release: usize,
     sink: Sink<'c>,
 }
 
@@ -452,8 +456,12 @@ impl Reader<'_, '_> {
         let data = &map[..end];
         let mut pos = start;
         while pos < end {
-            if pos - self.released.min(pos) >= RELEASE_STEP {
+            // Checked every RELEASE_STEP bytes read (not "when RELEASE_STEP bytes are
+            // unreleased": a file without round markers keeps its oldest record queued, and the
+            // scan of the queue would run at every record).
+            if pos >= self.next_release {
                 self.release_done(pos);
+                self.next_release = pos.saturating_add(RELEASE_STEP);
             }
             let at = At::File(pos as u64);
             let Some((kind, misc, size)) = record_at(data, pos, at, false)? else {

@@ -41,7 +41,9 @@ impl<T: Copy> RangeTable<T> {
         // Empty ranges and ranges at address 0 (functions the linker dropped) match nothing real:
         // an ELF file's first page holds its headers, never code.
         entries.retain(|&(begin, end, _)| begin < end && begin != 0);
-        entries.sort_by_key(|&(begin, end, _)| (begin, end));
+        // Equal starts: the longer (outer) range first, so a backward scan meets the inner one
+        // first.
+        entries.sort_by_key(|&(begin, end, _)| (begin, std::cmp::Reverse(end)));
         entries.shrink_to_fit();
         let mut max_end = Vec::with_capacity(entries.len());
         let mut running = 0;
@@ -172,12 +174,23 @@ impl<R: Reader> DwarfNames<R> {
                 continue;
             };
             let mut entries = header.entries();
-            while let Ok(Some(entry)) = entries.next() {
-                let range = entry.range();
-                ranges.push((range.begin, range.end, index as u32));
-                covered[index] = true;
+            loop {
+                match entries.next() {
+                    Ok(Some(entry)) => {
+                        let range = entry.range();
+                        if range.begin != 0 && range.begin < range.end {
+                            ranges.push((range.begin, range.end, index as u32));
+                            covered[index] = true;
+                        }
+                    }
+                    Ok(None) => break,
+                    // A bad entry (an address overflow) is skipped; gimli ends the set after
+                    // errors it cannot step over.
+                    Err(_) => continue,
+                }
             }
         }
+        // Units `.debug_aranges` does not cover: their root entry's ranges.
         for (index, _) in covered.iter().enumerate().filter(|(_, c)| !**c) {
             let dwarf = &units.dwarf;
             let Ok(unit) = dwarf
@@ -186,10 +199,11 @@ impl<R: Reader> DwarfNames<R> {
             else {
                 continue;
             };
-            if let Ok(mut iter) = dwarf.unit_ranges(&unit) {
-                while let Ok(Some(range)) = iter.next() {
-                    ranges.push((range.begin, range.end, index as u32));
-                }
+            let mut root = unit.entries();
+            if let Ok(Some(entry)) = root.next_dfs() {
+                push_ranges(dwarf, &unit, entry, &mut ranges, |begin, end| {
+                    (begin, end, index as u32)
+                });
             }
         }
         DwarfNames {
@@ -445,7 +459,10 @@ fn next_entry<R: Reader>(
     Ok(Some(abbrev.tag()))
 }
 
-/// Pushes `make(begin, end)` for each non-empty range of `entry`.
+/// Pushes `make(begin, end)` for each usable range of `entry`: from `DW_AT_ranges`, else
+/// `DW_AT_low_pc` with `DW_AT_high_pc` (an address, or a size). Read here rather than with
+/// gimli's `die_ranges`, whose `low_pc + size` overflows on the all-ones "dead code" tombstone
+/// that linkers write for discarded functions; those, empty ranges and ranges at 0 are skipped.
 fn push_ranges<R: Reader, T>(
     dwarf: &gimli::Dwarf<R>,
     unit: &gimli::Unit<R>,
@@ -453,12 +470,38 @@ fn push_ranges<R: Reader, T>(
     out: &mut Vec<T>,
     make: impl Fn(u64, u64) -> T,
 ) {
-    let Ok(mut ranges) = dwarf.die_ranges(unit, entry) else {
-        return;
+    // DWARF's tombstones are -1 and -2 at the unit's address size (as gimli checks them).
+    let ones = match unit.header.address_size() {
+        8 => u64::MAX,
+        size => (1u64 << (u32::from(size) * 8).min(63)) - 1,
     };
-    while let Ok(Some(range)) = ranges.next() {
-        if range.begin < range.end && range.begin != 0 {
-            out.push(make(range.begin, range.end));
+    let tombstone = ones - 1;
+    let mut push = |begin: u64, end: u64| {
+        if begin != 0 && begin < end && begin < tombstone {
+            out.push(make(begin, end));
+        }
+    };
+    let (mut low, mut high, mut size) = (None, None, None);
+    for attr in entry.attrs() {
+        match (attr.name(), attr.value()) {
+            (gimli::DW_AT_ranges, value) => {
+                if let Ok(Some(mut ranges)) = dwarf.attr_ranges(unit, value) {
+                    // gimli skips tombstoned and empty list entries itself.
+                    while let Ok(Some(range)) = ranges.next() {
+                        push(range.begin, range.end);
+                    }
+                }
+                return;
+            }
+            (gimli::DW_AT_low_pc, value) => low = dwarf.attr_address(unit, value).ok().flatten(),
+            (gimli::DW_AT_high_pc, gimli::AttributeValue::Udata(n)) => size = Some(n),
+            (gimli::DW_AT_high_pc, value) => high = dwarf.attr_address(unit, value).ok().flatten(),
+            _ => {}
+        }
+    }
+    if let Some(begin) = low {
+        if let Some(end) = high.or_else(|| size.map(|n| begin.wrapping_add(n))) {
+            push(begin, end);
         }
     }
 }
@@ -515,5 +558,58 @@ mod tests {
         assert!(table.find(0x3000).any(|v| v == 5));
         assert_eq!(table.find(0x4000).count(), 0);
         assert_eq!(table.find(0x10).count(), 0);
+        // Equal starts: the inner (shorter) range first.
+        let ties = RangeTable::new(vec![(0x1000, 0x1100, 1), (0x1000, 0x2000, 2)]);
+        assert_eq!(ties.find(0x1050).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    /// DWARF built with gimli's writer: a unit with a live function and one the linker dropped,
+    /// tombstoned with an all-ones low_pc and a size as high_pc (`low_pc + size` overflows).
+    #[test]
+    fn tombstoned_functions_are_skipped_without_overflow() {
+        use gimli::write::{Address, AttributeValue as Value, DwarfUnit, EndianVec, Sections};
+        let encoding = gimli::Encoding {
+            format: gimli::Format::Dwarf32,
+            version: 4,
+            address_size: 8,
+        };
+        let mut dwarf_unit = DwarfUnit::new(encoding);
+        let unit = &mut dwarf_unit.unit;
+        let root = unit.root();
+        let function = |unit: &mut gimli::write::Unit, name: &str, low: u64, size: u64| {
+            let root = unit.root();
+            let id = unit.add(root, gimli::DW_TAG_subprogram);
+            let entry = unit.get_mut(id);
+            entry.set(gimli::DW_AT_name, Value::String(name.as_bytes().to_vec()));
+            entry.set(gimli::DW_AT_low_pc, Value::Address(Address::Constant(low)));
+            entry.set(gimli::DW_AT_high_pc, Value::Udata(size));
+        };
+        unit.get_mut(root).set(
+            gimli::DW_AT_low_pc,
+            Value::Address(Address::Constant(0x1000)),
+        );
+        unit.get_mut(root)
+            .set(gimli::DW_AT_high_pc, Value::Udata(0x1000));
+        function(unit, "dead", u64::MAX, 0x10);
+        function(unit, "live", 0x1000, 0x20);
+        let mut sections = Sections::new(EndianVec::new(gimli::LittleEndian));
+        dwarf_unit.write(&mut sections).unwrap();
+        let dwarf = gimli::Dwarf::load(|id| -> Result<_, ()> {
+            let bytes = sections
+                .get(id)
+                .map(|s| s.slice().to_vec())
+                .unwrap_or_default();
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            Ok(gimli::EndianSlice::new(bytes, gimli::LittleEndian))
+        })
+        .unwrap();
+        let mut names = DwarfNames::new(dwarf);
+        let mut out = Vec::new();
+        names.frames(0x1004, &mut out);
+        let found: Vec<_> = out.iter().map(|f| f.name.to_string_lossy()).collect();
+        assert_eq!(found, ["live"]);
+        out.clear();
+        names.frames(0x1030, &mut out);
+        assert!(out.is_empty(), "nothing at 0x1030");
     }
 }

@@ -149,8 +149,11 @@ impl Ring {
         self.copy_out(self.pos, &mut header);
         let size = u16::from_ne_bytes([header[6], header[7]]) as usize;
         if size < 8 || size as u64 > available {
-            // A corrupt header: skip everything rather than loop forever.
+            // A corrupt header: skip everything rather than loop forever, and give the space
+            // back, or a full ring would stay full for the rest of the session.
             self.pos = self.head;
+            self.control(sys::MMAP_PAGE_DATA_TAIL)
+                .store(self.pos, Ordering::Release);
             return None;
         }
         let start = (self.pos % self.data_size as u64) as usize;
@@ -235,5 +238,114 @@ impl Drop for Ring {
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.map_len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring over anonymous memory laid out like a perf mapping (a control page, two data
+    /// pages), written by the test instead of the kernel.
+    fn fake_ring() -> Ring {
+        let page = sys::page_size();
+        let map_len = 3 * page;
+        // SAFETY: a fresh private anonymous mapping; the `Ring` owns it and unmaps it on drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        Ring::from_mapping(fd, NonNull::new(ptr.cast()).unwrap(), map_len, page).unwrap()
+    }
+
+    /// Writes `bytes` at ring position `position`, wrapping as the kernel does.
+    fn write(ring: &Ring, position: u64, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = (position.wrapping_add(i as u64) % ring.data_size as u64) as usize;
+            // SAFETY: `at < data_size`, inside the data area of the live mapping.
+            unsafe { *ring.base.as_ptr().add(ring.data_offset + at) = b };
+        }
+    }
+
+    fn header(kind: u32, size: u16) -> Vec<u8> {
+        let mut h = kind.to_ne_bytes().to_vec();
+        h.extend_from_slice(&0u16.to_ne_bytes());
+        h.extend_from_slice(&size.to_ne_bytes());
+        h
+    }
+
+    fn set_head(ring: &Ring, head: u64) {
+        ring.control(sys::MMAP_PAGE_DATA_HEAD)
+            .store(head, Ordering::Release);
+    }
+
+    fn tail(ring: &Ring) -> u64 {
+        ring.control(sys::MMAP_PAGE_DATA_TAIL)
+            .load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn corrupt_header_gives_the_space_back_to_the_kernel() {
+        let mut ring = fake_ring();
+        write(&ring, 0, &header(9, 4)); // a size smaller than a header
+        set_head(&ring, 64);
+        ring.refresh();
+        assert_eq!(ring.next_time(&|_, _| None), None);
+        assert_eq!(tail(&ring), 64);
+    }
+
+    #[test]
+    fn record_wrapping_the_data_area_and_the_u64_position() {
+        let mut ring = fake_ring();
+        let size = ring.data_size as u64;
+        let start = u64::MAX - 15; // 16 bytes before the end of the data area, and of u64
+        assert_eq!(start % size, size - 16);
+        ring.pos = start;
+        let mut record = header(9, 48);
+        record.extend(0..40u8);
+        write(&ring, start, &record);
+        set_head(&ring, start.wrapping_add(48));
+        ring.refresh();
+        assert_eq!(ring.next_time(&|_, _| Some(7)), Some(7));
+        assert_eq!(ring.record(), &record[..]);
+        ring.consume();
+        assert_eq!((ring.pos, tail(&ring)), (32, 32));
+        assert_eq!(ring.next_time(&|_, _| Some(8)), None);
+    }
+
+    #[test]
+    fn records_are_read_in_place_until_consumed() {
+        let mut ring = fake_ring();
+        let mut first = header(9, 16);
+        first.extend(1..=8u8);
+        let mut second = header(9, 24);
+        second.extend(11..=26u8);
+        write(&ring, 0, &first);
+        write(&ring, 16, &second);
+        set_head(&ring, 40);
+        ring.refresh();
+        let time = |_: u32, body: &[u8]| Some(u64::from(body[0]));
+        assert_eq!(ring.next_time(&time), Some(1));
+        assert_eq!(
+            ring.next_time(&time),
+            Some(1),
+            "peeking twice does not advance"
+        );
+        assert_eq!(ring.record(), &first[..]);
+        assert_eq!(tail(&ring), 0, "not released before it is consumed");
+        ring.consume();
+        assert_eq!(ring.next_time(&time), Some(11));
+        assert_eq!(ring.record(), &second[..]);
+        ring.consume();
+        assert_eq!(tail(&ring), 40);
+        assert_eq!(ring.next_time(&time), None);
     }
 }
