@@ -7,6 +7,8 @@
 //! rare record that wraps around a ring's end, so a 32 KiB stack sample costs no memcpy and the
 //! steady state allocates nothing.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::ring::Ring;
@@ -33,6 +35,8 @@ pub struct Session {
     rings: Vec<Ring>,
     followers: Vec<OwnedFd>,
     format: SampleFormat,
+    /// The rings' next record times during a round (kept to reuse its allocation).
+    merge: BinaryHeap<Reverse<(u64, usize)>>,
     pollfds: Vec<libc::pollfd>,
     /// Rings whose fd reported POLLHUP (its task exited): polling them would return at once, so
     /// they are only read, not polled.
@@ -46,6 +50,7 @@ impl Session {
             rings: Vec::new(),
             followers: Vec::new(),
             format,
+            merge: BinaryHeap::new(),
             pollfds: Vec::new(),
             hung_up: Vec::new(),
             counts: Counts::default(),
@@ -143,22 +148,17 @@ impl Session {
     fn deliver(&mut self, cutoff: u64, on_record: &mut dyn FnMut(&SampleFormat, Record<'_>)) {
         let format = self.format;
         let time_of = move |kind: u32, body: &[u8]| record_time(&format, kind, body);
-        for ring in &mut self.rings {
+        // Rings by the time of their next record, oldest first: a heap, so that a machine with
+        // many CPUs does not scan every ring for every record.
+        let mut next = std::mem::take(&mut self.merge);
+        next.clear();
+        for (i, ring) in self.rings.iter_mut().enumerate() {
             ring.refresh();
-        }
-        loop {
-            // The ring whose next record is the oldest (a handful of rings: a linear scan).
-            let mut oldest: Option<(u64, usize)> = None;
-            for (i, ring) in self.rings.iter_mut().enumerate() {
-                if let Some(time) = ring.next_time(&time_of) {
-                    if time <= cutoff && oldest.is_none_or(|(t, _)| time < t) {
-                        oldest = Some((time, i));
-                    }
-                }
+            if let Some(time) = ring.next_time(&time_of).filter(|&t| t <= cutoff) {
+                next.push(Reverse((time, i)));
             }
-            let Some((_, i)) = oldest else {
-                break;
-            };
+        }
+        while let Some(Reverse((_, i))) = next.pop() {
             let ring = &mut self.rings[i];
             let bytes = ring.record();
             let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -171,7 +171,11 @@ impl Session {
                 Err(_) => self.counts.malformed += 1,
             }
             ring.consume();
+            if let Some(time) = ring.next_time(&time_of).filter(|&t| t <= cutoff) {
+                next.push(Reverse((time, i)));
+            }
         }
+        self.merge = next;
     }
 }
 
