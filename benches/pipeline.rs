@@ -21,13 +21,13 @@ mod linux {
     use std::time::Duration;
 
     use criterion::{BatchSize, Criterion, Throughput};
+    use flamegraph::collect::{CollectOptions, StackCollector};
     use flamegraph::elf::MappingRange;
     use flamegraph::fold::Folded;
     use flamegraph::perf::records::{Comm, Mmap2, MmapFileId, Record, SampleFormat};
     use flamegraph::perf::{
         callchain as cc, misc, parse_record, record_kind, regs_abi, regs_x86_64, sample_type as st,
     };
-    use flamegraph::stacks::{CollectOptions, StackCollector};
     use flamegraph::unwind::{
         ModuleLookup, ModuleRef, StackSnapshot, Unwinder, X86_64Regs, X86_64,
     };
@@ -227,10 +227,7 @@ mod linux {
 
     /// A collector that knows this process: its name and executable mappings.
     fn collector(f: &Fixture) -> StackCollector {
-        let mut collector = StackCollector::new(CollectOptions {
-            inline: true,
-            flame_chart: false,
-        });
+        let mut collector = StackCollector::new(CollectOptions::new(true));
         let pid = std::process::id();
         let fmt = format();
         collector.on_record(
@@ -326,7 +323,7 @@ mod linux {
         let mut out = Vec::new();
         group.bench_function("cold_inline", |b| {
             b.iter_batched(
-                || flamegraph::stacks::symbolizer(true),
+                || flamegraph::collect::symbolizer(true),
                 |mut symbolizer| {
                     for &offset in &offsets {
                         out.clear();
@@ -337,7 +334,7 @@ mod linux {
                 BatchSize::PerIteration,
             )
         });
-        let mut warm = flamegraph::stacks::symbolizer(true);
+        let mut warm = flamegraph::collect::symbolizer(true);
         group.bench_function("warm_inline", |b| {
             b.iter(|| {
                 for &offset in &offsets {

@@ -4,6 +4,7 @@
 //! See `DESIGN.md` in the shared docs and `README.md` for the data flow.
 
 pub mod cargo;
+pub mod collect;
 pub mod elf;
 pub mod error;
 pub mod fold;
@@ -11,9 +12,9 @@ pub mod frame;
 pub mod options;
 pub mod perf;
 pub mod process;
+pub mod profile;
 pub mod record;
 pub mod render;
-pub mod stacks;
 pub mod symbolize;
 pub mod unwind;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::options::{Config, Workload};
+use crate::profile::fold::{fold, FoldOptions};
 use crate::record;
 
 /// What a successful run produced.
@@ -54,18 +55,19 @@ pub fn run(config: &Config) -> Result<Outcome> {
         signal_hook::low_level::unregister(id);
     }
     let recording = recording?;
-    if recording.folded.is_empty() {
+    if recording.profile.is_empty() {
         let detail = match recording.status {
             Some(s) if record::external::failed(s) => format!(" (the program exited with {s})"),
             _ => String::new(),
         };
         return Err(Error::NoSamples { detail });
     }
-    if let Err(err) = crate::render::write_output(&recording.folded, &config.graph, &config.output)
-    {
+    let mut folded = fold(&recording.profile, &FoldOptions::default());
+    folded.skip_after(&config.graph.skip_after);
+    if let Err(err) = crate::render::write_output(&folded, &config.graph, &config.output) {
         // Never lose a profile to a late failure (post-process command, full disk, ...): keep
         // the folded stacks where they can be drawn again.
-        return Err(match rescue(&recording.folded) {
+        return Err(match rescue(&folded) {
             Some(path) => Error::Rescued {
                 cause: Box::new(err),
                 path,
@@ -75,7 +77,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
     }
     Ok(Outcome {
         output: config.output.path.clone(),
-        samples: recording.folded.total(),
+        samples: recording.profile.sample_count(),
         status: recording.status,
         notes: recording.notes,
     })

@@ -92,11 +92,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     let _ = std::fs::remove_file(&stacks_file);
     let mut folded = collapse_dtrace(&bytes)?;
     folded.skip_after(&graph.skip_after);
-    Ok(Recording {
-        folded,
-        status: Some(status),
-        notes: Vec::new(),
-    })
+    Ok(Recording::from_folded(&folded, Some(status)))
 }
 
 /// Collapses dtrace `ustack()` aggregation output (invalid UTF-8 is replaced, a known dtrace

@@ -17,6 +17,7 @@ use std::process::ExitStatus;
 use crate::error::Result;
 use crate::fold::Folded;
 use crate::options::{Backend, Config, Workload};
+use crate::profile::Profile;
 
 /// Runs an inferno collapser over a tool's output and demangles the Rust names it left mangled:
 /// the shared last step of the external backends.
@@ -37,13 +38,24 @@ pub(crate) fn collapse_with(
 /// What a backend recorded.
 #[derive(Debug)]
 pub struct Recording {
-    /// The stacks, symbolized and folded.
-    pub folded: Folded,
+    /// The symbolized profile.
+    pub profile: Profile,
     /// How the profiled program (or the external recorder standing for it) exited; `None` when
     /// nothing was run (a perf.data file, or attaching).
     pub status: Option<ExitStatus>,
     /// One-line notes for the user (lost samples, kernel frames unavailable, ...).
     pub notes: Vec<String>,
+}
+
+impl Recording {
+    /// A recording of a backend that only gives folded stacks (perf-cli, dtrace, xctrace).
+    pub fn from_folded(folded: &Folded, status: Option<ExitStatus>) -> Self {
+        Recording {
+            profile: Profile::from_folded(folded, false),
+            status,
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// Records `config.record.workload` with the chosen backend.
@@ -102,11 +114,12 @@ fn native_record(config: &Config) -> Result<Recording> {
         collector.on_record(format, record)
     })?;
     let stats = collector.stats();
-    let folded = fold_collected(collector, config);
+    collector.set_event(summary.event);
+    let profile = collector.finish();
 
     let notes = native_notes(&summary, stats, options);
     Ok(Recording {
-        folded,
+        profile,
         status: summary.exit_status,
         notes,
     })
@@ -116,7 +129,7 @@ fn native_record(config: &Config) -> Result<Recording> {
 #[cfg(target_os = "linux")]
 fn native_notes(
     summary: &native::RecordSummary,
-    stats: crate::stacks::CollectStats,
+    stats: crate::collect::CollectStats,
     options: &crate::options::RecordOptions,
 ) -> Vec<String> {
     let mut notes = Vec::new();
@@ -158,19 +171,12 @@ fn native_notes(
     notes
 }
 
-fn new_collector(config: &Config) -> crate::stacks::StackCollector {
-    crate::stacks::StackCollector::new(crate::stacks::CollectOptions {
-        inline: config.record.inline,
-        flame_chart: config.graph.flame_chart,
-    })
-}
-
-/// Folds what the collector gathered (its symbolizer thread has been loading kernel symbols and
-/// debug info while records arrived).
-fn fold_collected(collector: crate::stacks::StackCollector, config: &Config) -> Folded {
-    let mut folded = collector.finish();
-    folded.skip_after(&config.graph.skip_after);
-    folded
+/// A collector for the run: its symbolizer thread loads kernel symbols and debug info while
+/// records arrive.
+fn new_collector(config: &Config) -> crate::collect::StackCollector {
+    let mut options = crate::collect::CollectOptions::new(config.record.inline);
+    options.time_ordered = config.graph.flame_chart;
+    crate::collect::StackCollector::new(options)
 }
 
 /// Reads a perf.data file with our own parser and folds it through the same unwinder,
@@ -182,7 +188,7 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
     })
     .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
     let stats = collector.stats();
-    let folded = fold_collected(collector, config);
+    let profile = collector.finish();
     let mut notes = Vec::new();
     if config.record.verbose {
         notes.push(format!(
@@ -210,7 +216,7 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
         ));
     }
     Ok(Recording {
-        folded,
+        profile,
         status: None,
         notes,
     })

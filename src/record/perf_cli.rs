@@ -117,11 +117,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
         }
     }
     let folded = script(&tool, &output, options.inline, graph)?;
-    Ok(Recording {
-        folded,
-        status: Some(status),
-        notes: Vec::new(),
-    })
+    Ok(Recording::from_folded(&folded, Some(status)))
 }
 
 /// Folds an existing perf.data file with `perf script`.
@@ -132,11 +128,7 @@ pub fn script_file(
 ) -> Result<Recording> {
     let tool = perf_tool(options);
     let folded = script(&tool, path, options.inline, graph)?;
-    Ok(Recording {
-        folded,
-        status: None,
-        notes: Vec::new(),
-    })
+    Ok(Recording::from_folded(&folded, None))
 }
 
 fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {

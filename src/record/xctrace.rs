@@ -95,11 +95,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     let _ = std::fs::remove_dir_all(&trace);
     let mut folded = collapse_xctrace(&xml?)?;
     folded.skip_after(&graph.skip_after);
-    Ok(Recording {
-        folded,
-        status: Some(status),
-        notes: Vec::new(),
-    })
+    Ok(Recording::from_folded(&folded, Some(status)))
 }
 
 /// Collapses an `xctrace export` time-profile table, demangling Rust names.

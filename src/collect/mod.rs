@@ -1,0 +1,266 @@
+//! From a record stream to a [`Profile`]: the OS-independent middle of the native pipeline,
+//! shared by live recording and perf.data files.
+//!
+//! - [`sample`]: one sample → a stack of frame keys (kernel callchain, user unwinding, each
+//!   address resolved to `(module, file offset)`).
+//! - this module: the process model fed by MMAP2/COMM/FORK records, and aggregation of equal
+//!   stacks on the same thread in a hash map, so memory grows with the number of *unique*
+//!   stacks, not samples, and the hot path allocates only when a new stack appears.
+//! - [`warmer`]: a low-priority thread parses debug info while samples arrive.
+//! - [`resolve`]: at the end, each unique frame key is symbolized once into profile frames.
+
+mod resolve;
+mod sample;
+mod warmer;
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::perf::records::{Comm, Fork, Record, Sample, SampleFormat};
+use crate::process::Processes;
+use crate::profile::{Measure, Profile, ProfileBuilder, Thread, WeightUnit};
+use sample::{FrameKey, StackWalker};
+
+pub use warmer::symbolizer;
+
+/// Options of the collector.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct CollectOptions {
+    /// Resolve inlined frames. Default: false (the CLI turns it on).
+    pub inline: bool,
+    /// Keep every sample in time order, with its time (flame charts, timelines). Default: false.
+    pub time_ordered: bool,
+    /// Keep threads apart by pid and tid (per-thread views, exports); otherwise threads are told
+    /// apart by name only, which keeps the number of unique stacks down. Default: false.
+    pub split_threads: bool,
+}
+
+impl CollectOptions {
+    /// Options with inline frames as given and everything else at its default.
+    pub fn new(inline: bool) -> Self {
+        CollectOptions {
+            inline,
+            ..Default::default()
+        }
+    }
+}
+
+/// Counts of what went by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectStats {
+    pub samples: u64,
+    /// Samples whose user stack ran out of copied bytes before its root.
+    pub truncated: u64,
+    /// Samples of the idle task (pid 0), ignored.
+    pub idle: u64,
+}
+
+/// A thread as the aggregation tells threads apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ThreadKey {
+    pid: Option<u32>,
+    tid: Option<u32>,
+    name: Arc<str>,
+    process_name: Arc<str>,
+}
+
+/// One aggregated (stack, thread), or one sample when time order is kept.
+#[derive(Clone, Copy, Debug)]
+struct Tally {
+    count: u64,
+    weight: u64,
+}
+
+/// Aggregates samples into unique stacks of frame keys.
+pub struct StackCollector {
+    options: CollectOptions,
+    processes: Processes,
+    walker: StackWalker,
+    threads: Vec<ThreadKey>,
+    thread_ids: FxHashMap<ThreadKey, u32>,
+    /// Frame keys leaf first, the thread last. Hashed once per sample over every frame:
+    /// FxHash, not SipHash (keys are our own).
+    stacks: FxHashMap<Box<[FrameKey]>, u32>,
+    tallies: Vec<Tally>,
+    /// With time order: (stack id, period, time) per sample.
+    sequence: Vec<(u32, u64, u64)>,
+    scratch: Vec<FrameKey>,
+    stats: CollectStats,
+    event: String,
+    warmer: warmer::Warmer,
+}
+
+impl StackCollector {
+    /// A collector; it starts a symbolizer thread that works while samples arrive.
+    pub fn new(options: CollectOptions) -> Self {
+        StackCollector {
+            warmer: warmer::Warmer::start(symbolizer(options.inline)),
+            options,
+            processes: Processes::default(),
+            walker: StackWalker::new(),
+            threads: Vec::new(),
+            thread_ids: FxHashMap::default(),
+            stacks: FxHashMap::default(),
+            tallies: Vec::new(),
+            sequence: Vec::new(),
+            scratch: Vec::with_capacity(256),
+            stats: CollectStats::default(),
+            event: "cpu-clock".into(),
+        }
+    }
+
+    pub fn stats(&self) -> CollectStats {
+        self.stats
+    }
+
+    /// Names the sampled event (default `cpu-clock`); `cpu-clock` and `task-clock` periods are
+    /// nanoseconds, other events' periods are event counts.
+    pub fn set_event(&mut self, event: impl Into<String>) {
+        self.event = event.into();
+    }
+
+    /// Applies one record, in timestamp order.
+    pub fn on_record(&mut self, format: &SampleFormat, record: Record<'_>) {
+        let _ = format;
+        match record {
+            Record::Sample(sample) => self.on_sample(&sample),
+            Record::Mmap2(m) => {
+                if let Some(range) = sample::exec_mapping(&m) {
+                    self.processes.on_mmap(m.pid, range, m.filename);
+                }
+            }
+            Record::Comm(Comm {
+                pid,
+                tid,
+                name,
+                exec,
+            }) => self.processes.on_comm(pid, tid, name, exec),
+            Record::Fork(Fork {
+                pid,
+                ppid,
+                tid,
+                ptid,
+                ..
+            }) => self.processes.on_fork(pid, ppid, tid, ptid),
+            _ => {}
+        }
+    }
+
+    fn thread_id(&mut self, pid: u32, tid: u32) -> u32 {
+        let split = self.options.split_threads;
+        let key = ThreadKey {
+            pid: split.then_some(pid),
+            tid: split.then_some(tid),
+            name: self.processes.name(pid, tid),
+            process_name: self.processes.name(pid, pid),
+        };
+        if let Some(&id) = self.thread_ids.get(&key) {
+            return id;
+        }
+        let id = self.threads.len() as u32;
+        self.threads.push(key.clone());
+        self.thread_ids.insert(key, id);
+        id
+    }
+
+    fn on_sample(&mut self, sample: &Sample<'_>) {
+        if sample.pid == 0 && sample.tid == 0 {
+            self.stats.idle += 1;
+            return;
+        }
+        self.stats.samples += 1;
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        let warmer = &mut self.warmer;
+        let processes = &self.processes;
+        let walk = self
+            .walker
+            .walk(sample, processes, &mut frames, |module, offset| {
+                if let Some(path) = processes.modules.path(module) {
+                    warmer.warm(module, path, offset);
+                }
+            });
+        if walk.truncated {
+            self.stats.truncated += 1;
+        }
+        let thread = self.thread_id(sample.pid, sample.tid);
+        frames.push(FrameKey::Thread(thread));
+        let period = sample.period.max(1);
+        let id = match self.stacks.get(frames.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.tallies.len() as u32;
+                self.tallies.push(Tally {
+                    count: 0,
+                    weight: 0,
+                });
+                self.stacks.insert(frames.clone().into_boxed_slice(), id);
+                id
+            }
+        };
+        let tally = &mut self.tallies[id as usize];
+        tally.count += 1;
+        tally.weight += period;
+        if self.options.time_ordered {
+            self.sequence.push((id, period, sample.time));
+        }
+        self.scratch = frames;
+    }
+
+    /// Symbolizes every unique frame once and builds the profile.
+    pub fn finish(mut self) -> Profile {
+        let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
+        let mut symbolizer = warmer.finish(self.options.inline);
+        let (unit, measure) = match self.event.as_str() {
+            "cpu-clock" | "task-clock" => (WeightUnit::Nanoseconds, Measure::Count),
+            other => (WeightUnit::Events(other.to_owned()), Measure::Weight),
+        };
+        let mut builder = ProfileBuilder::new(unit, measure);
+        builder.set_event(self.event.clone());
+        builder.set_time_ordered(self.options.time_ordered);
+        let mut resolver = resolve::Resolver::new(&mut symbolizer, &self.processes);
+        let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
+            FxHashMap::default();
+        // Per stack id: its profile stack and thread.
+        let mut ids = vec![None; self.tallies.len()];
+        let mut path = Vec::new();
+        for (keys, &id) in &self.stacks {
+            let Some((FrameKey::Thread(thread), keys)) = keys.split_last() else {
+                continue;
+            };
+            path.clear();
+            for key in keys.iter().rev() {
+                let frames = key_frames.entry(*key).or_insert_with(|| {
+                    let mut out = Vec::new();
+                    resolver.frames(*key, &mut builder, &mut out);
+                    out
+                });
+                path.extend_from_slice(frames);
+            }
+            let t = &self.threads[*thread as usize];
+            let thread = builder.thread(Thread {
+                pid: t.pid,
+                tid: t.tid,
+                name: Arc::clone(&t.name),
+                process_name: Arc::clone(&t.process_name),
+            });
+            ids[id as usize] = Some((builder.stack(&path), thread));
+        }
+        if self.options.time_ordered {
+            for &(id, period, time) in &self.sequence {
+                if let Some((stack, thread)) = ids[id as usize] {
+                    builder.add(stack, thread, 1, period, Some(time));
+                }
+            }
+        } else {
+            for (id, tally) in self.tallies.iter().enumerate() {
+                if let Some((stack, thread)) = ids[id] {
+                    builder.add(stack, thread, tally.count, tally.weight, None);
+                }
+            }
+        }
+        builder.finish()
+    }
+}

@@ -1,0 +1,149 @@
+//! Frame keys → profile frames: each unique key is symbolized once, into the function that
+//! contains the address followed by the functions inlined there (innermost last).
+
+use std::sync::Arc;
+
+use super::sample::FrameKey;
+use crate::process::{ModuleKind, Processes};
+use crate::profile::{fold::KERNEL_SUFFIX, Frame, FrameId, FrameKind, ProfileBuilder};
+use crate::symbolize::Symbolizer;
+
+/// Symbolizes frame keys into the profile's frame table, caching each key's frames.
+pub(super) struct Resolver<'a> {
+    pub symbolizer: &'a mut Symbolizer,
+    pub processes: &'a Processes,
+    names: Vec<String>,
+}
+
+impl<'a> Resolver<'a> {
+    pub(super) fn new(symbolizer: &'a mut Symbolizer, processes: &'a Processes) -> Self {
+        Resolver {
+            symbolizer,
+            processes,
+            names: Vec::new(),
+        }
+    }
+
+    /// Pushes the frames of `key`, outermost first, interned in `builder`.
+    pub(super) fn frames(
+        &mut self,
+        key: FrameKey,
+        builder: &mut ProfileBuilder,
+        out: &mut Vec<FrameId>,
+    ) {
+        self.names.clear();
+        let (kind, module, address) = match key {
+            FrameKey::Thread(_) => return,
+            FrameKey::Kernel(address) => {
+                self.symbolizer.symbolize_kernel(address, &mut self.names);
+                (FrameKind::Kernel, None, Some(address))
+            }
+            FrameKey::Module { module, offset } => {
+                let path = match self.processes.modules.get(module) {
+                    ModuleKind::File(path) => {
+                        self.symbolizer
+                            .symbolize_file(path, offset, &mut self.names);
+                        path.to_string_lossy().into_owned()
+                    }
+                    ModuleKind::Vdso => {
+                        self.symbolizer.symbolize_vdso(offset, &mut self.names);
+                        "[vdso]".to_owned()
+                    }
+                    ModuleKind::Anonymous => {
+                        self.names.push("[anon]".into());
+                        "[anon]".to_owned()
+                    }
+                };
+                (FrameKind::User, Some(builder.module(&path)), Some(offset))
+            }
+            FrameKey::Jit { pid, address } => {
+                if !self.symbolizer.symbolize_jit(pid, address, &mut self.names) {
+                    self.names.push("[anon]".into());
+                }
+                (FrameKind::Jit, None, Some(address))
+            }
+            FrameKey::Unknown => {
+                self.names.push("[unknown]".into());
+                (FrameKind::Marker, None, None)
+            }
+            FrameKey::Truncated => {
+                self.names.push("[truncated]".into());
+                (FrameKind::Marker, None, None)
+            }
+        };
+        for (i, name) in self.names.iter().enumerate() {
+            let name = match kind {
+                FrameKind::Kernel => name.strip_suffix(KERNEL_SUFFIX).unwrap_or(name),
+                _ => name,
+            };
+            let function: Arc<str> = tidy_name(name).into();
+            out.push(builder.frame(Frame {
+                function,
+                module,
+                address,
+                file: None,
+                line: None,
+                inline: i > 0,
+                kind,
+            }));
+        }
+    }
+}
+
+/// Makes a symbol safe for the folded format and as short as perf + inferno make it: `;` would
+/// split a frame, and C++ parameter lists are dropped (inferno's `tidy_generic`).
+fn tidy_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let mut depth = 0i32;
+    let mut cut = None;
+    for (i, c) in name.char_indices() {
+        match c {
+            '<' | '{' | '[' => depth += 1,
+            '>' | '}' | ']' | ')' => depth -= 1,
+            '(' => {
+                // A top-level parameter list starts the tail to drop; keep Go-style
+                // `pkg.(*T).M` and C++ `(anonymous namespace)`.
+                let keep = i == 0
+                    || name[..i].ends_with('.')
+                    || name[i..].starts_with("(anonymous namespace)");
+                if depth == 0 && !keep {
+                    cut = Some(i);
+                    break;
+                }
+                depth += 1;
+            }
+            _ => {}
+        }
+    }
+    let name = match cut {
+        Some(i) => &name[..i],
+        None => name,
+    };
+    if name.contains(';') {
+        std::borrow::Cow::Owned(name.replace(';', ":"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_drops_cpp_parameters_only() {
+        assert_eq!(tidy_name("foo(int, char)"), "foo");
+        assert_eq!(
+            tidy_name("ns::Vec<int (*)(int)>::push(int)"),
+            "ns::Vec<int (*)(int)>::push"
+        );
+        assert_eq!(
+            tidy_name("(anonymous namespace)::f(int)"),
+            "(anonymous namespace)::f"
+        );
+        assert_eq!(tidy_name("a;b"), "a:b");
+        assert_eq!(
+            tidy_name("core::ptr::drop_in_place<T>"),
+            "core::ptr::drop_in_place<T>"
+        );
+    }
+}

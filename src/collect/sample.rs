@@ -1,0 +1,240 @@
+//! One sample record → one stack of frame keys, leaf first: the kernel part from the kernel's
+//! callchain, the user part DWARF-unwound from the copied stack (or the kernel's frame-pointer
+//! walk), each address resolved to a module and file offset (or a kernel address) so that equal
+//! stacks hash equal however their modules were mapped.
+
+use crate::elf::MappingRange;
+use crate::frame::{CodeAddress, Space};
+use crate::perf::records::{Sample, UserRegs};
+use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
+use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
+
+/// One frame of an aggregated stack, before symbolization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum FrameKey {
+    /// The thread the stack ran on (index into the collector's thread table); always last.
+    Thread(u32),
+    /// A kernel address (already adjusted for return addresses).
+    Kernel(u64),
+    /// A file offset in a mapped file or the vDSO (already adjusted for return addresses).
+    Module { module: ModuleId, offset: u64 },
+    /// Anonymous executable memory: JIT code, named by `/tmp/perf-PID.map` if at all.
+    Jit { pid: u32, address: u64 },
+    /// An address in no known mapping.
+    Unknown,
+    /// The user stack copy ran out before the outermost frame.
+    Truncated,
+}
+
+/// What became of a sample's user stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct UserWalk {
+    /// The walk ran out of copied stack before the outermost frame.
+    pub truncated: bool,
+}
+
+/// Turns samples into frame keys; reusable buffers live here so the hot path does not allocate.
+pub(super) struct StackWalker {
+    unwinder: Unwinder<unwind::NativeArch>,
+    addresses: Vec<CodeAddress>,
+}
+
+impl StackWalker {
+    pub(super) fn new() -> Self {
+        StackWalker {
+            unwinder: Unwinder::new(),
+            addresses: Vec::with_capacity(256),
+        }
+    }
+
+    /// Pushes `sample`'s frames onto `frames`, leaf first; `on_module` sees every user frame in a
+    /// file (to warm the symbolizer).
+    pub(super) fn walk(
+        &mut self,
+        sample: &Sample<'_>,
+        processes: &Processes,
+        frames: &mut Vec<FrameKey>,
+        mut on_module: impl FnMut(ModuleId, u64),
+    ) -> UserWalk {
+        push_kernel(sample, frames);
+        self.addresses.clear();
+        let mut walk = UserWalk { truncated: false };
+        match (sample.user_regs, sample.user_stack.is_empty()) {
+            (Some(regs), false) => {
+                walk.truncated = self.unwind_user(sample, &regs, processes);
+            }
+            _ => push_user_callchain(sample, &mut self.addresses),
+        }
+        for a in &self.addresses {
+            let frame = resolve_user(processes, sample.pid, *a);
+            if let FrameKey::Module { module, offset } = frame {
+                on_module(module, offset);
+            }
+            frames.push(frame);
+        }
+        if walk.truncated {
+            frames.push(FrameKey::Truncated);
+        }
+        if frames.is_empty() {
+            // No callchain at all: fall back to the sampled ip.
+            frames.push(match sample_space(sample) {
+                Space::Kernel => FrameKey::Kernel(sample.ip),
+                Space::User => resolve_user(
+                    processes,
+                    sample.pid,
+                    CodeAddress::InstructionPointer(sample.ip),
+                ),
+            });
+        }
+        walk
+    }
+
+    /// Unwinds the copied user stack into `self.addresses`; returns whether it was cut short.
+    fn unwind_user(
+        &mut self,
+        sample: &Sample<'_>,
+        regs: &UserRegs<'_>,
+        processes: &Processes,
+    ) -> bool {
+        let Some(regs) = <unwind::NativeArch as SampleRegs>::from_sample(regs) else {
+            return false;
+        };
+        let stack = StackSnapshot {
+            sp: <unwind::NativeArch as SampleRegs>::sp(&regs),
+            bytes: sample.user_stack,
+        };
+        let lookup = SpaceLookup {
+            space: processes.space(sample.pid),
+            modules: &processes.modules,
+        };
+        let end = self
+            .unwinder
+            .unwind(&regs, &stack, &lookup, &mut self.addresses);
+        end == UnwindEnd::Truncated
+    }
+}
+
+/// The kernel part of the callchain, leaf first: the first address is where the kernel was
+/// interrupted, the others are return addresses.
+fn push_kernel(sample: &Sample<'_>, frames: &mut Vec<FrameKey>) {
+    for (i, address) in sample.callchain.kernel().enumerate() {
+        let a = if i == 0 {
+            CodeAddress::InstructionPointer(address)
+        } else {
+            CodeAddress::ReturnAddress(address)
+        };
+        frames.push(FrameKey::Kernel(a.lookup_address()));
+    }
+}
+
+/// The kernel's frame-pointer walk of the user stack.
+fn push_user_callchain(sample: &Sample<'_>, out: &mut Vec<CodeAddress>) {
+    for (i, address) in sample.callchain.user().enumerate() {
+        out.push(if i == 0 {
+            CodeAddress::InstructionPointer(address)
+        } else {
+            CodeAddress::ReturnAddress(address)
+        });
+    }
+}
+
+fn sample_space(sample: &Sample<'_>) -> Space {
+    if sample.misc & 7 == 1 {
+        Space::Kernel
+    } else {
+        Space::User
+    }
+}
+
+/// The frame key of a user address of process `pid`.
+pub(super) fn resolve_user(processes: &Processes, pid: u32, address: CodeAddress) -> FrameKey {
+    let lookup = address.lookup_address();
+    let Some(mapping) = processes.space(pid).and_then(|s| s.find(lookup)) else {
+        return FrameKey::Unknown;
+    };
+    match processes.modules.get(mapping.module) {
+        ModuleKind::Anonymous => FrameKey::Jit {
+            pid,
+            address: lookup,
+        },
+        ModuleKind::File(_) | ModuleKind::Vdso => FrameKey::Module {
+            module: mapping.module,
+            offset: mapping.range.file_offset(lookup),
+        },
+    }
+}
+
+/// An executable mapping from an MMAP/MMAP2 record, if it is one.
+pub(super) fn exec_mapping(m: &crate::perf::records::Mmap2<'_>) -> Option<MappingRange> {
+    const PROT_EXEC: u32 = 4;
+    // Old MMAP records (no prot) only report executable mappings.
+    let exec =
+        m.prot & PROT_EXEC != 0 || matches!(m.file_id, crate::perf::records::MmapFileId::None);
+    if !exec || m.length == 0 {
+        return None;
+    }
+    Some(MappingRange {
+        start: m.address,
+        end: m.address.saturating_add(m.length),
+        pgoff: m.pgoff,
+    })
+}
+
+/// The process's maps, as the unwinder sees them (looked up once per sample).
+struct SpaceLookup<'a> {
+    space: Option<&'a AddressSpace>,
+    modules: &'a ModuleTable,
+}
+
+impl ModuleLookup for SpaceLookup<'_> {
+    fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
+        let mapping = self.space?.find(avma)?;
+        let path = self.modules.path(mapping.module)?;
+        Some(ModuleRef {
+            range: mapping.range,
+            path,
+        })
+    }
+}
+/// Reading an architecture's unwinding registers out of a sample's REGS_USER.
+trait SampleRegs: Arch {
+    fn from_sample(regs: &UserRegs<'_>) -> Option<Self::Regs>;
+    fn sp(regs: &Self::Regs) -> u64;
+}
+
+/// perf's x86_64 register numbers (`arch/x86/include/uapi/asm/perf_regs.h`).
+const X86_BP: u32 = 6;
+const X86_SP: u32 = 7;
+const X86_IP: u32 = 8;
+/// perf's arm64 register numbers (`arch/arm64/include/uapi/asm/perf_regs.h`).
+const ARM64_X29: u32 = 29;
+const ARM64_LR: u32 = 30;
+const ARM64_SP: u32 = 31;
+const ARM64_PC: u32 = 32;
+
+impl SampleRegs for unwind::X86_64 {
+    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::X86_64Regs> {
+        Some(unwind::X86_64Regs {
+            ip: regs.get(X86_IP)?,
+            sp: regs.get(X86_SP)?,
+            bp: regs.get(X86_BP).unwrap_or(0),
+        })
+    }
+    fn sp(regs: &unwind::X86_64Regs) -> u64 {
+        regs.sp
+    }
+}
+
+impl SampleRegs for unwind::Aarch64 {
+    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::Aarch64Regs> {
+        Some(unwind::Aarch64Regs {
+            pc: regs.get(ARM64_PC)?,
+            sp: regs.get(ARM64_SP)?,
+            lr: regs.get(ARM64_LR).unwrap_or(0),
+            x29: regs.get(ARM64_X29).unwrap_or(0),
+        })
+    }
+    fn sp(regs: &unwind::Aarch64Regs) -> u64 {
+        regs.sp
+    }
+}

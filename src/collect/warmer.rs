@@ -1,0 +1,101 @@
+//! A symbolizer working on a thread while samples arrive: it loads `/proc/kallsyms` and parses
+//! each module's debug info as soon as a first sample lands in it, so that little is left to do
+//! when recording ends (what the user waits for).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use crate::process::ModuleId;
+use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
+
+pub(super) struct Warmer {
+    requests: Option<mpsc::Sender<(PathBuf, u64)>>,
+    thread: Option<std::thread::JoinHandle<Symbolizer>>,
+    /// Per module id: already sent.
+    sent: Vec<bool>,
+}
+
+impl Warmer {
+    pub(super) fn start(mut symbolizer: Symbolizer) -> Self {
+        let (tx, rx) = mpsc::channel::<(PathBuf, u64)>();
+        let thread = std::thread::Builder::new()
+            .name("flamegraph-symbolizer".into())
+            .spawn(move || {
+                lower_priority();
+                // Reading /proc/kallsyms is slow in the kernel: overlap it with debug info too.
+                let kernel = std::thread::spawn(|| {
+                    lower_priority();
+                    KernelSymbols::load()
+                });
+                let mut scratch = Vec::new();
+                for (path, offset) in rx {
+                    scratch.clear();
+                    symbolizer.symbolize_file(&path, offset, &mut scratch);
+                }
+                if let Ok(kernel) = kernel.join() {
+                    symbolizer.set_kernel_symbols(kernel);
+                }
+                symbolizer
+            })
+            .ok();
+        Warmer {
+            requests: thread.is_some().then_some(tx),
+            thread,
+            sent: Vec::new(),
+        }
+    }
+
+    /// A warmer that does nothing (its symbolizer is made fresh at the end).
+    pub(super) fn idle() -> Self {
+        Warmer {
+            requests: None,
+            thread: None,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Asks for `module`'s debug info to be parsed, once per module.
+    pub(super) fn warm(&mut self, module: ModuleId, path: &Path, offset: u64) {
+        let i = module.0 as usize;
+        if self.sent.len() <= i {
+            self.sent.resize(i + 1, false);
+        }
+        if self.sent[i] {
+            return;
+        }
+        self.sent[i] = true;
+        if let Some(tx) = &self.requests {
+            let _ = tx.send((path.to_path_buf(), offset));
+        }
+    }
+
+    /// The warmed symbolizer (a fresh one if the thread could not run).
+    pub(super) fn finish(mut self, inline: bool) -> Symbolizer {
+        self.requests = None;
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_else(|| symbolizer(inline))
+    }
+}
+
+/// Makes the calling thread yield to everything else (nice 19): the symbolizer thread must
+/// never take CPU from the profiled program or from the thread draining the ring buffers; on a
+/// busy machine its work simply waits for the end of the recording.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice
+        // value (raising it needs no privilege) and reports failure through its return value,
+        // which we may ignore: the thread then just runs at normal priority.
+        unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
+    }
+}
+
+/// A new symbolizer for the collector's options.
+pub fn symbolizer(inline: bool) -> Symbolizer {
+    Symbolizer::new(SymbolizeOptions::new(inline, true))
+}
