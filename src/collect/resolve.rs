@@ -39,10 +39,12 @@ impl<'a> Resolver<'a> {
                 (FrameKind::Kernel, None, Some(address))
             }
             FrameKey::Module { module, offset } => {
+                let mut file = None;
                 let path = match self.processes.modules.get(module) {
                     ModuleKind::File(path) => {
                         self.symbolizer
                             .symbolize_file(path, offset, &mut self.names);
+                        file = Some(path);
                         path.to_string_lossy().into_owned()
                     }
                     ModuleKind::Vdso => {
@@ -54,7 +56,12 @@ impl<'a> Resolver<'a> {
                         "[anon]".to_owned()
                     }
                 };
-                (FrameKind::User, Some(builder.module(&path)), Some(offset))
+                let build_id = || file.and_then(|f| crate::elf::build_id_hex(f));
+                (
+                    FrameKind::User,
+                    Some(builder.module(&path, build_id)),
+                    Some(offset),
+                )
             }
             FrameKey::Jit { pid, address } => {
                 if !self.symbolizer.symbolize_jit(pid, address, &mut self.names) {

@@ -95,6 +95,8 @@ impl Frame {
 pub struct Module {
     /// Its path as recorded (`[vdso]` for the vDSO, `[kernel.kallsyms]` for the kernel).
     pub path: Arc<str>,
+    /// The GNU build-id in hex, when known.
+    pub build_id: Option<Arc<str>>,
 }
 
 /// Frames from the root (outermost caller) to the leaf.
@@ -296,8 +298,8 @@ impl ProfileBuilder {
         id
     }
 
-    /// The id of the module at `path`, interned.
-    pub fn module(&mut self, path: &str) -> ModuleIndex {
+    /// The id of the module at `path`, interned; `build_id` is called once, on first sight.
+    pub fn module(&mut self, path: &str, build_id: impl FnOnce() -> Option<String>) -> ModuleIndex {
         if let Some(&id) = self.module_ids.get(path) {
             return id;
         }
@@ -305,6 +307,7 @@ impl ProfileBuilder {
         let id = ModuleIndex(self.profile.modules.len() as u32);
         self.profile.modules.push(Module {
             path: Arc::clone(&path),
+            build_id: build_id().map(Arc::from),
         });
         self.module_ids.insert(path, id);
         id

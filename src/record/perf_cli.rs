@@ -132,7 +132,14 @@ pub fn script_file(
 }
 
 fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {
-    let mut args: Vec<OsString> = vec!["script".into(), "--force".into()];
+    // Without the period field, inferno counts one per sample: the graph counts samples, as the
+    // native backend's does, not nanoseconds of cpu-clock.
+    let mut args: Vec<OsString> = vec![
+        "script".into(),
+        "--force".into(),
+        "-F".into(),
+        "-period".into(),
+    ];
     if !inline {
         args.push("--no-inline".into());
     }
