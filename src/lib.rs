@@ -13,6 +13,7 @@ pub mod perf;
 pub mod process;
 pub mod record;
 pub mod render;
+pub mod sink;
 pub mod stacks;
 pub mod symbolize;
 pub mod unwind;
