@@ -204,8 +204,7 @@ impl CommonArgs {
                 )));
             }
         }
-        let to_stdout = crate::sink::is_stdout(&self.output);
-        if to_stdout && self.open {
+        if crate::sink::is_stdout(&self.output) && self.open {
             return Err(Error::InvalidOptions(
                 "--open has nothing to open with -o - (standard output): name a file with -o"
                     .into(),
@@ -229,7 +228,7 @@ impl CommonArgs {
             },
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
-            stdout_to_stderr: to_stdout,
+            stdout_to_stderr: crate::sink::shares_stdout(&self.output),
         };
 
         let output = OutputOptions {

@@ -84,7 +84,8 @@ pub struct RecordOptions {
     /// Default: [`DEFAULT_STACK_SIZE`].
     pub stack_size: u32,
     /// Send the launched program's stdout (and the external recorder's) to our stderr, so that
-    /// our stdout carries nothing but the graph. Default: false; the CLI sets it for `-o -`.
+    /// our stdout carries nothing but the graph. Default: false; the CLI sets it when the output
+    /// is our stdout ([`crate::sink::shares_stdout`]: `-o -`, or `/dev/stdout` into a pipe or file).
     pub stdout_to_stderr: bool,
 }
 

@@ -16,6 +16,9 @@
 //!   directory's owner: the rule of the kernel's `fs.protected_symlinks`, applied whatever that
 //!   sysctl says, at every hop of the link chain. A link to nothing is refused. A `/proc` magic
 //!   link (`/dev/stdout` → `/proc/self/fd/1`) is written in place, as a shell redirection would.
+//! - In such a shared directory, a regular file or FIFO owned by another user is refused too
+//!   (the `protected_regular`/`protected_fifos` rule): it could be a trap that hangs the run or
+//!   hands the profile to its owner.
 //! - A directory, the profiled program itself and the `--perfdata` input (compared by device and
 //!   inode, so hard links, symlinks and a PATH lookup do not hide them) are refused.
 //!
@@ -54,6 +57,20 @@ pub enum OutputError {
         link: PathBuf,
         dir: PathBuf,
     },
+    /// A file another user owns in a shared directory.
+    #[error(
+        "-o {}: {kind} owned by another user in the shared sticky directory {}; \
+         not writing to it: choose another output file",
+        path.display(), dir.display()
+    )]
+    ForeignFile {
+        path: PathBuf,
+        kind: &'static str,
+        dir: PathBuf,
+    },
+    /// An empty path, or one ending in `/`.
+    #[error("-o {:?}: not a file name; name a file such as flamegraph.svg", path)]
+    NotAFileName { path: PathBuf },
     /// A symlink to nothing.
     #[error("-o {}: a symlink to {}, which does not exist; create the target or remove the link", path.display(), target.display())]
     DanglingSymlink { path: PathBuf, target: PathBuf },
@@ -78,6 +95,24 @@ pub enum OutputError {
 /// True for `-`, meaning standard output.
 pub fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
+}
+
+/// True when the graph written to `path` would land in our standard output's pipe or file: `-`,
+/// or a path such as `/dev/stdout` naming the same FIFO or regular file as file descriptor 1. A
+/// launched program's stdout must then go elsewhere, or it would be mixed into the graph.
+pub fn shares_stdout(path: &Path) -> bool {
+    use std::os::fd::AsFd;
+    if is_stdout(path) {
+        return true;
+    }
+    let Ok(ours) = io::stdout().as_fd().try_clone_to_owned().map(File::from) else {
+        return false;
+    };
+    let (Ok(ours), Ok(theirs)) = (ours.metadata(), std::fs::metadata(path)) else {
+        return false;
+    };
+    let t = ours.file_type();
+    (t.is_file() || std::os::unix::fs::FileTypeExt::is_fifo(&t)) && id(&ours) == id(&theirs)
 }
 
 /// Where the bytes for a given `-o` argument go.
@@ -144,29 +179,41 @@ fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The kernel's `protected_symlinks` rule for the symlink `link` (whose lstat is `meta`): in a
-/// sticky world-writable directory, only links owned by us or by the directory's owner are
-/// followed.
-fn check_link_owner(given: &Path, link: &Path, meta: &Metadata) -> Result<(), OutputError> {
-    let dir = dir_of(link);
-    let Ok(dir_meta) = std::fs::metadata(dir) else {
-        return Ok(());
-    };
-    let mode = dir_meta.mode();
-    let shared = mode & libc::S_ISVTX != 0 && mode & 0o002 != 0;
-    if shared && meta.uid() != effective_uid() && meta.uid() != dir_meta.uid() {
-        return Err(OutputError::HostileSymlink {
-            path: given.to_owned(),
-            link: link.to_owned(),
-            dir: dir.to_owned(),
-        });
-    }
-    Ok(())
+/// The owner of `dir` if it is shared: sticky and world-writable, like `/tmp`.
+fn shared_dir_owner(dir: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(dir).ok()?;
+    let mode = meta.mode();
+    (mode & libc::S_ISVTX != 0 && mode & 0o002 != 0).then(|| meta.uid())
 }
 
-/// Walks the chain of symlinks starting at `path` (at most 40 hops, as the kernel), checking
-/// each against [`check_link_owner`]. Stops at the first hop that is not a symlink or cannot be
-/// read as a path (a `/proc` magic link).
+/// The kernel's `protected_symlinks`/`protected_fifos`/`protected_regular` rule: in a shared
+/// directory, only what we or the directory's owner own is followed or written. Returns the
+/// directory when `path` (whose lstat is `meta`) breaks it.
+fn foreign_in_shared_dir(path: &Path, meta: &Metadata) -> Option<PathBuf> {
+    let dir = dir_of(path);
+    let owner = shared_dir_owner(dir)?;
+    (meta.uid() != effective_uid() && meta.uid() != owner).then(|| dir.to_owned())
+}
+
+/// Refuses a regular file or FIFO at `path` owned by another user in a shared directory.
+fn check_foreign_file(given: &Path, path: &Path, meta: &Metadata) -> Result<(), OutputError> {
+    let t = meta.file_type();
+    if !(t.is_file() || std::os::unix::fs::FileTypeExt::is_fifo(&t)) {
+        return Ok(());
+    }
+    match foreign_in_shared_dir(path, meta) {
+        Some(dir) => Err(OutputError::ForeignFile {
+            path: given.to_owned(),
+            kind: kind(meta),
+            dir,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Walks the chain of symlinks starting at `path` (at most 40 hops, as the kernel), refusing a
+/// hop owned by another user in a shared directory. Stops at the first hop that is not a symlink
+/// or cannot be read as a path (a `/proc` magic link).
 fn check_link_chain(path: &Path) -> Result<(), OutputError> {
     let mut hop = path.to_owned();
     for _ in 0..40 {
@@ -176,7 +223,13 @@ fn check_link_chain(path: &Path) -> Result<(), OutputError> {
         if !meta.file_type().is_symlink() {
             return Ok(());
         }
-        check_link_owner(path, &hop, &meta)?;
+        if let Some(dir) = foreign_in_shared_dir(&hop, &meta) {
+            return Err(OutputError::HostileSymlink {
+                path: path.to_owned(),
+                link: hop,
+                dir,
+            });
+        }
         let Ok(next) = std::fs::read_link(&hop) else {
             return Ok(());
         };
@@ -190,6 +243,11 @@ fn classify(path: &Path) -> Result<Target, OutputError> {
     if is_stdout(path) {
         return Ok(Target::Stdout);
     }
+    if path.as_os_str().is_empty() || path.as_os_str().as_bytes().ends_with(b"/") {
+        return Err(OutputError::NotAFileName {
+            path: path.to_owned(),
+        });
+    }
     let link = match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Target::Replace {
@@ -199,22 +257,29 @@ fn classify(path: &Path) -> Result<Target, OutputError> {
         Err(e) => return Err(write_error("write", path, &e)),
         Ok(m) => m,
     };
-    if !link.file_type().is_symlink() {
-        return Ok(if link.is_dir() {
-            return Err(OutputError::Directory {
-                path: path.to_owned(),
-            });
-        } else if link.is_file() {
-            Target::Replace {
-                path: path.to_owned(),
-            }
-        } else {
-            Target::InPlace {
-                path: path.to_owned(),
-                id: id(&link),
-            }
+    if link.file_type().is_symlink() {
+        return classify_symlink(path);
+    }
+    if link.is_dir() {
+        return Err(OutputError::Directory {
+            path: path.to_owned(),
         });
     }
+    check_foreign_file(path, path, &link)?;
+    Ok(if link.is_file() {
+        Target::Replace {
+            path: path.to_owned(),
+        }
+    } else {
+        Target::InPlace {
+            path: path.to_owned(),
+            id: id(&link),
+        }
+    })
+}
+
+/// [`classify`] for a symlink: followed, like `cp`, unless a hop is hostile.
+fn classify_symlink(path: &Path) -> Result<Target, OutputError> {
     check_link_chain(path)?;
     let meta = match std::fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -231,12 +296,14 @@ fn classify(path: &Path) -> Result<Target, OutputError> {
             path: path.to_owned(),
         });
     }
-    if meta.is_file() {
-        // An ordinary link has a real path to rename over; a magic link does not.
-        if let Ok(real) = std::fs::canonicalize(path) {
-            if std::fs::symlink_metadata(&real).is_ok_and(|m| id(&m) == id(&meta)) {
-                return Ok(Target::Replace { path: real });
-            }
+    // An ordinary link leads to a real path (to rename over); a magic link does not.
+    let real = std::fs::canonicalize(path)
+        .ok()
+        .filter(|real| std::fs::symlink_metadata(real).is_ok_and(|m| id(&m) == id(&meta)));
+    if let Some(real) = real {
+        check_foreign_file(path, &real, &meta)?;
+        if meta.is_file() {
+            return Ok(Target::Replace { path: real });
         }
     }
     Ok(Target::InPlace {
@@ -360,16 +427,15 @@ impl Sink {
             Target::InPlace { path, id: expected } => open_in_place(path, expected)?,
             Target::Replace { path } => {
                 let dir = dir_of(&path);
-                let mut prefix = std::ffi::OsString::from(".");
-                prefix.push(path.file_name().unwrap_or_default());
-                prefix.push(".");
-                let file =
-                    create_exclusive(dir, &prefix.to_string_lossy(), ".tmp").map_err(|e| {
-                        OutputError::DirNotWritable {
-                            dir: dir.to_owned(),
-                            reason: reason(&e),
-                        }
-                    })?;
+                // `.NAME.XXXXXX.tmp`, with NAME cut so that long names stay under NAME_MAX.
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let prefix = format!(".{}.", name.chars().take(100).collect::<String>());
+                let file = create_exclusive(dir, &prefix, ".tmp").map_err(|e| {
+                    OutputError::DirNotWritable {
+                        dir: dir.to_owned(),
+                        reason: reason(&e),
+                    }
+                })?;
                 Inner::Temp { file, target: path }
             }
         };
@@ -479,7 +545,8 @@ impl Write for Sink {
 
 /// Saves `text` (folded stacks that could not be drawn) to a new `flamegraph-XXXXXX.folded`
 /// beside the output (in the current directory when the output is not a regular file), else in
-/// `$XDG_RUNTIME_DIR`. Returns the absolute path, or `None` if nowhere worked.
+/// `$XDG_RUNTIME_DIR`, else in the temporary directory (an unpredictable name created with
+/// `O_EXCL`, so safe there too). Returns the absolute path, or `None` if nowhere worked.
 pub fn rescue(text: &str, beside: &Path) -> Option<PathBuf> {
     let near = match classify(beside) {
         Ok(Target::Replace { path }) => dir_of(&path).to_owned(),
@@ -488,12 +555,16 @@ pub fn rescue(text: &str, beside: &Path) -> Option<PathBuf> {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_absolute());
-    [Some(near), runtime].into_iter().flatten().find_map(|dir| {
-        let mut file = create_exclusive(&dir, "flamegraph-", ".folded").ok()?;
-        file.write_all(text.as_bytes()).ok()?;
-        let (_, path) = file.keep().ok()?;
-        Some(std::path::absolute(&path).unwrap_or(path))
-    })
+    let last_resort = Some(std::env::temp_dir());
+    [Some(near), runtime, last_resort]
+        .into_iter()
+        .flatten()
+        .find_map(|dir| {
+            let mut file = create_exclusive(&dir, "flamegraph-", ".folded").ok()?;
+            file.write_all(text.as_bytes()).ok()?;
+            let (_, path) = file.keep().ok()?;
+            Some(std::path::absolute(&path).unwrap_or(path))
+        })
 }
 
 /// `--open`: shows the written file with the desktop's default program, or says in one line why
@@ -594,6 +665,37 @@ mod tests {
             "cannot write the output file in /nonexistent-dir: No such file or directory; \
              choose a writable directory"
         );
+    }
+
+    #[test]
+    fn names_that_are_not_files_are_refused() {
+        for bad in ["", "out/", "/"] {
+            assert!(check(Path::new(bad), None, None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_files_in_a_shared_directory_are_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "needs root (chown) and CI=true: run the tests as root on CI"
+            );
+            eprintln!("skipping: needs root to give a file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let planted = dir.path().join("out.svg");
+        std::fs::write(&planted, "theirs").unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let e = check(&planted, None, None).unwrap_err().to_string();
+        assert!(e.contains("a regular file owned by another user"), "{e}");
+        assert!(Sink::create(&planted).is_err());
+        // The same file owned by us is replaced as usual.
+        std::os::unix::fs::chown(&planted, Some(0), Some(0)).unwrap();
+        check(&planted, None, None).unwrap();
     }
 
     #[test]

@@ -149,6 +149,46 @@ fn dash_writes_the_svg_to_stdout_and_the_program_output_to_stderr() {
 }
 
 #[test]
+fn dev_stdout_into_a_pipe_keeps_the_program_output_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_burner(dir.path(), &os(&["-o", "/dev/stdout"]));
+    assert_success(&out);
+    assert_svg(&out.stdout);
+    assert!(stderr(&out).lines().any(|l| l == "exit_code 0"));
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn foreign_fifo_in_a_sticky_directory_is_refused_without_hanging() {
+    if !require_root("foreign_fifo_in_a_sticky_directory_is_refused_without_hanging") {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let fifo = shared.path().join("out.svg");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::os::unix::fs::lchown(&fifo, Some(65534), Some(65534)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let marker = marker_program(work.path());
+    let out = run_with_timeout(
+        flamegraph()
+            .current_dir(shared.path())
+            .args(["-o", "out.svg", "--"])
+            .arg(&marker),
+        TIMEOUT,
+    );
+    assert_refused(
+        &out,
+        "a FIFO owned by another user in the shared sticky directory",
+    );
+    assert!(!work.path().join("ran").exists(), "the program ran");
+}
+
+#[test]
 fn dash_with_perf_cli_keeps_perf_and_program_output_off_stdout() {
     if !util::require_perf() {
         return;
