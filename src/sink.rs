@@ -357,10 +357,11 @@ pub fn check(
     perfdata: Option<&Path>,
 ) -> Result<(), OutputError> {
     let target = classify(output)?;
-    if let Ok(meta) = std::fs::metadata(output).or_else(|_| match &target {
-        Target::Replace { path } => std::fs::metadata(path),
-        _ => Err(io::ErrorKind::NotFound.into()),
-    }) {
+    let existing = match &target {
+        Target::Stdout => None,
+        Target::InPlace { path, .. } | Target::Replace { path } => std::fs::metadata(path).ok(),
+    };
+    if let Some(meta) = existing {
         let same = |other: &Path| std::fs::metadata(other).is_ok_and(|m| id(&m) == id(&meta));
         if let Some(program) = program.filter(|p| same(p)) {
             return Err(OutputError::IsProgram {
@@ -503,9 +504,10 @@ fn open_in_place(path: PathBuf, expected: (u64, u64)) -> Result<Inner, OutputErr
 }
 
 /// Gives the new file the permission bits (and, when we are root, the owner) of the file it
-/// replaces, like `cp` onto an existing file. Best effort: the graph matters more.
+/// replaces, like `cp` onto an existing file, without set-id or sticky bits. Best effort: the
+/// graph matters more.
 fn keep_mode_and_owner(file: &File, old: &Metadata) {
-    let _ = file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777));
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777));
     if effective_uid() == 0 {
         let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
     }
