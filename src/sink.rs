@@ -85,7 +85,7 @@ pub enum OutputError {
         reason: String,
     },
     /// The output path was replaced by something else while we were busy.
-    #[error("-o {}: it was replaced while the profile was recorded (it is now {now}); run again", path.display())]
+    #[error("-o {}: it was replaced while flamegraph ran (it is now {now}); run again", path.display())]
     Changed { path: PathBuf, now: &'static str },
     /// `--open` found nothing that can show the file.
     #[error("--open: cannot open {}: {reason}; the graph is written there, open it yourself", path.display())]
