@@ -43,7 +43,8 @@ pub struct CommonArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Output file; a `.folded` extension writes folded stacks instead of an SVG
+    /// Output file; a `.folded` extension writes folded stacks instead of an SVG; `-` writes the
+    /// SVG to stdout (the profiled program's stdout then goes to stderr)
     #[arg(short, long, default_value = "flamegraph.svg")]
     pub output: PathBuf,
 
@@ -203,6 +204,12 @@ impl CommonArgs {
                 )));
             }
         }
+        if crate::sink::is_stdout(&self.output) && self.open {
+            return Err(Error::InvalidOptions(
+                "--open has nothing to open with -o - (standard output): name a file with -o"
+                    .into(),
+            ));
+        }
         let defaults = RecordOptions::default();
         let record = RecordOptions {
             backend,
@@ -221,6 +228,7 @@ impl CommonArgs {
             },
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
+            stdout_to_stderr: crate::sink::shares_stdout(&self.output),
         };
 
         let output = OutputOptions {

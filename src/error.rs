@@ -70,8 +70,12 @@ pub enum Error {
     #[error(transparent)]
     Native(#[from] crate::record::native::NativeError),
 
+    /// The output path is refused, or writing it failed.
+    #[error(transparent)]
+    Output(#[from] crate::sink::OutputError),
+
     /// Drawing failed after recording; the folded stacks were saved to `path`.
-    #[error("{cause}; the recorded stacks were saved to {} (draw them with `inferno-flamegraph < FILE`)", path.display())]
+    #[error("{cause}; the recorded stacks were saved to {} (draw them with `inferno-flamegraph {} > flamegraph.svg`)", path.display(), path.display())]
     Rescued { cause: Box<Error>, path: PathBuf },
 
     /// Any other I/O failure, with what we were doing.

@@ -83,6 +83,10 @@ pub struct RecordOptions {
     /// Native sampler: bytes of user stack copied per sample in DWARF mode.
     /// Default: [`DEFAULT_STACK_SIZE`].
     pub stack_size: u32,
+    /// Send the launched program's stdout (and the external recorder's) to our stderr, so that
+    /// our stdout carries nothing but the graph. Default: false; the CLI sets it when the output
+    /// is our stdout ([`crate::sink::shares_stdout`]: `-o -`, or `/dev/stdout` into a pipe or file).
+    pub stdout_to_stderr: bool,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -109,6 +113,7 @@ impl Default for RecordOptions {
                 CallGraph::FramePointer
             },
             stack_size: DEFAULT_STACK_SIZE,
+            stdout_to_stderr: false,
         }
     }
 }
@@ -169,7 +174,8 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// `.folded` (or `.collapsed`) gives folded stacks; everything else an SVG.
+    /// `.folded` (or `.collapsed`) gives folded stacks; everything else an SVG (`-`, standard
+    /// output, too).
     pub fn from_path(path: &std::path::Path) -> Self {
         match path.extension().and_then(|e| e.to_str()) {
             Some("folded") | Some("collapsed") => OutputFormat::Folded,
@@ -182,7 +188,8 @@ impl OutputFormat {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct OutputOptions {
-    /// Output file. Default: `flamegraph.svg`.
+    /// Output file, or `-` for standard output (see [`crate::sink`] for how each kind of path is
+    /// written). Default: `flamegraph.svg`.
     pub path: PathBuf,
     /// Format, from the extension of `path`. Default: SVG.
     pub format: OutputFormat,

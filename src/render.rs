@@ -112,8 +112,8 @@ pub fn render(
         .map_err(|e| Error::io("writing the output", e))
 }
 
-/// Post-processes, then writes the output file (atomically: a temp file renamed into place, so a
-/// failure never leaves half a graph), then opens it if asked.
+/// Post-processes, then writes the output through [`crate::sink::Sink`] (a regular file
+/// atomically: a failure never leaves half a graph nor a temporary file), then opens it if asked.
 pub fn write_output(folded: &Folded, graph: &GraphOptions, output: &OutputOptions) -> Result<()> {
     let processed;
     let folded = match &output.post_process {
@@ -123,38 +123,13 @@ pub fn write_output(folded: &Folded, graph: &GraphOptions, output: &OutputOption
         }
         None => folded,
     };
-    let path = &output.path;
-    let tmp = tmp_path(path);
-    let file = std::fs::File::create(&tmp).map_err(|source| Error::File {
-        action: "cannot create",
-        path: tmp.clone(),
-        source,
-    })?;
-    let result = render(folded, graph, output.format, file);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|source| Error::File {
-        action: "cannot write",
-        path: path.clone(),
-        source,
-    })?;
+    let mut sink = crate::sink::Sink::create(&output.path)?;
+    render(folded, graph, output.format, &mut sink)?;
+    sink.commit()?;
     if output.open {
-        opener::open(path).map_err(|e| {
-            Error::io(
-                format!("cannot open {}", path.display()),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        crate::sink::open_in_viewer(&output.path)?;
     }
     Ok(())
-}
-
-fn tmp_path(path: &std::path::Path) -> std::path::PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 #[cfg(test)]

@@ -66,8 +66,12 @@ pub fn run(config: &Config) -> Result<Outcome> {
     folded.skip_after(&config.graph.skip_after);
     if let Err(err) = crate::render::write_output(&folded, &config.graph, &config.output) {
         // Never lose a profile to a late failure (post-process command, full disk, ...): keep
-        // the folded stacks where they can be drawn again.
-        return Err(match rescue(&folded) {
+        // the folded stacks where they can be drawn again (not needed when only --open failed).
+        let saved = match err {
+            Error::Output(crate::sink::OutputError::CannotOpen { .. }) => None,
+            _ => crate::sink::rescue(&folded.to_text(), &config.output.path),
+        };
+        return Err(match saved {
             Some(path) => Error::Rescued {
                 cause: Box::new(err),
                 path,
@@ -83,44 +87,18 @@ pub fn run(config: &Config) -> Result<Outcome> {
     })
 }
 
-/// Writes the folded stacks to a fresh file in the temp directory; `None` if even that fails.
-fn rescue(folded: &crate::fold::Folded) -> Option<PathBuf> {
-    let path = std::env::temp_dir().join(format!("flamegraph-{}.folded", std::process::id()));
-    std::fs::write(&path, folded.to_text()).ok()?;
-    Some(path)
-}
-
-/// Fails early, before a long recording, when the output file cannot be created.
-fn check_output_writable(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let probe = dir.join(format!(".flamegraph-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(source) => Err(Error::File {
-            action: "cannot write the output file in",
-            path: dir,
-            source,
-        }),
-    }
-}
-
 fn validate(config: &Config) -> Result<()> {
-    check_output_writable(&config.output.path)?;
+    let (mut program, mut perfdata) = (None, None);
     match &config.record.workload {
         Workload::Command(cmd) => {
-            let program = cmd
+            let name = cmd
                 .first()
                 .ok_or_else(|| Error::InvalidOptions("no command to profile".into()))?;
             // perf's own message for this is cryptic; ours says what is wrong.
-            if config.record.root.is_none() {
-                check_runnable(program)?;
-            }
+            program = match config.record.root {
+                None => Some(check_runnable(name)?),
+                Some(_) => check_runnable(name).ok(),
+            };
         }
         Workload::Pids(pids) => {
             for pid in pids {
@@ -135,8 +113,11 @@ fn validate(config: &Config) -> Result<()> {
                 path: path.clone(),
                 source,
             })?;
+            perfdata = Some(path.as_path());
         }
     }
+    // Before anything runs: never overwrite the program or the input, never a directory.
+    crate::sink::check(&config.output.path, program.as_deref(), perfdata)?;
     Ok(())
 }
 

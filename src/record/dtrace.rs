@@ -69,6 +69,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     let mut tool = Tool::from_env("DTRACE", "dtrace", INSTALL_HINT);
     tool.root = options.root.clone();
     tool.verbose = options.verbose;
+    tool.stdout_to_stderr = options.stdout_to_stderr;
     let stacks_file = PathBuf::from(STACKS_FILE);
     let args = dtrace_args(options, &stacks_file)?;
     let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;

@@ -16,6 +16,8 @@ pub struct Tool {
     pub install_hint: &'static str,
     pub root: Option<Option<String>>,
     pub verbose: bool,
+    /// Give the tool (and so the program it launches) our stderr as its stdout, for `-o -`.
+    pub stdout_to_stderr: bool,
 }
 
 impl Tool {
@@ -26,6 +28,7 @@ impl Tool {
             install_hint,
             root: None,
             verbose: false,
+            stdout_to_stderr: false,
         }
     }
 
@@ -68,10 +71,19 @@ impl Tool {
         }
     }
 
-    /// Runs the command with stdin/stdout inherited; stderr goes to ours line by line while the
-    /// last lines are kept. Returns the exit status and that tail.
+    /// Runs the command with stdin/stdout inherited (stdout goes to our stderr with
+    /// `stdout_to_stderr`); stderr goes to ours line by line while the last lines are kept.
+    /// Returns the exit status and that tail.
     pub fn run_teeing_stderr(&self, mut cmd: Command) -> Result<(ExitStatus, String)> {
         print_command(&cmd, self.verbose);
+        if self.stdout_to_stderr {
+            use std::os::fd::AsFd;
+            let stderr = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("duplicating stderr", e))?;
+            cmd.stdout(stderr);
+        }
         let mut child = cmd
             .stderr(Stdio::piped())
             .spawn()

@@ -20,6 +20,7 @@ pub fn perf_tool(options: &RecordOptions) -> Tool {
     let mut tool = Tool::from_env("PERF", "perf", INSTALL_HINT);
     tool.root = options.root.clone();
     tool.verbose = options.verbose;
+    tool.stdout_to_stderr = options.stdout_to_stderr;
     tool
 }
 

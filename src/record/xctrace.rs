@@ -72,6 +72,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     let mut tool = Tool::from_env("XCTRACE", "xctrace", INSTALL_HINT);
     tool.root = options.root.clone();
     tool.verbose = options.verbose;
+    tool.stdout_to_stderr = options.stdout_to_stderr;
     let trace = PathBuf::from(TRACE_FILE);
     let args = record_args(options, &trace)?;
     let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;

@@ -11,7 +11,12 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     for note in &outcome.notes {
         eprintln!("flamegraph: {note}");
     }
-    eprintln!("flamegraph: wrote {}", outcome.output.display());
+    let written = if flamegraph::sink::is_stdout(&outcome.output) {
+        "standard output".into()
+    } else {
+        outcome.output.display().to_string()
+    };
+    eprintln!("flamegraph: wrote {written}");
     if outcome.program_failed() && !config.record.ignore_status {
         let status = outcome
             .status
@@ -19,8 +24,7 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "an error".into());
         eprintln!(
             "flamegraph: error: the profiled program failed ({status}); the graph was still written \
-             to {}; pass --ignore-status to exit with success anyway",
-            outcome.output.display()
+             to {written}; pass --ignore-status to exit with success anyway"
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -32,8 +36,23 @@ pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flamegraph: error: {err:#}");
+            eprintln!("flamegraph: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined with `: `, each cause said once: many messages already
+/// quote their source ("cannot read X: No such file or directory (os error 2)"), and repeating
+/// it from the chain would double it.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }

@@ -76,8 +76,13 @@ fn c_string(bytes: &[u8], program: &OsStr) -> Result<CString, NativeError> {
     })
 }
 
-/// Forks a child that will exec `program args...` once [`Launched::release`] is called.
-pub fn spawn_stopped(program: &OsStr, args: &[OsString]) -> Result<Launched, NativeError> {
+/// Forks a child that will exec `program args...` once [`Launched::release`] is called; with
+/// `stdout_to_stderr` its stdout is our stderr (our stdout carries the graph for `-o -`).
+pub fn spawn_stopped(
+    program: &OsStr,
+    args: &[OsString],
+    stdout_to_stderr: bool,
+) -> Result<Launched, NativeError> {
     let path = resolve(program).map_err(|e| exec_error(program, e))?;
     let c_path = c_string(path.as_os_str().as_bytes(), program)?;
     let mut c_args = vec![c_string(program.as_bytes(), program)?];
@@ -104,6 +109,7 @@ pub fn spawn_stopped(program: &OsStr, args: &[OsString]) -> Result<Launched, Nat
                 &status_write,
                 &c_path,
                 &argv,
+                stdout_to_stderr,
             );
         }
     }
@@ -126,9 +132,10 @@ unsafe fn child(
     status_write: &OwnedFd,
     path: &CString,
     argv: &[*const libc::c_char],
+    stdout_to_stderr: bool,
 ) -> ! {
-    // SAFETY: closing our copies of the parent's pipe ends, reading one byte into a local, and
-    // exec/write/_exit with pointers that stay valid: all async-signal-safe.
+    // SAFETY: closing our copies of the parent's pipe ends, reading one byte into a local, dup2,
+    // and exec/write/_exit with pointers that stay valid: all async-signal-safe.
     unsafe {
         libc::close(go_write.as_raw_fd());
         libc::close(status_read.as_raw_fd());
@@ -145,6 +152,9 @@ unsafe fn child(
                 continue;
             }
             libc::_exit(127);
+        }
+        if stdout_to_stderr {
+            libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
         }
         libc::execv(path.as_ptr(), argv.as_ptr());
         let errno = (*libc::__errno_location()).to_ne_bytes();

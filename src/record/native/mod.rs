@@ -85,6 +85,8 @@ pub struct NativeOptions {
     /// Data pages per ring buffer (a power of two), halved while locked-memory limits refuse it.
     /// Default: none, meaning 128 for frame pointers and 2048 for DWARF.
     pub buffer_pages: Option<usize>,
+    /// Give a launched program our stderr as its stdout (for `-o -`). Default: false.
+    pub stdout_to_stderr: bool,
 }
 
 impl NativeOptions {
@@ -98,6 +100,7 @@ impl NativeOptions {
             stop: None,
             handle_signals: true,
             buffer_pages: None,
+            stdout_to_stderr: false,
         }
     }
 }
@@ -291,7 +294,7 @@ impl Recorder<'_> {
         stop: &mut StopRequests,
         on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
     ) -> Result<RecordSummary, NativeError> {
-        let child = launch::spawn_stopped(program, args)?;
+        let child = launch::spawn_stopped(program, args, self.options.stdout_to_stderr)?;
         let mut opener = EventOpener::new(self.settings(true));
         let mut session = Session::new(self.format);
         for &cpu in &self.cpus {
