@@ -88,6 +88,21 @@ impl MappingRange {
     }
 }
 
+/// The GNU build-id of the ELF file at `path`, in lowercase hex, if it is a regular file with
+/// one. Reads only the file's headers and notes (through a read-only map).
+pub fn build_id_hex(path: &std::path::Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    // SAFETY: the map is read-only and private to this function; a file truncated underneath us
+    // could fault, which is the accepted risk of mapping binaries (the symbolizer does the same).
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let object = object::File::parse(&*map).ok()?;
+    let id = object.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,19 +152,4 @@ mod tests {
         let off = map.file_offset_for_svma(entry).unwrap();
         assert_eq!(map.svma_for_file_offset(off), Some(entry));
     }
-}
-
-/// The GNU build-id of the ELF file at `path`, in lowercase hex, if it is a regular file with
-/// one. Reads only the file's headers and notes (through a read-only map).
-pub fn build_id_hex(path: &std::path::Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    // SAFETY: the map is read-only and private to this function; a file truncated underneath us
-    // could fault, which is the accepted risk of mapping binaries (the symbolizer does the same).
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    let object = object::File::parse(&*map).ok()?;
-    let id = object.build_id().ok()??;
-    Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
