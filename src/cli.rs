@@ -171,6 +171,59 @@ impl GraphArgs {
 }
 
 impl CommonArgs {
+    /// The backend these options select: `--backend`, else perf-cli for `-c` on Linux, else the
+    /// platform's default.
+    pub fn backend(&self) -> Backend {
+        match self.backend {
+            Some(BackendArg::Native) => Backend::Native,
+            Some(BackendArg::PerfCli) => Backend::PerfCli,
+            Some(BackendArg::Dtrace) => Backend::Dtrace,
+            // A custom perf/dtrace command only makes sense with an external tool.
+            None if self.custom_cmd.is_some() && cfg!(target_os = "linux") => Backend::PerfCli,
+            None => Backend::platform_default(),
+        }
+    }
+
+    /// One line for each option that does not do what its name says with the chosen backend:
+    /// ignored options, an implied backend, a rounded value.
+    pub fn warnings(&self) -> Vec<String> {
+        let backend = self.backend();
+        let mut warnings = Vec::new();
+        if self.compression_level.is_some() && backend != Backend::PerfCli {
+            warnings.push(format!(
+                "-z/--compression-level is ignored: it compresses perf.data, which only \
+                 --backend perf-cli writes (this run uses the {} backend)",
+                backend.name()
+            ));
+        }
+        if self.backend.is_none() && self.custom_cmd.is_some() && backend == Backend::PerfCli {
+            warnings.push(
+                "-c/--cmd selects the perf-cli backend: `perf record` runs with these arguments \
+                 and leaves its perf.data in the current directory (or where the command's -o \
+                 says)"
+                    .into(),
+            );
+        }
+        if backend != Backend::Native && (self.call_graph.is_some() || self.stack_size.is_some()) {
+            warnings.push(format!(
+                "--call-graph and --stack-size are ignored: they set up the native backend, and \
+                 this run uses {} (perf-cli records with `--call-graph dwarf,64000`; change it \
+                 with -c)",
+                backend.name()
+            ));
+        } else if self.call_graph == Some(CallGraphArg::Fp) && self.stack_size.is_some() {
+            warnings
+                .push("--stack-size is ignored with --call-graph fp: no stack is copied".into());
+        } else if let Some(size) = self.stack_size.filter(|s| s % 8 != 0) {
+            warnings.push(format!(
+                "--stack-size {size} rounded down to {} (the kernel copies stacks in multiples of \
+                 8 bytes)",
+                size & !7
+            ));
+        }
+        warnings
+    }
+
     /// Checks option combinations and builds the configuration for `workload`.
     pub fn into_config(self, workload: Workload) -> Result<Config> {
         if self.frequency.is_some() && self.custom_cmd.is_some() {
@@ -178,14 +231,7 @@ impl CommonArgs {
                 "cannot pass both a custom command (-c) and a frequency (-F): put -F in the custom command".into(),
             ));
         }
-        let backend = match self.backend {
-            Some(BackendArg::Native) => Backend::Native,
-            Some(BackendArg::PerfCli) => Backend::PerfCli,
-            Some(BackendArg::Dtrace) => Backend::Dtrace,
-            // A custom perf/dtrace command only makes sense with an external tool.
-            None if self.custom_cmd.is_some() && cfg!(target_os = "linux") => Backend::PerfCli,
-            None => Backend::platform_default(),
-        };
+        let backend = self.backend();
         if backend == Backend::Native && self.custom_cmd.is_some() {
             return Err(Error::InvalidOptions(
                 "-c/--cmd passes arguments to perf or dtrace; it cannot be used with --backend native".into(),

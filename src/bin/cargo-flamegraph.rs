@@ -25,6 +25,10 @@ enum UnitTestKindArg {
 
 #[derive(Debug, Args)]
 struct Opt {
+    /// Generate shell completions for the given shell (they complete `cargo-flamegraph`)
+    #[arg(long = "completions", value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
+
     /// Build with the dev profile
     #[arg(long)]
     dev: bool,
@@ -100,6 +104,16 @@ struct Opt {
 
 fn main() -> ExitCode {
     let Cli::Flamegraph(opt) = Cli::parse();
+    if let Some(shell) = opt.completions {
+        let mut command = Opt::augment_args(clap::Command::new("cargo-flamegraph"));
+        clap_complete::generate(
+            shell,
+            &mut command,
+            "cargo-flamegraph",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     common::report(try_main(opt))
 }
 
@@ -137,6 +151,8 @@ fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
     }
     let mut command = vec![built.executable.into_os_string()];
     command.extend(built.args);
+    let warnings = opt.common.warnings();
     let config = opt.common.into_config(Workload::Command(command))?;
+    common::warn(&warnings);
     common::profile(&config)
 }

@@ -48,6 +48,8 @@ fn main() -> ExitCode {
 
 fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
     let workload = cli::workload(opt.trailing_arguments, opt.pid.as_deref(), opt.perf_file)?;
+    let warnings = opt.common.warnings();
     let config = opt.common.into_config(workload)?;
+    common::warn(&warnings);
     common::profile(&config)
 }

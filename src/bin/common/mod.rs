@@ -27,12 +27,20 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints an error chain on one line after the program prefix.
+/// Prints the option warnings, one line each.
+pub fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("flamegraph: warning: {warning}");
+    }
+}
+
+/// Prints an error chain on one line after the program prefix, each cause once.
 pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flamegraph: error: {err:#}");
+            let err: &(dyn std::error::Error + 'static) = err.as_ref();
+            eprintln!("flamegraph: error: {}", flamegraph::error::one_line(err));
             ExitCode::FAILURE
         }
     }
