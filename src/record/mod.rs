@@ -6,6 +6,7 @@
 
 pub mod dtrace;
 pub mod external;
+pub mod hints;
 pub mod perf_cli;
 pub mod xctrace;
 
@@ -104,7 +105,10 @@ fn native_record(config: &Config) -> Result<Recording> {
     let stats = collector.stats();
     let folded = fold_collected(collector, config);
 
-    let notes = native_notes(&summary, stats, options);
+    let mut notes = native_notes(&summary, stats, options);
+    if options.call_graph == CallGraph::FramePointer {
+        notes.extend(hints::frame_pointer_hint(&folded));
+    }
     Ok(Recording {
         folded,
         status: summary.exit_status,
