@@ -56,6 +56,11 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SUDO FLAGS")]
     pub root: Option<Option<String>>,
 
+    /// Internal: this process is the recorder that `--root` started under sudo (it then ignores
+    /// `--root`, runs the program as the invoking user and gives the output back to that user)
+    #[arg(long = "sudo-child", hide = true)]
+    pub sudo_child: bool,
+
     /// Sampling frequency in Hz [default: 997]
     #[arg(short = 'F', long = "freq")]
     pub frequency: Option<u32>,
@@ -256,7 +261,7 @@ impl CommonArgs {
             frequency: self.frequency.unwrap_or(defaults.frequency),
             custom_cmd: self.custom_cmd,
             compression_level: self.compression_level,
-            root: self.root,
+            root: if self.sudo_child { None } else { self.root },
             inline: !self.no_inline,
             ignore_status: self.ignore_status,
             verbose: self.verbose,
@@ -267,6 +272,7 @@ impl CommonArgs {
             },
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
+            run_as: None,
         };
 
         let output = OutputOptions {

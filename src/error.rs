@@ -28,7 +28,7 @@ pub enum Error {
     /// The kernel refuses perf events to this user.
     #[error(
         "permission denied by the kernel for perf events (kernel.perf_event_paranoid = {paranoid}); \
-         run `sudo sysctl kernel.perf_event_paranoid=1` (or -1 for kernel frames and attaching), \
+         run `sudo sysctl kernel.perf_event_paranoid=1` (kernel frames included), \
          or profile as root with --root"
     )]
     PerfParanoid { paranoid: String },

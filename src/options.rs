@@ -83,6 +83,9 @@ pub struct RecordOptions {
     /// Native sampler: bytes of user stack copied per sample in DWARF mode.
     /// Default: [`DEFAULT_STACK_SIZE`].
     pub stack_size: u32,
+    /// Native sampler, launch mode: run the program as this user (uid, gid) while recording with
+    /// our own privileges; set when `--root` re-runs the recorder under sudo. Default: none.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -109,6 +112,7 @@ impl Default for RecordOptions {
                 CallGraph::FramePointer
             },
             stack_size: DEFAULT_STACK_SIZE,
+            run_as: None,
         }
     }
 }

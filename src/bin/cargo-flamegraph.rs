@@ -118,6 +118,13 @@ fn main() -> ExitCode {
 }
 
 fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
+    if opt.common.sudo_child {
+        // The recorder `--root` started under sudo: the parent built the target as the user
+        // and passed the whole command after `--`.
+        let command = opt.trailing_arguments.iter().map(Into::into).collect();
+        let config = opt.common.into_config(Workload::Command(command))?;
+        return common::profile_maybe_as_root(config, true, &[], None);
+    }
     let cargo = CargoOptions {
         dev: opt.dev,
         profile: opt.profile,
@@ -152,7 +159,8 @@ fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
     let mut command = vec![built.executable.into_os_string()];
     command.extend(built.args);
     let warnings = opt.common.warnings();
-    let config = opt.common.into_config(Workload::Command(command))?;
+    let config = opt.common.into_config(Workload::Command(command.clone()))?;
     common::warn(&warnings);
-    common::profile(&config)
+    let options = common::sudo::options_from_args();
+    common::profile_maybe_as_root(config, false, &options, Some(command))
 }

@@ -92,6 +92,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     let mut native_options = native::NativeOptions::new(target);
     native_options.frequency = options.frequency;
     native_options.verbose = options.verbose;
+    native_options.run_as = options.run_as;
     native_options.call_graph = match options.call_graph {
         CallGraph::FramePointer => native::CallGraph::FramePointer,
         CallGraph::Dwarf => native::CallGraph::Dwarf {

@@ -1,6 +1,8 @@
 //! What both binaries do after parsing: run the profile, print notes, map the outcome to an exit
 //! code. `anyhow` lives here, at the edge; the library returns typed errors.
 
+pub mod sudo;
+
 use std::process::ExitCode;
 
 use flamegraph::options::Config;
@@ -8,6 +10,9 @@ use flamegraph::options::Config;
 /// Runs the profile described by `config` and reports it.
 pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     let outcome = flamegraph::run::run(config)?;
+    if let Some(user) = config.record.run_as {
+        sudo::give_back(&outcome.output, user);
+    }
     for note in &outcome.notes {
         eprintln!("flamegraph: {note}");
     }
@@ -25,6 +30,27 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Profiles `config`, or, for `--root` with the native backend, runs the recorder again under
+/// sudo with `options` (the arguments before `--`) and `command` (after `--`; `None` to keep
+/// the workload the options give). `sudo_child` says this process is that recorder.
+pub fn profile_maybe_as_root(
+    mut config: Config,
+    sudo_child: bool,
+    options: &[std::ffi::OsString],
+    command: Option<Vec<std::ffi::OsString>>,
+) -> anyhow::Result<ExitCode> {
+    if sudo_child {
+        config.record.run_as = sudo::invoking_user();
+    } else if sudo::needed(&config) {
+        let command = match command {
+            Some(command) => Some(command),
+            None => sudo::resolved_command(&config)?,
+        };
+        return sudo::rerun(&config, options, command.as_deref());
+    }
+    profile(&config)
 }
 
 /// Prints the option warnings, one line each.

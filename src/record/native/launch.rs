@@ -9,6 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
+use super::sys::Credentials;
 use super::NativeError;
 
 /// The byte that lets the child exec; any other byte (or EOF) makes it exit. An explicit abort
@@ -76,8 +77,13 @@ fn c_string(bytes: &[u8], program: &OsStr) -> Result<CString, NativeError> {
     })
 }
 
-/// Forks a child that will exec `program args...` once [`Launched::release`] is called.
-pub fn spawn_stopped(program: &OsStr, args: &[OsString]) -> Result<Launched, NativeError> {
+/// Forks a child that will exec `program args...` once [`Launched::release`] is called, as the
+/// user `run_as` names when given (the child switches to it just before exec).
+pub fn spawn_stopped(
+    program: &OsStr,
+    args: &[OsString],
+    run_as: Option<&Credentials>,
+) -> Result<Launched, NativeError> {
     let path = resolve(program).map_err(|e| exec_error(program, e))?;
     let c_path = c_string(path.as_os_str().as_bytes(), program)?;
     let mut c_args = vec![c_string(program.as_bytes(), program)?];
@@ -104,6 +110,7 @@ pub fn spawn_stopped(program: &OsStr, args: &[OsString]) -> Result<Launched, Nat
                 &status_write,
                 &c_path,
                 &argv,
+                run_as,
             );
         }
     }
@@ -126,6 +133,7 @@ unsafe fn child(
     status_write: &OwnedFd,
     path: &CString,
     argv: &[*const libc::c_char],
+    run_as: Option<&Credentials>,
 ) -> ! {
     // SAFETY: closing our copies of the parent's pipe ends, reading one byte into a local, and
     // exec/write/_exit with pointers that stay valid: all async-signal-safe.
@@ -146,8 +154,14 @@ unsafe fn child(
             }
             libc::_exit(127);
         }
-        libc::execv(path.as_ptr(), argv.as_ptr());
-        let errno = (*libc::__errno_location()).to_ne_bytes();
+        let errno = match run_as.map_or(Ok(()), |c| c.apply()) {
+            Ok(()) => {
+                libc::execv(path.as_ptr(), argv.as_ptr());
+                *libc::__errno_location()
+            }
+            Err(errno) => errno,
+        }
+        .to_ne_bytes();
         libc::write(status_write.as_raw_fd(), errno.as_ptr().cast(), errno.len());
         libc::_exit(127)
     }
