@@ -201,13 +201,12 @@ impl CommonArgs {
                 backend.name()
             ));
         }
-        if self.backend.is_none() && self.custom_cmd.is_some() && backend == Backend::PerfCli {
-            warnings.push(
+        if let (None, Some(custom), Backend::PerfCli) = (self.backend, &self.custom_cmd, backend) {
+            warnings.push(format!(
                 "-c/--cmd selects the perf-cli backend: `perf record` runs with these arguments \
-                 and leaves its perf.data in the current directory (or where the command's -o \
-                 says)"
-                    .into(),
-            );
+                 and leaves its data in {}",
+                perf_data_path(custom)
+            ));
         }
         if backend != Backend::Native && (self.call_graph.is_some() || self.stack_size.is_some()) {
             warnings.push(format!(
@@ -287,6 +286,22 @@ impl CommonArgs {
             output,
         })
     }
+}
+
+/// Where `perf record` with the custom arguments `custom` writes: its `-o`/`--output`, else
+/// `./perf.data`.
+fn perf_data_path(custom: &str) -> String {
+    let words = shlex::split(custom).unwrap_or_default();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        if let Some(path) = word.strip_prefix("--output=") {
+            return path.to_owned();
+        }
+        if word == "-o" || word == "--output" {
+            return words.next().cloned().unwrap_or_default();
+        }
+    }
+    "./perf.data".into()
 }
 
 /// Parses `-p 1,2,3` (also accepts spaces after commas).

@@ -43,6 +43,8 @@ pub fn profile_maybe_as_root(
 ) -> anyhow::Result<ExitCode> {
     if sudo_child {
         config.record.run_as = sudo::invoking_user();
+        // The parent opens the graph as the user; root's viewer is not the user's.
+        config.output.open = false;
     } else if sudo::needed(&config) {
         let command = match command {
             Some(command) => Some(command),

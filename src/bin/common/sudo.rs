@@ -85,6 +85,10 @@ pub fn rerun(
         signal_hook::low_level::unregister(id);
     }
     let status = status?;
+    if status.success() && config.output.open {
+        let path = &config.output.path;
+        opener::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    }
     if let Some(code) = status.code() {
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
     }

@@ -143,7 +143,7 @@ pub enum NativeError {
     InvalidStackSize(u32),
     #[error(
         "permission denied to use perf events (kernel.perf_event_paranoid is {paranoid}): allow \
-         profiling with `sudo sysctl kernel.perf_event_paranoid=1`, or run as root"
+         profiling with `sudo sysctl kernel.perf_event_paranoid=1`, or record as root (--root)"
     )]
     PermissionDenied { paranoid: String },
     #[error("cannot open perf event {event} for pid {pid} on cpu {cpu}: {source}")]
