@@ -343,3 +343,40 @@ pub fn workload(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn warnings(args: &[&str]) -> Vec<String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("flamegraph").chain(args.iter().copied())).unwrap();
+        cli.common.warnings()
+    }
+
+    #[test]
+    fn warnings_name_what_is_ignored_implied_or_rounded() {
+        assert!(warnings(&[]).is_empty());
+        assert!(warnings(&["-z", "--backend", "perf-cli"]).is_empty());
+        let w = warnings(&["-z"]);
+        assert!(w.len() == 1 && w[0].contains("-z/--compression-level is ignored"));
+        let w = warnings(&["-c", "record -g '--output=x y.data'"]);
+        assert!(w[0].ends_with("leaves its data in x y.data"), "{w:?}");
+        let w = warnings(&["-c", "record -g"]);
+        assert!(w[0].ends_with("leaves its data in ./perf.data"), "{w:?}");
+        let w = warnings(&["--stack-size", "100"]);
+        assert!(
+            w[0].contains("--stack-size 100 rounded down to 96"),
+            "{w:?}"
+        );
+        let w = warnings(&["--call-graph", "fp", "--stack-size", "64"]);
+        assert!(w[0].contains("ignored with --call-graph fp"), "{w:?}");
+    }
+}

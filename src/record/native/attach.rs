@@ -213,6 +213,11 @@ mod tests {
             _ => {}
         });
         assert!(comms >= 1 && exec_maps >= 1, "{comms} {exec_maps}");
+        assert_eq!(
+            access_problem(pid),
+            None,
+            "our own process is ours to profile"
+        );
         assert!(!is_alive(u32::MAX - 1));
     }
 }
