@@ -26,9 +26,13 @@ fn is_root() -> bool {
 }
 
 /// Whether `config` asks for the native recorder to run under sudo: `--root`, the native
-/// backend, and not root already (root records directly).
+/// backend recording something (a perf.data file needs no privileges), and not root already
+/// (root records directly).
 pub fn needed(config: &Config) -> bool {
-    config.record.root.is_some() && config.record.backend == Backend::Native && !is_root()
+    config.record.root.is_some()
+        && config.record.backend == Backend::Native
+        && !matches!(config.record.workload, Workload::PerfData(_))
+        && !is_root()
 }
 
 /// The command line arguments before the first `--` (the options), without the program name.
