@@ -21,6 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const NOBODY: u32 = 65534;
 /// The throwaway user of the `--root` test (created with useradd, with a NOPASSWD sudo rule).
 const SUDO_USER: &str = "fg-sudo-test";
+/// Its sudo rule, removed when the test ends.
+const SUDO_RULE: &str = "/etc/sudoers.d/flamegraph-test";
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -246,7 +248,7 @@ fn sudo_user() -> Result<u32, String> {
                 .status();
         }
         let rule = format!("{SUDO_USER} ALL=(ALL) NOPASSWD: ALL\n");
-        let rule_path = Path::new("/etc/sudoers.d/flamegraph-test");
+        let rule_path = Path::new(SUDO_RULE);
         std::fs::write(rule_path, rule).map_err(|e| format!("cannot write the sudo rule: {e}"))?;
         std::fs::set_permissions(rule_path, std::fs::Permissions::from_mode(0o440)).unwrap();
         uid().ok_or_else(|| format!("useradd {SUDO_USER} failed"))
@@ -263,6 +265,14 @@ fn root_with_native_records_under_sudo_and_gives_the_files_back() {
             return;
         }
     };
+    // A NOPASSWD rule for everything must not outlive the test.
+    struct RemoveRule;
+    impl Drop for RemoveRule {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(SUDO_RULE);
+        }
+    }
+    let _rule = RemoveRule;
     let dir = shared_dir();
     let split = dir.path().join("split");
     std::fs::copy(fixture("split", Variant::CFramePointers), &split).unwrap();
