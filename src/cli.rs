@@ -57,6 +57,11 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SUDO FLAGS")]
     pub root: Option<Option<String>>,
 
+    /// Internal: this process is the recorder that `--root` started under sudo (it then ignores
+    /// `--root`, runs the program as the invoking user and gives the output back to that user)
+    #[arg(long = "sudo-child", hide = true)]
+    pub sudo_child: bool,
+
     /// Sampling frequency in Hz [default: 997]
     #[arg(short = 'F', long = "freq")]
     pub frequency: Option<u32>,
@@ -172,6 +177,58 @@ impl GraphArgs {
 }
 
 impl CommonArgs {
+    /// The backend these options select: `--backend`, else perf-cli for `-c` on Linux, else the
+    /// platform's default.
+    pub fn backend(&self) -> Backend {
+        match self.backend {
+            Some(BackendArg::Native) => Backend::Native,
+            Some(BackendArg::PerfCli) => Backend::PerfCli,
+            Some(BackendArg::Dtrace) => Backend::Dtrace,
+            // A custom perf/dtrace command only makes sense with an external tool.
+            None if self.custom_cmd.is_some() && cfg!(target_os = "linux") => Backend::PerfCli,
+            None => Backend::platform_default(),
+        }
+    }
+
+    /// One line for each option that does not do what its name says with the chosen backend:
+    /// ignored options, an implied backend, a rounded value.
+    pub fn warnings(&self) -> Vec<String> {
+        let backend = self.backend();
+        let mut warnings = Vec::new();
+        if self.compression_level.is_some() && backend != Backend::PerfCli {
+            warnings.push(format!(
+                "-z/--compression-level is ignored: it compresses perf.data, which only \
+                 --backend perf-cli writes (this run uses the {} backend)",
+                backend.name()
+            ));
+        }
+        if let (None, Some(custom), Backend::PerfCli) = (self.backend, &self.custom_cmd, backend) {
+            warnings.push(format!(
+                "-c/--cmd selects the perf-cli backend: `perf record` runs with these arguments \
+                 and leaves its data in {}",
+                perf_data_path(custom)
+            ));
+        }
+        if backend != Backend::Native && (self.call_graph.is_some() || self.stack_size.is_some()) {
+            warnings.push(format!(
+                "--call-graph and --stack-size are ignored: they set up the native backend, and \
+                 this run uses {} (perf-cli records with `--call-graph dwarf,64000`; change it \
+                 with -c)",
+                backend.name()
+            ));
+        } else if self.call_graph == Some(CallGraphArg::Fp) && self.stack_size.is_some() {
+            warnings
+                .push("--stack-size is ignored with --call-graph fp: no stack is copied".into());
+        } else if let Some(size) = self.stack_size.filter(|s| s % 8 != 0) {
+            warnings.push(format!(
+                "--stack-size {size} rounded down to {} (the kernel copies stacks in multiples of \
+                 8 bytes)",
+                size & !7
+            ));
+        }
+        warnings
+    }
+
     /// Checks option combinations and builds the configuration for `workload`.
     pub fn into_config(self, workload: Workload) -> Result<Config> {
         if self.frequency.is_some() && self.custom_cmd.is_some() {
@@ -179,14 +236,7 @@ impl CommonArgs {
                 "cannot pass both a custom command (-c) and a frequency (-F): put -F in the custom command".into(),
             ));
         }
-        let backend = match self.backend {
-            Some(BackendArg::Native) => Backend::Native,
-            Some(BackendArg::PerfCli) => Backend::PerfCli,
-            Some(BackendArg::Dtrace) => Backend::Dtrace,
-            // A custom perf/dtrace command only makes sense with an external tool.
-            None if self.custom_cmd.is_some() && cfg!(target_os = "linux") => Backend::PerfCli,
-            None => Backend::platform_default(),
-        };
+        let backend = self.backend();
         if backend == Backend::Native && self.custom_cmd.is_some() {
             return Err(Error::InvalidOptions(
                 "-c/--cmd passes arguments to perf or dtrace; it cannot be used with --backend native".into(),
@@ -217,7 +267,7 @@ impl CommonArgs {
             frequency: self.frequency.unwrap_or(defaults.frequency),
             custom_cmd: self.custom_cmd,
             compression_level: self.compression_level,
-            root: self.root,
+            root: if self.sudo_child { None } else { self.root },
             inline: !self.no_inline,
             ignore_status: self.ignore_status,
             verbose: self.verbose,
@@ -229,6 +279,7 @@ impl CommonArgs {
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
             stdout_to_stderr: crate::sink::shares_stdout(&self.output),
+            run_as: None,
         };
 
         let output = OutputOptions {
@@ -243,6 +294,22 @@ impl CommonArgs {
             output,
         })
     }
+}
+
+/// Where `perf record` with the custom arguments `custom` writes: its `-o`/`--output`, else
+/// `./perf.data`.
+fn perf_data_path(custom: &str) -> String {
+    let words = shlex::split(custom).unwrap_or_default();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        if let Some(path) = word.strip_prefix("--output=") {
+            return path.to_owned();
+        }
+        if word == "-o" || word == "--output" {
+            return words.next().cloned().unwrap_or_default();
+        }
+    }
+    "./perf.data".into()
 }
 
 /// Parses `-p 1,2,3` (also accepts spaces after commas).
@@ -282,5 +349,42 @@ pub fn workload(
         _ => Err(Error::InvalidOptions(
             "give only one of: a command after `--`, --pid, --perfdata".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn warnings(args: &[&str]) -> Vec<String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("flamegraph").chain(args.iter().copied())).unwrap();
+        cli.common.warnings()
+    }
+
+    #[test]
+    fn warnings_name_what_is_ignored_implied_or_rounded() {
+        assert!(warnings(&[]).is_empty());
+        assert!(warnings(&["-z", "--backend", "perf-cli"]).is_empty());
+        let w = warnings(&["-z"]);
+        assert!(w.len() == 1 && w[0].contains("-z/--compression-level is ignored"));
+        let w = warnings(&["-c", "record -g '--output=x y.data'"]);
+        assert!(w[0].ends_with("leaves its data in x y.data"), "{w:?}");
+        let w = warnings(&["-c", "record -g"]);
+        assert!(w[0].ends_with("leaves its data in ./perf.data"), "{w:?}");
+        let w = warnings(&["--stack-size", "100"]);
+        assert!(
+            w[0].contains("--stack-size 100 rounded down to 96"),
+            "{w:?}"
+        );
+        let w = warnings(&["--call-graph", "fp", "--stack-size", "64"]);
+        assert!(w[0].contains("ignored with --call-graph fp"), "{w:?}");
     }
 }

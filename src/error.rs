@@ -28,7 +28,7 @@ pub enum Error {
     /// The kernel refuses perf events to this user.
     #[error(
         "permission denied by the kernel for perf events (kernel.perf_event_paranoid = {paranoid}); \
-         run `sudo sysctl kernel.perf_event_paranoid=1` (or -1 for kernel frames and attaching), \
+         run `sudo sysctl kernel.perf_event_paranoid=1` (kernel frames included), \
          or profile as root with --root"
     )]
     PerfParanoid { paranoid: String },
@@ -109,5 +109,48 @@ impl Error {
     }
 }
 
+/// An error and its causes on one line: `error: cause: cause`, where a cause whose text the line
+/// already shows (messages that embed their OS error, wrapped errors that repeat their inner
+/// one) is not printed a second time.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_prints_each_cause_once() {
+        let missing = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let file = Error::File {
+            action: "cannot read",
+            path: "/missing".into(),
+            source: missing(),
+        };
+        assert_eq!(
+            one_line(&file),
+            "cannot read /missing: No such file or directory (os error 2)"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            one_line(&Outer(missing())),
+            "outer: No such file or directory (os error 2)"
+        );
+    }
+}

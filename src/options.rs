@@ -87,6 +87,9 @@ pub struct RecordOptions {
     /// our stdout carries nothing but the graph. Default: false; the CLI sets it when the output
     /// is our stdout ([`crate::sink::shares_stdout`]: `-o -`, or `/dev/stdout` into a pipe or file).
     pub stdout_to_stderr: bool,
+    /// Native sampler, launch mode: run the program as this user (uid, gid) while recording with
+    /// our own privileges; set when `--root` re-runs the recorder under sudo. Default: none.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -114,6 +117,7 @@ impl Default for RecordOptions {
             },
             stack_size: DEFAULT_STACK_SIZE,
             stdout_to_stderr: false,
+            run_as: None,
         }
     }
 }

@@ -25,6 +25,10 @@ enum UnitTestKindArg {
 
 #[derive(Debug, Args)]
 struct Opt {
+    /// Generate shell completions for the given shell (they complete `cargo-flamegraph`)
+    #[arg(long = "completions", value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
+
     /// Build with the dev profile
     #[arg(long)]
     dev: bool,
@@ -100,10 +104,27 @@ struct Opt {
 
 fn main() -> ExitCode {
     let Cli::Flamegraph(opt) = Cli::parse();
+    if let Some(shell) = opt.completions {
+        let mut command = Opt::augment_args(clap::Command::new("cargo-flamegraph"));
+        clap_complete::generate(
+            shell,
+            &mut command,
+            "cargo-flamegraph",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     common::report(try_main(opt))
 }
 
 fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
+    if opt.common.sudo_child {
+        // The recorder `--root` started under sudo: the parent built the target as the user
+        // and passed the whole command after `--`.
+        let command = opt.trailing_arguments.iter().map(Into::into).collect();
+        let config = opt.common.into_config(Workload::Command(command))?;
+        return common::profile_maybe_as_root(config, true, &[], None);
+    }
     let cargo = CargoOptions {
         dev: opt.dev,
         profile: opt.profile,
@@ -137,6 +158,9 @@ fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
     }
     let mut command = vec![built.executable.into_os_string()];
     command.extend(built.args);
-    let config = opt.common.into_config(Workload::Command(command))?;
-    common::profile(&config)
+    let warnings = opt.common.warnings();
+    let config = opt.common.into_config(Workload::Command(command.clone()))?;
+    common::warn(&warnings);
+    let options = common::sudo::options_from_args();
+    common::profile_maybe_as_root(config, false, &options, Some(command))
 }

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
 
 fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
     let workload = cli::workload(opt.trailing_arguments, opt.pid.as_deref(), opt.perf_file)?;
+    let sudo_child = opt.common.sudo_child;
+    let warnings = opt.common.warnings();
     let config = opt.common.into_config(workload)?;
-    common::profile(&config)
+    if !sudo_child {
+        common::warn(&warnings);
+    }
+    let options = common::sudo::options_from_args();
+    common::profile_maybe_as_root(config, sudo_child, &options, None)
 }

@@ -8,6 +8,10 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use crate::error::{Error, Result};
 
+/// What to do when `sudo` (needed by `--root`) is missing.
+pub const SUDO_HINT: &str = "--root runs the recorder through sudo: install it \
+     (`apt-get install sudo`), or run flamegraph as root without --root";
+
 /// An external tool: its program name (from an env var such as `PERF`, or the default), how to
 /// install it, and an optional `sudo` wrapper.
 #[derive(Clone, Debug)]
@@ -58,9 +62,16 @@ impl Tool {
     }
 
     fn spawn_error(&self, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::NotFound
-            || e.kind() == std::io::ErrorKind::PermissionDenied
-        {
+        let missing = e.kind() == std::io::ErrorKind::NotFound
+            || e.kind() == std::io::ErrorKind::PermissionDenied;
+        if missing && self.root.is_some() {
+            // With --root the program we started is sudo, not the tool.
+            Error::ToolMissing {
+                tool: "sudo".into(),
+                hint: SUDO_HINT.into(),
+                source: e,
+            }
+        } else if missing {
             Error::ToolMissing {
                 tool: self.name(),
                 hint: self.install_hint.to_owned(),

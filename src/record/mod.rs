@@ -6,6 +6,7 @@
 
 pub mod dtrace;
 pub mod external;
+pub mod hints;
 pub mod perf_cli;
 pub mod xctrace;
 
@@ -104,6 +105,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     native_options.frequency = options.frequency;
     native_options.verbose = options.verbose;
     native_options.stdout_to_stderr = options.stdout_to_stderr;
+    native_options.run_as = options.run_as;
     native_options.call_graph = match options.call_graph {
         CallGraph::FramePointer => native::CallGraph::FramePointer,
         CallGraph::Dwarf => native::CallGraph::Dwarf {
@@ -118,7 +120,10 @@ fn native_record(config: &Config) -> Result<Recording> {
     collector.set_event(summary.event);
     let profile = collector.finish();
 
-    let notes = native_notes(&summary, stats, options);
+    let mut notes = native_notes(&summary, stats, options);
+    if options.call_graph == CallGraph::FramePointer {
+        notes.extend(hints::frame_pointer_hint(&profile));
+    }
     Ok(Recording {
         profile,
         status: summary.exit_status,

@@ -164,6 +164,16 @@ pub fn collapse_perf_script(text: &[u8], skip_after: &[String]) -> Result<Folded
 }
 
 fn classify_record_failure(stderr: &str, options: &RecordOptions) -> Option<Error> {
+    // perf blames perf_event_paranoid for every refusal; name the real cause when /proc shows it.
+    #[cfg(target_os = "linux")]
+    if let (Workload::Pids(pids), None) = (&options.workload, &options.root) {
+        if let Some(denied) = pids
+            .iter()
+            .find_map(|&pid| super::native::attach_denied(pid))
+        {
+            return Some(Error::Native(denied));
+        }
+    }
     if stderr.contains("perf_event_paranoid")
         || stderr.contains("Permission denied") && stderr.contains("perf_event")
     {

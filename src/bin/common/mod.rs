@@ -1,6 +1,8 @@
 //! What both binaries do after parsing: run the profile, print notes, map the outcome to an exit
 //! code. `anyhow` lives here, at the edge; the library returns typed errors.
 
+pub mod sudo;
+
 use std::process::ExitCode;
 
 use flamegraph::options::Config;
@@ -8,6 +10,9 @@ use flamegraph::options::Config;
 /// Runs the profile described by `config` and reports it.
 pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     let outcome = flamegraph::run::run(config)?;
+    if let Some(user) = config.record.run_as {
+        sudo::give_back(&outcome.output, user);
+    }
     for note in &outcome.notes {
         eprintln!("flamegraph: {note}");
     }
@@ -31,28 +36,44 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints an error chain on one line after the program prefix.
+/// Profiles `config`, or, for `--root` with the native backend, runs the recorder again under
+/// sudo with `options` (the arguments before `--`) and `command` (after `--`; `None` to keep
+/// the workload the options give). `sudo_child` says this process is that recorder.
+pub fn profile_maybe_as_root(
+    mut config: Config,
+    sudo_child: bool,
+    options: &[std::ffi::OsString],
+    command: Option<Vec<std::ffi::OsString>>,
+) -> anyhow::Result<ExitCode> {
+    if sudo_child {
+        config.record.run_as = sudo::invoking_user();
+        // The parent opens the graph as the user; root's viewer is not the user's.
+        config.output.open = false;
+    } else if sudo::needed(&config) {
+        let command = match command {
+            Some(command) => Some(command),
+            None => sudo::resolved_command(&config)?,
+        };
+        return sudo::rerun(&config, options, command.as_deref());
+    }
+    profile(&config)
+}
+
+/// Prints the option warnings, one line each.
+pub fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("flamegraph: warning: {warning}");
+    }
+}
+
+/// Prints an error chain on one line after the program prefix, each cause once.
 pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flamegraph: error: {}", one_line(&err));
+            let err: &(dyn std::error::Error + 'static) = err.as_ref();
+            eprintln!("flamegraph: error: {}", flamegraph::error::one_line(err));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes joined with `: `, each cause said once: many messages already
-/// quote their source ("cannot read X: No such file or directory (os error 2)"), and repeating
-/// it from the chain would double it.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut line = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !line.contains(&cause) {
-            line.push_str(": ");
-            line.push_str(&cause);
-        }
-    }
-    line
 }

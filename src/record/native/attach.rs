@@ -17,6 +17,65 @@ pub fn threads(pid: u32) -> io::Result<Vec<u32>> {
     Ok(tids)
 }
 
+/// Why the kernel refuses this user perf events on another process, read from `/proc`: the
+/// checks of `ptrace_may_access` that `perf_event_open` applies to a target thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessProblem {
+    /// The process runs as another user.
+    OtherUser { uid: u32 },
+    /// Its real, effective and saved ids differ (a setuid or setgid program), or its group ids
+    /// are not ours.
+    SetId { uids: [u32; 3], gids: [u32; 3] },
+    /// Its ids are ours but it is not dumpable (it changed credentials, or called
+    /// `prctl(PR_SET_DUMPABLE, 0)`): the files in `/proc/PID` then belong to root.
+    NotDumpable,
+}
+
+impl std::fmt::Display for AccessProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessProblem::OtherUser { uid } => write!(f, "it is owned by another user (uid {uid})"),
+            AccessProblem::SetId { uids, gids } => write!(
+                f,
+                "it runs a setuid or setgid program (uids {} {} {}, gids {} {} {})",
+                uids[0], uids[1], uids[2], gids[0], gids[1], gids[2]
+            ),
+            AccessProblem::NotDumpable => write!(
+                f,
+                "it is not dumpable (it changed its credentials or called prctl(PR_SET_DUMPABLE, 0))"
+            ),
+        }
+    }
+}
+
+/// What keeps this user from profiling thread or process `pid`, or `None` when `/proc` shows no
+/// such reason (we are root, the ids match and it is dumpable, or it is gone).
+pub fn access_problem(pid: u32) -> Option<AccessProblem> {
+    // SAFETY: getuid, getgid and geteuid have no preconditions and cannot fail.
+    let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
+    if euid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ids = |key: &str| -> Option<[u32; 3]> {
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        let mut values = line.split_whitespace().map(|v| v.parse::<u32>().ok());
+        Some([values.next()??, values.next()??, values.next()??])
+    };
+    let (uids, gids) = (ids("Uid:")?, ids("Gid:")?);
+    if uids.iter().all(|&u| u == uids[0]) && uids[0] != uid {
+        return Some(AccessProblem::OtherUser { uid: uids[0] });
+    }
+    if uids.iter().any(|&u| u != uid) || gids.iter().any(|&g| g != gid) {
+        return Some(AccessProblem::SetId { uids, gids });
+    }
+    // Files under /proc/PID belong to root while the process is not dumpable (the directory
+    // itself may keep its first owner).
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("/proc/{pid}/status")).ok()?.uid();
+    (owner != uid).then_some(AccessProblem::NotDumpable)
+}
+
 /// Whether `pid` still runs: some thread of it exists and is not a zombie. (The main thread shows
 /// as a zombie after calling `pthread_exit` while other threads go on.)
 pub fn is_alive(pid: u32) -> bool {
@@ -154,6 +213,11 @@ mod tests {
             _ => {}
         });
         assert!(comms >= 1 && exec_maps >= 1, "{comms} {exec_maps}");
+        assert_eq!(
+            access_problem(pid),
+            None,
+            "our own process is ours to profile"
+        );
         assert!(!is_alive(u32::MAX - 1));
     }
 }

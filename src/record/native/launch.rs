@@ -9,6 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
+use super::sys::Credentials;
 use super::NativeError;
 
 /// The byte that lets the child exec; any other byte (or EOF) makes it exit. An explicit abort
@@ -76,11 +77,13 @@ fn c_string(bytes: &[u8], program: &OsStr) -> Result<CString, NativeError> {
     })
 }
 
-/// Forks a child that will exec `program args...` once [`Launched::release`] is called; with
+/// Forks a child that will exec `program args...` once [`Launched::release`] is called, as the
+/// user `run_as` names when given (the child switches to it just before exec); with
 /// `stdout_to_stderr` its stdout is our stderr (our stdout carries the graph for `-o -`).
 pub fn spawn_stopped(
     program: &OsStr,
     args: &[OsString],
+    run_as: Option<&Credentials>,
     stdout_to_stderr: bool,
 ) -> Result<Launched, NativeError> {
     let path = resolve(program).map_err(|e| exec_error(program, e))?;
@@ -109,6 +112,7 @@ pub fn spawn_stopped(
                 &status_write,
                 &c_path,
                 &argv,
+                run_as,
                 stdout_to_stderr,
             );
         }
@@ -132,6 +136,7 @@ unsafe fn child(
     status_write: &OwnedFd,
     path: &CString,
     argv: &[*const libc::c_char],
+    run_as: Option<&Credentials>,
     stdout_to_stderr: bool,
 ) -> ! {
     // SAFETY: closing our copies of the parent's pipe ends, reading one byte into a local, dup2,
@@ -156,8 +161,14 @@ unsafe fn child(
         if stdout_to_stderr {
             libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
         }
-        libc::execv(path.as_ptr(), argv.as_ptr());
-        let errno = (*libc::__errno_location()).to_ne_bytes();
+        let errno = match run_as.map_or(Ok(()), |c| c.apply()) {
+            Ok(()) => {
+                libc::execv(path.as_ptr(), argv.as_ptr());
+                *libc::__errno_location()
+            }
+            Err(errno) => errno,
+        }
+        .to_ne_bytes();
         libc::write(status_write.as_raw_fd(), errno.as_ptr().cast(), errno.len());
         libc::_exit(127)
     }

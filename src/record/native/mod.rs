@@ -87,6 +87,10 @@ pub struct NativeOptions {
     pub buffer_pages: Option<usize>,
     /// Give a launched program our stderr as its stdout (for `-o -`). Default: false.
     pub stdout_to_stderr: bool,
+    /// Launch mode: run the program as this user (uid, gid), with the user's groups, while the
+    /// recorder keeps its own privileges (the recorder runs under sudo for `--root`).
+    /// Default: none, the program runs as we do.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl NativeOptions {
@@ -101,6 +105,7 @@ impl NativeOptions {
             handle_signals: true,
             buffer_pages: None,
             stdout_to_stderr: false,
+            run_as: None,
         }
     }
 }
@@ -141,7 +146,7 @@ pub enum NativeError {
     InvalidStackSize(u32),
     #[error(
         "permission denied to use perf events (kernel.perf_event_paranoid is {paranoid}): allow \
-         profiling with `sudo sysctl kernel.perf_event_paranoid=1`, or run as root"
+         profiling with `sudo sysctl kernel.perf_event_paranoid=1`, or record as root (--root)"
     )]
     PermissionDenied { paranoid: String },
     #[error("cannot open perf event {event} for pid {pid} on cpu {cpu}: {source}")]
@@ -157,6 +162,25 @@ pub enum NativeError {
     Exec { program: String, source: io::Error },
     #[error("no process to attach to")]
     NoProcess,
+    #[error(
+        "cannot attach to pid {pid}: {problem}, and only root may profile it: add --root, \
+         or run flamegraph with sudo"
+    )]
+    AttachDenied {
+        pid: u32,
+        problem: attach::AccessProblem,
+    },
+    #[error(
+        "attaching to {threads} threads on {cpus} CPUs needs about {needed} open files, more than \
+         the limit of {limit}: raise it with `ulimit -n {needed}` (above the hard limit as root, \
+         or in /etc/security/limits.conf) before running flamegraph"
+    )]
+    TooManyOpenFiles {
+        threads: usize,
+        cpus: usize,
+        needed: u64,
+        limit: u64,
+    },
     #[error("cannot attach to pid {pid}: {source}")]
     Attach { pid: u32, source: io::Error },
     #[error("{what}: {source}")]
@@ -294,7 +318,16 @@ impl Recorder<'_> {
         stop: &mut StopRequests,
         on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
     ) -> Result<RecordSummary, NativeError> {
-        let child = launch::spawn_stopped(program, args, self.options.stdout_to_stderr)?;
+        let run_as = self
+            .options
+            .run_as
+            .map(|(uid, gid)| sys::Credentials::of_user(uid, gid));
+        let child = launch::spawn_stopped(
+            program,
+            args,
+            run_as.as_ref(),
+            self.options.stdout_to_stderr,
+        )?;
         let mut opener = EventOpener::new(self.settings(true));
         let mut session = Session::new(self.format);
         for &cpu in &self.cpus {
@@ -359,18 +392,26 @@ impl Recorder<'_> {
         if pids.is_empty() {
             return Err(NativeError::NoProcess);
         }
-        sys::raise_nofile_limit();
+        let fd_limit = sys::raise_nofile_limit();
         let mut opener = EventOpener::new(self.settings(false));
         let mut session = Session::new(self.format);
         let mut opened = HashSet::new();
+        let mut all_tids = Vec::new();
         for &pid in pids {
             let tids = attach::threads(pid).map_err(|err| attach_error(pid, err))?;
-            self.open_threads(&tids, &mut opened, &mut opener, &mut session)?;
+            all_tids.push((pid, tids));
+        }
+        let threads = all_tids.iter().map(|(_, tids)| tids.len()).sum();
+        let fds_error = |err: NativeError| self.explain_attach_error(err, threads, fd_limit);
+        for (pid, tids) in &all_tids {
+            self.open_threads(*pid, tids, &mut opened, &mut opener, &mut session)
+                .map_err(fds_error)?;
         }
         // Threads created while we were opening: a second pass (later ones are inherited).
         for &pid in pids {
             let tids = attach::threads(pid).unwrap_or_default();
-            self.open_threads(&tids, &mut opened, &mut opener, &mut session)?;
+            self.open_threads(pid, &tids, &mut opened, &mut opener, &mut session)
+                .map_err(fds_error)?;
         }
         self.report_choice(&opener);
         session.enable_all().map_err(|source| NativeError::Io {
@@ -397,10 +438,30 @@ impl Recorder<'_> {
         })
     }
 
+    /// Turns running out of file descriptors into the `ulimit -n` advice, with the count needed
+    /// for `threads` threads (one fd per thread and CPU, plus room for the rest of the tool).
+    fn explain_attach_error(&self, err: NativeError, threads: usize, limit: u64) -> NativeError {
+        match err {
+            NativeError::Open { ref source, .. } if sys::is_out_of_fds(source) => {
+                let cpus = self.cpus.len();
+                let needed = (threads * cpus + 64).next_multiple_of(64) as u64;
+                NativeError::TooManyOpenFiles {
+                    threads,
+                    cpus,
+                    needed,
+                    limit,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Opens one event per CPU for each thread not yet `opened`, all CPU `i` events writing to
-    /// ring `i`. Threads that exit meanwhile are skipped.
+    /// ring `i`. Threads that exit meanwhile are skipped; a refusal names its cause when
+    /// `/proc` shows one (another user's process, setuid, not dumpable).
     fn open_threads(
         &self,
+        pid: u32,
         tids: &[u32],
         opened: &mut HashSet<u32>,
         opener: &mut EventOpener,
@@ -418,6 +479,10 @@ impl Recorder<'_> {
                     {
                         break;
                     }
+                    Err(err) if is_permission(&err) => {
+                        return Err(attach::access_problem(tid)
+                            .map_or(err, |problem| NativeError::AttachDenied { pid, problem }))
+                    }
                     Err(err) => return Err(err),
                 };
                 if session.rings().len() <= index {
@@ -434,6 +499,23 @@ impl Recorder<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the kernel refused an event for lack of privileges.
+fn is_permission(err: &NativeError) -> bool {
+    match err {
+        NativeError::PermissionDenied { .. } => true,
+        NativeError::Open { source, .. } => {
+            matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        }
+        _ => false,
+    }
+}
+
+/// The error for a refused attach to `pid` when `/proc` shows why this user may not profile it
+/// (another user's, setuid or non-dumpable process); `None` when it shows no such reason.
+pub fn attach_denied(pid: u32) -> Option<NativeError> {
+    attach::access_problem(pid).map(|problem| NativeError::AttachDenied { pid, problem })
 }
 
 fn attach_error(pid: u32, err: io::Error) -> NativeError {

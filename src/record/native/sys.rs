@@ -127,19 +127,81 @@ pub fn page_size() -> usize {
     usize::try_from(size).unwrap_or(4096).max(4096)
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (many fds when attaching). Best effort.
-pub fn raise_nofile_limit() {
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (many fds when attaching). Best effort;
+/// returns the soft limit now in force (`u64::MAX` for unlimited, 0 if it cannot be read).
+pub fn raise_nofile_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid rlimit to fill and then pass back.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
         }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Whether an error means this process (EMFILE) or the system (ENFILE) ran out of file
+/// descriptors.
+pub fn is_out_of_fds(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A user to run the launched program as (the invoking user when the recorder runs under sudo):
+/// its ids and supplementary groups, gathered before the fork so that switching to them in the
+/// child is async-signal-safe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    /// Supplementary groups; just `gid` when the user has no passwd entry.
+    pub groups: Vec<libc::gid_t>,
+}
+
+impl Credentials {
+    /// The credentials of `uid` with primary group `gid`, with the user's supplementary groups
+    /// from the group database.
+    pub fn of_user(uid: u32, gid: u32) -> Credentials {
+        let groups = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .and_then(|user| {
+                let name = std::ffi::CString::new(user.name).ok()?;
+                nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok()
+            })
+            .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|| vec![gid]);
+        Credentials { uid, gid, groups }
+    }
+
+    /// Switches the calling process to these credentials (groups, then gid, then uid): the
+    /// errno of the first failing call.
+    ///
+    /// # Safety
+    /// Meant for a freshly forked child before exec: only async-signal-safe syscalls.
+    pub unsafe fn apply(&self) -> Result<(), i32> {
+        // SAFETY: `groups` is a live vector of gid_t of the given length; setgid and setuid take
+        // plain integers.
+        unsafe {
+            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
+                || libc::setgid(self.gid) != 0
+                || libc::setuid(self.uid) != 0
+            {
+                return Err(*libc::__errno_location());
+            }
+        }
+        Ok(())
     }
 }
 

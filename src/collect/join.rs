@@ -1,0 +1,110 @@
+//! Completing truncated stacks from an earlier sample of the same thread (the idea of
+//! simpleperf's callchain joiner).
+//!
+//! A DWARF walk stops at the end of the copied stack bytes. The frames rootward of that point
+//! are usually still the same activations as in an earlier sample of the same thread: a frame is
+//! identified by its code address *and* its stack pointer, and an activation that is still on
+//! the stack keeps both. So when the outermost frame of a truncated walk, `(address, sp)`, also
+//! appears in the thread's last complete stack, the callers that stack had below it are the
+//! truncated stack's callers too, and the stack is completed with them.
+//!
+//! Matching on the stack pointer makes this exact where matching on names cannot be: in a deep
+//! recursion every frame has the same address, and only `sp` tells which activation is which.
+//! An activation that returned and was replaced by another at the same address and the same
+//! stack pointer (same code called again from the same depth) is indistinguishable, but its
+//! callers are then the same too, unless the stack below was rewritten in between by a return
+//! into a caller and a new call chain that reached exactly the same `(address, sp)`; that is the
+//! accepted, rare error of the method.
+
+use rustc_hash::FxHashMap;
+
+/// One user frame of a walk: its key (anything comparable) and the stack pointer it ran at.
+pub(super) type Step<K> = (K, u64);
+
+/// What [`Joiner::join`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Joined {
+    /// The walk was complete; it is remembered for later joins.
+    Complete,
+    /// The walk was truncated and completed with this many frames of an earlier stack.
+    Joined(usize),
+    /// The walk was truncated and no earlier stack of the thread shares its outermost frame.
+    Truncated,
+}
+
+/// The last complete user stack of each thread, outermost frame last.
+pub(super) struct Joiner<K> {
+    threads: FxHashMap<u32, Vec<Step<K>>>,
+}
+
+impl<K: Copy + PartialEq> Joiner<K> {
+    pub(super) fn new() -> Self {
+        Joiner {
+            threads: FxHashMap::default(),
+        }
+    }
+
+    /// Completes `steps` (leaf first) of thread `tid` if it was `truncated` and can be joined;
+    /// remembers it when it is (or became) complete.
+    pub(super) fn join(&mut self, tid: u32, steps: &mut Vec<Step<K>>, truncated: bool) -> Joined {
+        let outcome = match (truncated, steps.last()) {
+            (false, _) => Joined::Complete,
+            (true, None) => return Joined::Truncated,
+            (true, Some(&outermost)) => {
+                let Some(earlier) = self.threads.get(&tid) else {
+                    return Joined::Truncated;
+                };
+                // Stack pointers grow toward the root: only frames at or above the outermost
+                // one's sp can be it.
+                let start = earlier.partition_point(|&(_, sp)| sp < outermost.1);
+                match earlier[start..].iter().position(|&step| step == outermost) {
+                    Some(i) => {
+                        let rest = &earlier[start + i + 1..];
+                        steps.extend_from_slice(rest);
+                        Joined::Joined(rest.len())
+                    }
+                    None => return Joined::Truncated,
+                }
+            }
+        };
+        let remembered = self.threads.entry(tid).or_default();
+        remembered.clear();
+        remembered.extend_from_slice(steps);
+        outcome
+    }
+
+    /// Forgets a thread that exited (its tid may be reused).
+    pub(super) fn forget(&mut self, tid: u32) {
+        self.threads.remove(&tid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_on_address_and_stack_pointer() {
+        let mut j = Joiner::new();
+        // main at 1000, a recursion of f at 900, 800, 700, leaf g at 600.
+        let mut full = vec![('g', 600), ('f', 700), ('f', 800), ('f', 900), ('m', 1000)];
+        assert_eq!(j.join(1, &mut full, false), Joined::Complete);
+        // A later sample, cut after the f at 800: joined to the f at 900 and main.
+        let mut cut = vec![('h', 650), ('f', 700), ('f', 800)];
+        assert_eq!(j.join(1, &mut cut, true), Joined::Joined(2));
+        assert_eq!(
+            cut,
+            vec![('h', 650), ('f', 700), ('f', 800), ('f', 900), ('m', 1000)]
+        );
+        // Same address, another stack pointer: not the same activation.
+        let mut other = vec![('f', 750)];
+        assert_eq!(j.join(1, &mut other, true), Joined::Truncated);
+        assert_eq!(other, vec![('f', 750)]);
+        // Another thread knows nothing.
+        let mut t2 = vec![('f', 800)];
+        assert_eq!(j.join(2, &mut t2, true), Joined::Truncated);
+        j.forget(1);
+        let mut again = vec![('f', 800)];
+        assert_eq!(j.join(1, &mut again, true), Joined::Truncated);
+    }
+}
