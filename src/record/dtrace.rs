@@ -71,10 +71,12 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     tool.verbose = options.verbose;
     let stacks_file = PathBuf::from(STACKS_FILE);
     let args = dtrace_args(options, &stacks_file)?;
-    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
+    let finished = tool.run_teeing_stderr(tool.command(&args))?;
+    let (status, stderr_tail, interrupted) =
+        (finished.status, finished.stderr_tail, finished.interrupted);
     let bytes = match std::fs::read(&stacks_file) {
         Ok(b) => b,
-        Err(source) if failed(status) => {
+        Err(source) if failed(status, interrupted) => {
             return Err(Error::ToolFailed {
                 command: format!("{} (no {} written: {source})", tool.name(), STACKS_FILE),
                 status,
@@ -95,6 +97,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     Ok(Recording {
         folded,
         status: Some(status),
+        interrupted,
         notes: Vec::new(),
     })
 }

@@ -103,8 +103,10 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
 pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording> {
     let tool = perf_tool(options);
     let RecordArgs { args, output } = record_args(options)?;
-    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
-    if failed(status) {
+    let finished = tool.run_teeing_stderr(tool.command(&args))?;
+    let (status, stderr_tail, interrupted) =
+        (finished.status, finished.stderr_tail, finished.interrupted);
+    if failed(status, interrupted) {
         if let Some(err) = classify_record_failure(&stderr_tail, options) {
             return Err(err);
         }
@@ -120,6 +122,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     Ok(Recording {
         folded,
         status: Some(status),
+        interrupted,
         notes: Vec::new(),
     })
 }
@@ -135,6 +138,7 @@ pub fn script_file(
     Ok(Recording {
         folded,
         status: None,
+        interrupted: false,
         notes: Vec::new(),
     })
 }

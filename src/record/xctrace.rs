@@ -74,9 +74,11 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     tool.verbose = options.verbose;
     let trace = PathBuf::from(TRACE_FILE);
     let args = record_args(options, &trace)?;
-    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
+    let finished = tool.run_teeing_stderr(tool.command(&args))?;
+    let (status, stderr_tail, interrupted) =
+        (finished.status, finished.stderr_tail, finished.interrupted);
     // xctrace exits 54 when Ctrl-C stopped the recording: not a failure.
-    if failed(status) && status.code() != Some(54) && !trace.exists() {
+    if failed(status, interrupted) && status.code() != Some(54) && !trace.exists() {
         return Err(Error::ToolFailed {
             command: format!("{} record", tool.name()),
             status,
@@ -98,6 +100,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     Ok(Recording {
         folded,
         status: Some(status),
+        interrupted,
         notes: Vec::new(),
     })
 }

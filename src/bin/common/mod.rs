@@ -13,13 +13,13 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     }
     eprintln!("flamegraph: wrote {}", outcome.output.display());
     if outcome.program_failed() && !config.record.ignore_status {
-        let status = outcome
+        let ending = outcome
             .status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "an error".into());
+            .map(flamegraph::record::external::describe_failure)
+            .unwrap_or_else(|| "failed".into());
         eprintln!(
-            "flamegraph: error: the profiled program failed ({status}); the graph was still written \
-             to {}; pass --ignore-status to exit with success anyway",
+            "flamegraph: error: the profiled program {ending}; the graph was still written to {}; \
+             pass --ignore-status to exit with success anyway",
             outcome.output.display()
         );
         return Ok(ExitCode::FAILURE);
