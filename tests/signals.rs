@@ -40,16 +40,20 @@ impl Profiled {
     /// returns the profiler's status and output.
     fn finish(&mut self) -> (ExitStatus, String) {
         let status = wait_deadline(&mut self.profiler.0, Instant::now() + TIMEOUT);
-        let text: String = self.output.try_iter().collect();
         let Some(status) = status else {
+            let text: String = self.output.try_iter().collect();
             panic!("the profiler did not end within {TIMEOUT:?}\n{text}");
         };
-        // The readers end when the profiler and the program closed their ends.
-        let more: String = self
+        // The readers end once the profiler and the program closed their ends (unless the
+        // program outlived the profiler: then the deadline ends this).
+        let mut text = String::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self
             .output
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_default();
-        let text = text + &more + &self.output.try_iter().collect::<String>();
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            text.push_str(&line);
+        }
         assert_gone(self.program, &text);
         (status, text)
     }

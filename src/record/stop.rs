@@ -43,6 +43,9 @@ pub struct StopRequest {
 #[derive(Default)]
 struct Registry {
     active: usize,
+    /// Whether each signal had its default action before we first caught it (only those get
+    /// it back: a caller's own handler keeps running through signal-hook's chain).
+    was_default: HashMap<i32, bool>,
     defaults: HashMap<i32, SigId>,
 }
 
@@ -52,13 +55,16 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
     registry.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether `signal` is ignored (SIG_IGN) in this process.
-fn is_ignored(signal: Signal) -> bool {
+/// The current action of `signal` (`SIG_DFL`, `SIG_IGN` or a handler): a query only, which
+/// signal-hook does not offer; handlers are installed through signal-hook alone.
+fn disposition(signal: i32) -> libc::sighandler_t {
     // SAFETY: a query (null new action) into a zeroed sigaction, which is a valid value.
     unsafe {
         let mut current: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(signal as i32, std::ptr::null(), &mut current) == 0
-            && current.sa_sigaction == libc::SIG_IGN
+        if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+            return libc::SIG_DFL;
+        }
+        current.sa_sigaction
     }
 }
 
@@ -70,13 +76,17 @@ struct Hooks {
 
 impl Hooks {
     fn install() -> io::Result<Hooks> {
+        let mut registry = registry();
         let caught: Vec<i32> = STOP_SIGNALS
             .iter()
-            .filter(|&&s| !is_ignored(s))
             .map(|&s| s as i32)
+            .filter(|&s| disposition(s) != libc::SIG_IGN)
             .collect();
+        for &signal in &caught {
+            let default = || disposition(signal) == libc::SIG_DFL;
+            registry.was_default.entry(signal).or_insert_with(default);
+        }
         let signals = SignalsInfo::with_exfiltrator(&caught, WithRawSiginfo)?;
-        let mut registry = registry();
         registry.active += 1;
         for signal in &caught {
             if let Some(id) = registry.defaults.remove(signal) {
@@ -110,6 +120,9 @@ impl Drop for Hooks {
             return;
         }
         for &signal in &self.caught {
+            if registry.was_default.get(&signal) != Some(&true) {
+                continue;
+            }
             let restore = move || {
                 let _ = signal_hook::low_level::emulate_default_handler(signal);
             };
