@@ -23,8 +23,8 @@ use signal_hook::SigId;
 /// The signals that stop a recording.
 const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
-/// `si_code` of a signal the kernel sent on its own behalf; the terminal's Ctrl-C and hangup
-/// arrive with it.
+/// `si_code` of a signal the Linux kernel sent on its own behalf; the terminal's Ctrl-C and
+/// hangup arrive with it.
 const SI_KERNEL: i32 = 0x80;
 
 /// A request to stop recording.
@@ -104,7 +104,8 @@ impl Hooks {
         infos.into_iter().flatten().filter_map(|info| {
             Some(StopRequest {
                 signal: Signal::try_from(info.si_signo).ok()?,
-                from_terminal: info.si_code == SI_KERNEL,
+                // Other systems code the terminal's signals differently: always forward there.
+                from_terminal: cfg!(target_os = "linux") && info.si_code == SI_KERNEL,
             })
         })
     }

@@ -121,7 +121,7 @@ pub struct RecordSummary {
     pub kernel_frames: bool,
     /// The launched program's exit status (launch mode only).
     pub exit_status: Option<ExitStatus>,
-    /// True if a stop was requested (Ctrl-C, SIGTERM or the `stop` flag).
+    /// True if a stop was requested (Ctrl-C, SIGTERM, SIGHUP or the `stop` flag).
     pub interrupted: bool,
 }
 
