@@ -165,8 +165,8 @@ fn tee_tail(stderr: impl Read) -> String {
 const RECORDER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits for `child` while catching the stop signals: each is forwarded to it (unless the
-/// terminal already sent it; SIGHUP as SIGTERM), a second one or a child still running 10 s later escalates
-/// (SIGTERM, then SIGKILL). Returns its status and whether a stop was requested.
+/// terminal already sent it; SIGHUP as SIGTERM); a second one, or a child still running 10 s
+/// later, escalates (SIGTERM, then SIGKILL). Returns its status and whether a stop was requested.
 #[cfg(unix)]
 fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus, bool)> {
     use super::stop::{StopRequests, Stopper};
