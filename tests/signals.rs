@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use util::{fixture, flamegraph, Folded, KillOnDrop, Variant};
 
 /// Deadline for anything that should take seconds; generous for a loaded machine.
-const TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Profiler options when a test gives none (the native backend): cheap stacks at a low rate, so
+/// that a profiler starved by a loaded machine still keeps up (these tests are about signals).
+const LIGHT: [&str; 4] = ["-F", "199", "--call-graph", "fp"];
 
 /// How long the program runs under the profiler before a test signals.
 const RECORD_FOR: Duration = Duration::from_millis(1000);
@@ -159,6 +163,11 @@ fn wait_ready(ready: &mpsc::Receiver<i32>, output: &mpsc::Receiver<String>) -> i
 fn command(dir: &Path, profiler_args: &[&str], program_args: &[&str]) -> Command {
     let stubborn = fixture("stubborn", Variant::CFramePointers);
     let mut cmd = flamegraph();
+    let profiler_args = if profiler_args.is_empty() {
+        &LIGHT[..]
+    } else {
+        profiler_args
+    };
     cmd.current_dir(dir)
         .args(profiler_args)
         .args(["-o", "out.folded", "--"])
@@ -247,14 +256,13 @@ fn a_killed_profiler_takes_its_program_along() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
 
-/// The profiler is the session leader of a pseudo-terminal (as a login shell's job would be in
-/// the terminal's foreground group); the program moves to its own session, so the Ctrl-C typed
-/// on the terminal reaches only the profiler, which must pass it on.
-#[test]
-fn ctrl_c_on_a_terminal_reaches_a_program_that_called_setsid() {
+/// Starts the profiler on `stubborn ARGS` as the session leader of a new pseudo-terminal (as a
+/// login shell's foreground job, in the terminal's foreground process group); returns the run
+/// and the terminal's master end, where writing `\x03` types Ctrl-C.
+fn start_on_terminal(program_args: &[&str]) -> (Profiled, File) {
     let pty = nix::pty::openpty(None, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = command(dir.path(), &[], &["setsid"]);
+    let mut cmd = command(dir.path(), &[], program_args);
     cmd.stdin(pty.slave.try_clone().unwrap())
         .stdout(pty.slave.try_clone().unwrap())
         .stderr(pty.slave.try_clone().unwrap());
@@ -270,20 +278,47 @@ fn ctrl_c_on_a_terminal_reaches_a_program_that_called_setsid() {
     }
     let child = cmd.spawn().unwrap();
     drop(pty.slave);
-    let mut master = File::from(pty.master);
+    let master = File::from(pty.master);
     let (tx, output) = mpsc::channel();
     let ready = read_output(master.try_clone().unwrap(), tx);
     let profiler = KillOnDrop(child);
     let program = wait_ready(&ready, &output);
-    let mut run = Profiled {
+    std::thread::sleep(RECORD_FOR);
+    let run = Profiled {
         profiler,
         program,
         output,
         dir,
     };
-    std::thread::sleep(RECORD_FOR);
-    master.write_all(b"\x03").unwrap();
+    (run, master)
+}
+
+/// The program moves to its own session, so the Ctrl-C typed on the terminal reaches only the
+/// profiler, which must pass it on.
+#[test]
+fn ctrl_c_on_a_terminal_reaches_a_program_that_called_setsid() {
+    let (mut run, mut terminal) = start_on_terminal(&["setsid"]);
+    terminal.write_all(b"\x03").unwrap();
     run.finish_with_graph(true);
+}
+
+/// A program in the terminal's foreground group gets the terminal's Ctrl-C itself: the profiler
+/// must not send it a second one.
+#[test]
+fn ctrl_c_on_a_terminal_reaches_a_program_in_our_group_once() {
+    let (mut run, mut terminal) = start_on_terminal(&["count-int"]);
+    terminal.write_all(b"\x03").unwrap();
+    let output = run.finish_with_graph(true);
+    assert!(output.contains("got 1 SIGINT"), "{output}");
+}
+
+/// A SIGINT sent to the profiler alone (not by the terminal) is forwarded, once.
+#[test]
+fn sigint_to_the_profiler_alone_is_forwarded_once() {
+    let mut run = start(&[], &["count-int"]);
+    signal_profiler(&run, libc::SIGINT);
+    let output = run.finish_with_graph(true);
+    assert!(output.contains("got 1 SIGINT"), "{output}");
 }
 
 #[test]
