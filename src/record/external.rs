@@ -69,8 +69,8 @@ impl Tool {
     }
 
     /// Runs the command with stdin/stdout inherited; stderr goes to ours line by line while the
-    /// last lines are kept. Stop signals to us meanwhile are forwarded to the tool (and escalated,
-    /// see [`wait_stopping`]).
+    /// last lines are kept. Stop signals to us meanwhile are forwarded to the tool and escalated
+    /// (SIGTERM, then SIGKILL) when it does not stop.
     pub fn run_teeing_stderr(&self, mut cmd: Command) -> Result<Finished> {
         print_command(&cmd, self.verbose);
         let mut child = cmd
@@ -132,6 +132,7 @@ impl Tool {
 /// How a recorder run by [`Tool::run_teeing_stderr`] ended.
 #[derive(Debug)]
 pub struct Finished {
+    /// The exit status of the tool.
     pub status: ExitStatus,
     /// The last lines of its stderr.
     pub stderr_tail: String,
