@@ -7,6 +7,7 @@ mod util;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -256,16 +257,16 @@ fn a_killed_profiler_takes_its_program_along() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
 
-/// Starts the profiler on `stubborn ARGS` as the session leader of a new pseudo-terminal (as a
-/// login shell's foreground job, in the terminal's foreground process group); returns the run
-/// and the terminal's master end, where writing `\x03` types Ctrl-C.
-fn start_on_terminal(program_args: &[&str]) -> (Profiled, File) {
-    let pty = nix::pty::openpty(None, None).unwrap();
+/// Spawns the profiler on `stubborn ARGS` as the session leader of a new pseudo-terminal (as a
+/// login shell's foreground job, in the terminal's foreground process group); returns it with
+/// the terminal's master end (the only one) and the run's directory.
+fn spawn_on_terminal(program_args: &[&str]) -> (KillOnDrop, File, tempfile::TempDir) {
+    let (master, slave) = open_terminal();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = command(dir.path(), &[], program_args);
-    cmd.stdin(pty.slave.try_clone().unwrap())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap());
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
     // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the pty's slave end by then.
     unsafe {
         cmd.pre_exec(|| {
@@ -276,12 +277,38 @@ fn start_on_terminal(program_args: &[&str]) -> (Profiled, File) {
             Ok(())
         });
     }
-    let child = cmd.spawn().unwrap();
-    drop(pty.slave);
-    let master = File::from(pty.master);
+    let child = KillOnDrop(cmd.spawn().unwrap());
+    // `cmd` holds the last slave end here: the profiler's copies must be the only ones left.
+    drop(cmd);
+    (child, master, dir)
+}
+
+/// A new pseudo-terminal: its master and slave ends, both close-on-exec from the start, so that
+/// processes that other tests start meanwhile hold no copy (a copy of the master would keep the
+/// terminal from hanging up).
+fn open_terminal() -> (File, File) {
+    use nix::fcntl::OFlag;
+    let master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let slave_path = nix::pty::ptsname_r(&master).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(slave_path)
+        .unwrap();
+    let master = File::from(std::os::fd::OwnedFd::from(master));
+    (master, slave)
+}
+
+/// [`spawn_on_terminal`], then waits until the program runs; returns the run and the terminal's
+/// master end, where writing `\x03` types Ctrl-C.
+fn start_on_terminal(program_args: &[&str]) -> (Profiled, File) {
+    let (profiler, master, dir) = spawn_on_terminal(program_args);
     let (tx, output) = mpsc::channel();
     let ready = read_output(master.try_clone().unwrap(), tx);
-    let profiler = KillOnDrop(child);
     let program = wait_ready(&ready, &output);
     std::thread::sleep(RECORD_FOR);
     let run = Profiled {
@@ -291,6 +318,32 @@ fn start_on_terminal(program_args: &[&str]) -> (Profiled, File) {
         dir,
     };
     (run, master)
+}
+
+/// Closing the terminal (its master end) hangs it up: the kernel sends SIGHUP to the session
+/// leader, the profiler, alone; the program must get it from the profiler.
+#[test]
+fn a_terminal_hangup_stops_the_program_and_draws() {
+    let (profiler, master, dir) = spawn_on_terminal(&[]);
+    let mut reader = BufReader::new(master);
+    let mut line = String::new();
+    let program = loop {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap_or(0);
+        assert!(n > 0, "the program never got ready");
+        if let Some(pid) = line.trim().strip_prefix("ready ") {
+            break pid.parse().unwrap();
+        }
+    };
+    let mut run = Profiled {
+        profiler,
+        program,
+        output: mpsc::channel().1,
+        dir,
+    };
+    std::thread::sleep(RECORD_FOR);
+    drop(reader);
+    run.finish_with_graph(true);
 }
 
 /// The program moves to its own session, so the Ctrl-C typed on the terminal reaches only the

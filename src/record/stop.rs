@@ -32,8 +32,8 @@ const SI_KERNEL: i32 = 0x80;
 pub struct StopRequest {
     /// The signal received; SIGINT for the caller's stop flag.
     pub signal: Signal,
-    /// Sent by the kernel for the terminal (Ctrl-C, a hangup): the terminal's foreground process
-    /// group received it too, so a program still in our process group already has it.
+    /// A Ctrl-C typed on the terminal: the terminal's foreground process group received it too,
+    /// so a program still in our process group already has it.
     pub from_terminal: bool,
 }
 
@@ -66,6 +66,14 @@ fn disposition(signal: i32) -> libc::sighandler_t {
         }
         current.sa_sigaction
     }
+}
+
+/// Whether the terminal sent `signal` to its whole foreground process group: a Ctrl-C (the
+/// kernel's own SIGINT on Linux; other systems code it differently, so we forward there). Not a
+/// hangup: the kernel sends that SIGHUP to the session leader alone (the foreground group gets
+/// one only when the session leader exits), so a kernel SIGHUP is always forwarded.
+fn from_terminal(signal: i32, code: i32) -> bool {
+    cfg!(target_os = "linux") && signal == libc::SIGINT && code == SI_KERNEL
 }
 
 /// The stop signals caught for the hooks' lifetime.
@@ -104,8 +112,7 @@ impl Hooks {
         infos.into_iter().flatten().filter_map(|info| {
             Some(StopRequest {
                 signal: Signal::try_from(info.si_signo).ok()?,
-                // Other systems code the terminal's signals differently: always forward there.
-                from_terminal: cfg!(target_os = "linux") && info.si_code == SI_KERNEL,
+                from_terminal: from_terminal(info.si_signo, info.si_code),
             })
         })
     }
