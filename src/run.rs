@@ -3,8 +3,6 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::options::{Config, Workload};
@@ -20,15 +18,18 @@ pub struct Outcome {
     pub samples: u64,
     /// How the profiled program exited, when we launched it.
     pub status: Option<ExitStatus>,
+    /// Whether the user stopped the recording (Ctrl-C, a signal to the profiler).
+    pub interrupted: bool,
     /// Notes for the user (lost samples, kernel frames unavailable, ...).
     pub notes: Vec<String>,
 }
 
 impl Outcome {
     /// Whether the profiled program (or the external recorder) failed, rather than succeeding or
-    /// being interrupted by Ctrl-C.
+    /// being stopped by the user (Ctrl-C, a signal to the profiler).
     pub fn program_failed(&self) -> bool {
-        self.status.is_some_and(record::external::failed)
+        self.status
+            .is_some_and(|s| record::external::failed(s, self.interrupted))
     }
 }
 
@@ -37,27 +38,14 @@ impl Outcome {
 /// the run (it does unless `--ignore-status`).
 pub fn run(config: &Config) -> Result<Outcome> {
     validate(config)?;
-    // Ctrl-C goes to the whole foreground process group: the profiled program (and perf) stop,
-    // and we must survive to draw what was recorded. The flag is only there to make the default
-    // action (terminate) go away while recording.
-    // The native sampler handles these signals itself (it forwards them to the program).
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let hooks = if config.record.backend == crate::options::Backend::Native {
-        Vec::new()
-    } else {
-        [libc::SIGINT, libc::SIGTERM]
-            .iter()
-            .filter_map(|&sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
-            .collect::<Vec<_>>()
-    };
-    let recording = record::record(config);
-    for id in hooks {
-        signal_hook::low_level::unregister(id);
-    }
-    let recording = recording?;
+    // Stop signals (Ctrl-C, SIGTERM, SIGHUP) are caught by the backends while they record: they
+    // stop the program and the graph is still drawn.
+    let recording = record::record(config)?;
     if recording.profile.is_empty() {
         let detail = match recording.status {
-            Some(s) if record::external::failed(s) => format!(" (the program exited with {s})"),
+            Some(s) if record::external::failed(s, recording.interrupted) => {
+                format!(" (the program exited with {s})")
+            }
             _ => String::new(),
         };
         return Err(Error::NoSamples { detail });
@@ -83,6 +71,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
         output: config.output.path.clone(),
         samples: recording.profile.sample_count(),
         status: recording.status,
+        interrupted: recording.interrupted,
         notes: recording.notes,
     })
 }

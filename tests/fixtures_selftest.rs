@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use util::{fixture, Folded, Variant};
 
-const C_FIXTURES: [&str; 7] = [
+const C_FIXTURES: [&str; 8] = [
     "split",
     "inline",
     "syscalls",
@@ -21,6 +21,7 @@ const C_FIXTURES: [&str; 7] = [
     "plt_signal",
     "busy_forever",
     "exit_code",
+    "stubborn",
 ];
 const RUST_FIXTURES: [&str; 1] = ["split"];
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,6 +180,45 @@ fn busy_forever_spins_the_requested_threads() {
     assert_eq!(tasks, 3);
     util::send_signal(child.0.id(), libc::SIGINT);
     assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+/// Starts `stubborn ARGS` and waits for its `ready PID` line (its own pid).
+fn start_stubborn(args: &[&str]) -> util::KillOnDrop {
+    let exe = fixture("stubborn", Variant::CFramePointers);
+    let mut child = util::KillOnDrop(
+        Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    let stdout = child.0.stdout.as_mut().unwrap();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line, format!("ready {}\n", child.0.id()));
+    child
+}
+
+#[test]
+fn stubborn_ignores_what_it_is_told_and_dies_of_the_rest() {
+    let mut child = start_stubborn(&["ignore-int", "ignore-hup"]);
+    util::send_signal(child.0.id(), libc::SIGINT);
+    util::send_signal(child.0.id(), libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.0.try_wait().unwrap().is_none(), "ignored signals");
+    util::send_signal(child.0.id(), libc::SIGTERM);
+    assert_eq!(util::killed_by(&wait_exit(&mut child)), Some(libc::SIGTERM));
+}
+
+#[test]
+fn stubborn_setsid_leads_its_own_session() {
+    let mut child = start_stubborn(&["setsid"]);
+    let pid = child.0.id() as i32;
+    // SAFETY: getsid and getpgid only read the process table.
+    let (sid, pgid) = unsafe { (libc::getsid(pid), libc::getpgid(pid)) };
+    assert_eq!((sid, pgid), (pid, pid));
+    util::send_signal(child.0.id(), libc::SIGINT);
+    assert_eq!(util::killed_by(&wait_exit(&mut child)), Some(libc::SIGINT));
 }
 
 #[test]

@@ -72,10 +72,12 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     tool.stdout_to_stderr = options.stdout_to_stderr;
     let stacks_file = PathBuf::from(STACKS_FILE);
     let args = dtrace_args(options, &stacks_file)?;
-    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
+    let finished = tool.run_teeing_stderr(tool.command(&args))?;
+    let (status, stderr_tail, interrupted) =
+        (finished.status, finished.stderr_tail, finished.interrupted);
     let bytes = match std::fs::read(&stacks_file) {
         Ok(b) => b,
-        Err(source) if failed(status) => {
+        Err(source) if failed(status, interrupted) => {
             return Err(Error::ToolFailed {
                 command: format!("{} (no {} written: {source})", tool.name(), STACKS_FILE),
                 status,
@@ -93,7 +95,10 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     let _ = std::fs::remove_file(&stacks_file);
     let mut folded = collapse_dtrace(&bytes)?;
     folded.skip_after(&graph.skip_after);
-    Ok(Recording::from_folded(&folded, Some(status)))
+    Ok(Recording {
+        interrupted,
+        ..Recording::from_folded(&folded, Some(status))
+    })
 }
 
 /// Collapses dtrace `ustack()` aggregation output (invalid UTF-8 is replaced, a known dtrace

@@ -83,9 +83,10 @@ impl Tool {
     }
 
     /// Runs the command with stdin/stdout inherited (stdout goes to our stderr with
-    /// `stdout_to_stderr`); stderr goes to ours line by line while the last lines are kept.
-    /// Returns the exit status and that tail.
-    pub fn run_teeing_stderr(&self, mut cmd: Command) -> Result<(ExitStatus, String)> {
+    /// `stdout_to_stderr`); stderr goes to ours line by line while the last lines are kept. Stop
+    /// signals to us meanwhile are forwarded to the tool and escalated (SIGTERM, then SIGKILL)
+    /// when it does not stop.
+    pub fn run_teeing_stderr(&self, mut cmd: Command) -> Result<Finished> {
         print_command(&cmd, self.verbose);
         if self.stdout_to_stderr {
             use std::os::fd::AsFd;
@@ -99,31 +100,18 @@ impl Tool {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| self.spawn_error(e))?;
-        let tail = child.stderr.take().map(|stderr| {
-            std::thread::spawn(move || {
-                let mut tail: VecDeque<String> = VecDeque::new();
-                let mut reader = BufReader::new(stderr);
-                let mut line = Vec::new();
-                let mut out = std::io::stderr();
-                while let Ok(n) = reader.read_until(b'\n', &mut line) {
-                    if n == 0 {
-                        break;
-                    }
-                    let _ = out.write_all(&line);
-                    if tail.len() == 20 {
-                        tail.pop_front();
-                    }
-                    tail.push_back(String::from_utf8_lossy(&line).into_owned());
-                    line.clear();
-                }
-                tail.into_iter().collect::<String>()
-            })
-        });
-        let status = child
-            .wait()
+        let tail = child
+            .stderr
+            .take()
+            .map(|stderr| std::thread::spawn(move || tee_tail(stderr)));
+        let (status, interrupted) = wait_stopping(&mut child)
             .map_err(|e| Error::io(format!("waiting for {}", self.name()), e))?;
-        let tail = tail.and_then(|t| t.join().ok()).unwrap_or_default();
-        Ok((status, tail))
+        let stderr_tail = tail.and_then(|t| t.join().ok()).unwrap_or_default();
+        Ok(Finished {
+            status,
+            stderr_tail,
+            interrupted,
+        })
     }
 
     /// Runs the command and captures its stdout, draining stderr concurrently so the child never
@@ -164,6 +152,74 @@ impl Tool {
     }
 }
 
+/// How a recorder run by [`Tool::run_teeing_stderr`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit status of the tool.
+    pub status: ExitStatus,
+    /// The last lines of its stderr.
+    pub stderr_tail: String,
+    /// Whether a stop signal reached us while it ran.
+    pub interrupted: bool,
+}
+
+/// Copies `stderr` to ours line by line and returns its last 20 lines.
+fn tee_tail(stderr: impl Read) -> String {
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut out = std::io::stderr();
+    while let Ok(n) = reader.read_until(b'\n', &mut line) {
+        if n == 0 {
+            break;
+        }
+        let _ = out.write_all(&line);
+        if tail.len() == 20 {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(&line).into_owned());
+        line.clear();
+    }
+    tail.into_iter().collect::<String>()
+}
+
+/// How long an external recorder may take to stop after a signal before the next, stronger one:
+/// longer than for a launched program, since perf still writes its file after a Ctrl-C.
+#[cfg(unix)]
+const RECORDER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for `child` while catching the stop signals: each is forwarded to it (unless the
+/// terminal already sent it; SIGHUP as SIGTERM); a second one, or a child still running 10 s
+/// later, escalates (SIGTERM, then SIGKILL). Returns its status and whether a stop was requested.
+#[cfg(unix)]
+fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus, bool)> {
+    use super::stop::{StopRequests, Stopper};
+    let mut stop = StopRequests::new(true, None)?;
+    let mut stopper = Stopper::new(child.id() as i32, RECORDER_STOP_GRACE);
+    let mut interrupted = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, interrupted || stop.stopped_with(status)));
+        }
+        while let Some(mut request) = stop.take() {
+            interrupted = true;
+            // perf handles SIGINT and SIGTERM (it stops its workload and finishes its file),
+            // not SIGHUP.
+            if request.signal == nix::sys::signal::Signal::SIGHUP {
+                request.signal = nix::sys::signal::Signal::SIGTERM;
+            }
+            stopper.request(request);
+        }
+        stopper.tick();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus, bool)> {
+    Ok((child.wait()?, false))
+}
+
 /// With `--verbose`, prints the command about to run.
 pub fn print_command(cmd: &Command, verbose: bool) {
     if verbose {
@@ -171,15 +227,63 @@ pub fn print_command(cmd: &Command, verbose: bool) {
     }
 }
 
-/// Whether an exit status means failure rather than an interruption by the user: being killed by
-/// SIGINT or SIGTERM is how Ctrl-C ends a profile, not an error (as in flamegraph 0.6).
-pub fn failed(status: ExitStatus) -> bool {
+/// The signals a stop request may end a program with: those we catch and forward, and the
+/// SIGTERM and SIGKILL of escalation.
+#[cfg(unix)]
+const STOP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGKILL];
+
+/// Whether an exit status means failure. A program (or recorder) that the user stopped
+/// (`interrupted`: Ctrl-C, a signal to us) and that died of a stop signal did not fail (as in
+/// flamegraph 0.6); killed by a signal nobody sent through us, it did.
+pub fn failed(status: ExitStatus, interrupted: bool) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
-            return sig != libc::SIGINT && sig != libc::SIGTERM;
+            return !(interrupted && STOP_SIGNALS.contains(&sig));
         }
     }
+    let _ = interrupted;
     !status.success()
+}
+
+/// How a failed program ended, after "the profiled program": `failed (exit status: 3)` or
+/// `was killed by signal 15 (SIGTERM)`.
+pub fn describe_failure(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = signal_hook::low_level::signal_name(sig).unwrap_or("unknown signal");
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            return format!("was killed by signal {sig} ({name}{core})");
+        }
+    }
+    format!("failed ({status})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn signals_fail_unless_we_stopped_the_program() {
+        use std::os::unix::process::ExitStatusExt;
+        let term = ExitStatus::from_raw(libc::SIGTERM);
+        assert!(failed(term, false));
+        assert!(!failed(term, true));
+        assert!(failed(ExitStatus::from_raw(libc::SIGSEGV), true));
+        assert!(failed(ExitStatus::from_raw(3 << 8), true));
+        assert!(!failed(ExitStatus::from_raw(0), false));
+        assert_eq!(describe_failure(term), "was killed by signal 15 (SIGTERM)");
+        assert_eq!(
+            describe_failure(ExitStatus::from_raw(3 << 8)),
+            "failed (exit status: 3)"
+        );
+    }
 }

@@ -8,6 +8,8 @@ pub mod dtrace;
 pub mod external;
 pub mod hints;
 pub mod perf_cli;
+#[cfg(unix)]
+pub(crate) mod stop;
 pub mod xctrace;
 
 #[cfg(target_os = "linux")]
@@ -44,6 +46,9 @@ pub struct Recording {
     /// How the profiled program (or the external recorder standing for it) exited; `None` when
     /// nothing was run (a perf.data file, or attaching).
     pub status: Option<ExitStatus>,
+    /// Whether a stop was requested (a signal to us): a program killed by the signals that
+    /// stopped it did not fail.
+    pub interrupted: bool,
     /// One-line notes for the user (lost samples, kernel frames unavailable, ...).
     pub notes: Vec<String>,
 }
@@ -55,6 +60,7 @@ impl Recording {
             profile: Profile::from_folded(folded, false),
             status,
             notes: Vec::new(),
+            interrupted: false,
         }
     }
 }
@@ -127,6 +133,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     Ok(Recording {
         profile,
         status: summary.exit_status,
+        interrupted: summary.interrupted,
         notes,
     })
 }
@@ -224,6 +231,7 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
     Ok(Recording {
         profile,
         status: None,
+        interrupted: false,
         notes,
     })
 }

@@ -104,8 +104,10 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
 pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording> {
     let tool = perf_tool(options);
     let RecordArgs { args, output } = record_args(options)?;
-    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
-    if failed(status) {
+    let finished = tool.run_teeing_stderr(tool.command(&args))?;
+    let (status, stderr_tail, interrupted) =
+        (finished.status, finished.stderr_tail, finished.interrupted);
+    if failed(status, interrupted) {
         if let Some(err) = classify_record_failure(&stderr_tail, options) {
             return Err(err);
         }
@@ -118,7 +120,10 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
         }
     }
     let folded = script(&tool, &output, options.inline, graph)?;
-    Ok(Recording::from_folded(&folded, Some(status)))
+    Ok(Recording {
+        interrupted,
+        ..Recording::from_folded(&folded, Some(status))
+    })
 }
 
 /// Folds an existing perf.data file with `perf script`.

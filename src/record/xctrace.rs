@@ -75,9 +75,11 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     tool.stdout_to_stderr = options.stdout_to_stderr;
     let trace = PathBuf::from(TRACE_FILE);
     let args = record_args(options, &trace)?;
-    let (status, stderr_tail) = tool.run_teeing_stderr(tool.command(&args))?;
+    let finished = tool.run_teeing_stderr(tool.command(&args))?;
+    let (status, stderr_tail, interrupted) =
+        (finished.status, finished.stderr_tail, finished.interrupted);
     // xctrace exits 54 when Ctrl-C stopped the recording: not a failure.
-    if failed(status) && status.code() != Some(54) && !trace.exists() {
+    if failed(status, interrupted) && status.code() != Some(54) && !trace.exists() {
         return Err(Error::ToolFailed {
             command: format!("{} record", tool.name()),
             status,
@@ -96,7 +98,10 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     let _ = std::fs::remove_dir_all(&trace);
     let mut folded = collapse_xctrace(&xml?)?;
     folded.skip_after(&graph.skip_after);
-    Ok(Recording::from_folded(&folded, Some(status)))
+    Ok(Recording {
+        interrupted,
+        ..Recording::from_folded(&folded, Some(status))
+    })
 }
 
 /// Collapses an `xctrace export` time-profile table, demangling Rust names.

@@ -3,9 +3,16 @@
 
 pub mod sudo;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use flamegraph::options::Config;
+
+/// Prints `flamegraph: MESSAGE` to stderr. A stderr that fails (the terminal hung up) is no
+/// reason to panic: the graph is written by then.
+fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "flamegraph: {message}");
+}
 
 /// Runs the profile described by `config` and reports it.
 pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
@@ -14,23 +21,23 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
         sudo::give_back(&outcome.output, user);
     }
     for note in &outcome.notes {
-        eprintln!("flamegraph: {note}");
+        say(format_args!("{note}"));
     }
     let written = if flamegraph::sink::is_stdout(&outcome.output) {
         "standard output".into()
     } else {
         outcome.output.display().to_string()
     };
-    eprintln!("flamegraph: wrote {written}");
+    say(format_args!("wrote {written}"));
     if outcome.program_failed() && !config.record.ignore_status {
-        let status = outcome
+        let ending = outcome
             .status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "an error".into());
-        eprintln!(
-            "flamegraph: error: the profiled program failed ({status}); the graph was still written \
-             to {written}; pass --ignore-status to exit with success anyway"
-        );
+            .map(flamegraph::record::external::describe_failure)
+            .unwrap_or_else(|| "failed".into());
+        say(format_args!(
+            "error: the profiled program {ending}; the graph was still written to {written}; \
+             pass --ignore-status to exit with success anyway"
+        ));
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -62,7 +69,7 @@ pub fn profile_maybe_as_root(
 /// Prints the option warnings, one line each.
 pub fn warn(warnings: &[String]) {
     for warning in warnings {
-        eprintln!("flamegraph: warning: {warning}");
+        say(format_args!("warning: {warning}"));
     }
 }
 
@@ -72,7 +79,7 @@ pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             let err: &(dyn std::error::Error + 'static) = err.as_ref();
-            eprintln!("flamegraph: error: {}", flamegraph::error::one_line(err));
+            say(format_args!("error: {}", flamegraph::error::one_line(err)));
             ExitCode::FAILURE
         }
     }

@@ -3,11 +3,20 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{
+    access, dup2_stdout, fork, getpid, getppid, pipe2, read, write, AccessFlags, ForkResult, Pid,
+};
 
 use super::sys::Credentials;
 use super::NativeError;
@@ -50,22 +59,7 @@ fn resolve(program: &OsStr) -> io::Result<PathBuf> {
 }
 
 fn is_executable(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c_path` is a valid NUL-terminated string; access only reads it.
-    let ok = unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0;
-    ok && path.is_file()
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two fds pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    access(path, AccessFlags::X_OK).is_ok() && path.is_file()
 }
 
 fn c_string(bytes: &[u8], program: &OsStr) -> Result<CString, NativeError> {
@@ -80,6 +74,9 @@ fn c_string(bytes: &[u8], program: &OsStr) -> Result<CString, NativeError> {
 /// Forks a child that will exec `program args...` once [`Launched::release`] is called, as the
 /// user `run_as` names when given (the child switches to it just before exec); with
 /// `stdout_to_stderr` its stdout is our stderr (our stdout carries the graph for `-o -`).
+///
+/// The child gets SIGKILL when the calling thread exits (PR_SET_PDEATHSIG), so it never outlives
+/// a killed profiler: call this from a thread that lives as long as the recording.
 pub fn spawn_stopped(
     program: &OsStr,
     args: &[OsString],
@@ -94,84 +91,84 @@ pub fn spawn_stopped(
     }
     let mut argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let (go_read, go_write) = pipe().map_err(|e| exec_error(program, e))?;
-    let (status_read, status_write) = pipe().map_err(|e| exec_error(program, e))?;
-    // SAFETY: after fork the child only calls async-signal-safe functions (close, read, execv,
-    // write, _exit) on data prepared before the fork, so a multithreaded parent is fine.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(exec_error(program, io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: see above; this never returns.
-        unsafe {
-            child(
-                &go_read,
-                &go_write,
-                &status_read,
-                &status_write,
-                &c_path,
-                &argv,
-                run_as,
-                stdout_to_stderr,
-            );
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| exec_error(program, e.into()));
+    let (go_read, go_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
+    let parent = getpid();
+    // SAFETY: after fork the child only calls async-signal-safe functions (close, prctl, getppid,
+    // read, dup2, execv, write, _exit) on data prepared before the fork, so a multithreaded parent is
+    // fine.
+    match unsafe { fork() } {
+        Err(e) => Err(exec_error(program, e.into())),
+        Ok(ForkResult::Child) => {
+            drop(go_write);
+            drop(status_read);
+            // SAFETY: see above; this never returns.
+            unsafe {
+                child(
+                    parent,
+                    go_read,
+                    status_write,
+                    &c_path,
+                    &argv,
+                    run_as,
+                    stdout_to_stderr,
+                )
+            }
         }
+        Ok(ForkResult::Parent { child }) => Ok(Launched {
+            pid: child.as_raw(),
+            program: program.to_string_lossy().into_owned(),
+            go: Some(go_write),
+            exec_status: status_read,
+        }),
     }
-    Ok(Launched {
-        pid,
-        program: program.to_string_lossy().into_owned(),
-        go: Some(go_write),
-        exec_status: status_read,
-    })
 }
 
-/// The child between fork and exec.
+/// The child between fork and exec: dies with its parent, waits for the go byte, execs.
 ///
 /// # Safety
 /// Must only run in a freshly forked child; uses async-signal-safe calls only.
 unsafe fn child(
-    go_read: &OwnedFd,
-    go_write: &OwnedFd,
-    status_read: &OwnedFd,
-    status_write: &OwnedFd,
+    parent: Pid,
+    go_read: OwnedFd,
+    status_write: OwnedFd,
     path: &CString,
     argv: &[*const libc::c_char],
     run_as: Option<&Credentials>,
     stdout_to_stderr: bool,
 ) -> ! {
-    // SAFETY: closing our copies of the parent's pipe ends, reading one byte into a local, dup2,
-    // and exec/write/_exit with pointers that stay valid: all async-signal-safe.
-    unsafe {
-        libc::close(go_write.as_raw_fd());
-        libc::close(status_read.as_raw_fd());
-        let mut byte = 0u8;
-        loop {
-            let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
-            if n == 1 && byte == GO {
-                break;
-            }
-            if n == 1 {
-                libc::_exit(127);
-            }
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            libc::_exit(127);
-        }
-        if stdout_to_stderr {
-            libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
-        }
-        let errno = match run_as.map_or(Ok(()), |c| c.apply()) {
-            Ok(()) => {
-                libc::execv(path.as_ptr(), argv.as_ptr());
-                *libc::__errno_location()
-            }
-            Err(errno) => errno,
-        }
-        .to_ne_bytes();
-        libc::write(status_write.as_raw_fd(), errno.as_ptr().cast(), errno.len());
-        libc::_exit(127)
+    // Two libc calls remain here: nix's execv collects argv into a new Vec (allocating is not
+    // async-signal-safe after a fork) and nix has no _exit (std's exit runs atexit handlers).
+    // SAFETY: _exit only ends the process.
+    let fail = || -> ! { unsafe { libc::_exit(127) } };
+    // The parent may have died before prctl: then the signal never comes.
+    if set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent {
+        fail();
     }
+    let mut byte = [0u8];
+    loop {
+        match read(&go_read, &mut byte) {
+            Ok(1) if byte[0] == GO => break,
+            Err(Errno::EINTR) => continue,
+            _ => fail(),
+        }
+    }
+    if stdout_to_stderr && dup2_stdout(std::io::stderr()).is_err() {
+        fail();
+    }
+    // SAFETY: `apply` only makes the set*id syscalls on credentials gathered before the fork;
+    // `path` and `argv` (null-terminated) outlive execv, which returns only on error.
+    let errno = match run_as.map_or(Ok(()), |c| unsafe { c.apply() }) {
+        Ok(()) => {
+            unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+            Errno::last_raw()
+        }
+        Err(errno) => errno,
+    }
+    .to_ne_bytes();
+    let _ = write(&status_write, &errno);
+    fail()
 }
 
 impl Launched {
@@ -181,19 +178,11 @@ impl Launched {
         let mut errno = [0u8; 4];
         let mut got = 0;
         while got < errno.len() {
-            // SAFETY: reading into the unfilled part of a local buffer.
-            let n = unsafe {
-                libc::read(
-                    self.exec_status.as_raw_fd(),
-                    errno[got..].as_mut_ptr().cast(),
-                    errno.len() - got,
-                )
-            };
-            match n {
-                0 => break,
-                n if n > 0 => got += n as usize,
-                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-                _ => break,
+            match read(&self.exec_status, &mut errno[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
             }
         }
         if got == 0 {
@@ -209,8 +198,7 @@ impl Launched {
 
     fn send(&mut self, byte: u8) {
         if let Some(go) = self.go.take() {
-            // SAFETY: writing one byte from a valid local to a pipe we own.
-            unsafe { libc::write(go.as_raw_fd(), (&byte as *const u8).cast(), 1) };
+            let _ = write(&go, &[byte]);
         }
     }
 
@@ -223,20 +211,17 @@ impl Launched {
 
 /// `waitpid` on our child: `Ok(None)` if `nohang` and it is still running.
 pub fn wait(pid: i32, nohang: bool) -> io::Result<Option<ExitStatus>> {
-    let flags = if nohang { libc::WNOHANG } else { 0 };
+    let flags = nohang.then_some(WaitPidFlag::WNOHANG);
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid int to write the wait status to.
-        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if ret == pid {
-            return Ok(Some(ExitStatus::from_raw(status)));
-        }
-        if ret == 0 {
-            return Ok(None);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+        return match waitpid(Pid::from_raw(pid), flags) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(ExitStatus::from_raw((code & 0xff) << 8))),
+            Ok(WaitStatus::Signaled(_, signal, core)) => {
+                let core = if core { 0x80 } else { 0 };
+                Ok(Some(ExitStatus::from_raw(signal as i32 | core)))
+            }
+            Ok(_) => Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
     }
 }

@@ -23,7 +23,6 @@ mod launch;
 mod perf_event;
 mod ring;
 mod session;
-mod signals;
 mod sys;
 
 use std::collections::HashSet;
@@ -34,10 +33,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::perf::{Record, SampleFormat};
+use crate::record::stop::{StopRequests, Stopper};
 use perf_event::{EventOpener, EventSettings};
 use ring::Ring;
 use session::Session;
-use signals::StopRequests;
 
 /// What to profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,12 +74,15 @@ pub struct NativeOptions {
     pub call_graph: CallGraph,
     /// Print what was chosen (event, buffer sizes) to stderr. Default: false.
     pub verbose: bool,
-    /// Stop when this becomes true, like a Ctrl-C. Default: none.
+    /// Stop when this becomes true, like a SIGINT sent to us (the program gets a SIGINT, then
+    /// escalation as for signals). Default: none.
     pub stop: Option<Arc<AtomicBool>>,
-    /// Catch SIGINT/SIGTERM while recording and treat them as stop requests (the previous
-    /// handlers are restored afterwards). A launched program gets a SIGINT from us unless the
-    /// signal came from the terminal (which already sent it to the whole foreground process
-    /// group). Only one `record` call at a time may use this. Default: true.
+    /// Catch SIGINT, SIGTERM and SIGHUP while recording and treat them as stop requests (those
+    /// ignored at the start stay ignored; default actions come back afterwards). A launched
+    /// program gets the signal from us, in its process and its process group if that is not
+    /// ours, unless the terminal already sent it there; a second signal, or a program still
+    /// running 3 s after the last one, escalates to SIGTERM and then SIGKILL. Only one `record`
+    /// call at a time should use this. Default: true.
     pub handle_signals: bool,
     /// Data pages per ring buffer (a power of two), halved while locked-memory limits refuse it.
     /// Default: none, meaning 128 for frame pointers and 2048 for DWARF.
@@ -127,7 +129,7 @@ pub struct RecordSummary {
     pub kernel_frames: bool,
     /// The launched program's exit status (launch mode only).
     pub exit_status: Option<ExitStatus>,
-    /// True if a stop was requested (Ctrl-C, SIGTERM or the `stop` flag).
+    /// True if a stop was requested (Ctrl-C, SIGTERM, SIGHUP or the `stop` flag).
     pub interrupted: bool,
 }
 
@@ -192,6 +194,10 @@ pub enum NativeError {
 
 /// Records `options.target`, calling `on_record` for every record in time order, and returns a
 /// summary once the target exited or a stop was requested (remaining records are delivered first).
+///
+/// A launched program is forked from the calling thread and gets SIGKILL when that thread exits
+/// (PR_SET_PDEATHSIG), so it never outlives a killed profiler: call this from a thread that lives
+/// as long as the recording (the binaries use the main thread).
 pub fn record(
     options: &NativeOptions,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
@@ -233,6 +239,9 @@ struct Recorder<'o> {
 
 /// How long one poll waits before checking stop requests and the target.
 const POLL_MS: i32 = 100;
+
+/// How long a launched program may take to stop after a signal before the next, stronger one.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Recorder<'_> {
     fn pages(&self) -> (usize, usize) {
@@ -362,22 +371,21 @@ impl Recorder<'_> {
         on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
     ) -> Result<(ExitStatus, bool), NativeError> {
         let mut interrupted = false;
+        let mut stopper = Stopper::new(pid, STOP_GRACE);
         loop {
             session.wait(POLL_MS);
             session.round(on_record);
-            if let Some(request) = stop.take() {
+            while let Some(request) = stop.take() {
                 interrupted = true;
-                if request.forward {
-                    // SAFETY: sending a signal to our own child, which we have not reaped yet.
-                    unsafe { libc::kill(pid, libc::SIGINT) };
-                }
+                stopper.request(request);
             }
+            stopper.tick();
             let status = launch::wait(pid, true).map_err(|source| NativeError::Io {
                 what: "cannot wait for the profiled program",
                 source,
             })?;
             if let Some(status) = status {
-                return Ok((status, interrupted));
+                return Ok((status, interrupted || stop.stopped_with(status)));
             }
         }
     }
