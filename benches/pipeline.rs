@@ -230,6 +230,7 @@ mod linux {
         let mut collector = StackCollector::new(CollectOptions {
             inline: true,
             flame_chart: false,
+            full_names: false,
         });
         let pid = std::process::id();
         let fmt = format();

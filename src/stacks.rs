@@ -44,6 +44,8 @@ pub struct CollectOptions {
     pub inline: bool,
     /// Keep the time order of samples (for flame charts).
     pub flame_chart: bool,
+    /// Keep the generic arguments of Rust names (`--full-names`).
+    pub full_names: bool,
 }
 
 /// Counts of what went by.
@@ -129,12 +131,12 @@ impl Warmer {
     }
 
     /// The warmed symbolizer (a fresh one if the thread could not run).
-    fn finish(mut self, inline: bool) -> Symbolizer {
+    fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
         self.requests = None;
         self.thread
             .take()
             .and_then(|t| t.join().ok())
-            .unwrap_or_else(|| symbolizer(inline))
+            .unwrap_or_else(|| Symbolizer::new(options))
     }
 }
 
@@ -153,7 +155,7 @@ impl StackCollector {
             scratch: Vec::with_capacity(256),
             addresses: Vec::with_capacity(256),
             stats: CollectStats::default(),
-            warmer: Warmer::start(symbolizer(options.inline)),
+            warmer: Warmer::start(Symbolizer::new(symbolize_options(&options))),
         }
     }
 
@@ -343,7 +345,7 @@ impl StackCollector {
                 sent: Vec::new(),
             },
         );
-        let mut symbolizer = warmer.finish(self.options.inline);
+        let mut symbolizer = warmer.finish(symbolize_options(&self.options));
         let symbolizer = &mut symbolizer;
         let mut names: HashMap<FrameKey, String> = HashMap::new();
         let mut out = Vec::new();
@@ -356,7 +358,7 @@ impl StackCollector {
                 self.symbolize(frame, symbolizer, &mut out);
                 let joined = out
                     .iter()
-                    .map(|n| tidy_name(n))
+                    .map(|n| crate::symbolize::names::tidy(n))
                     .collect::<Vec<_>>()
                     .join(";");
                 names.insert(frame, joined);
@@ -433,39 +435,8 @@ pub fn symbolizer(inline: bool) -> Symbolizer {
     Symbolizer::new(SymbolizeOptions::new(inline, true))
 }
 
-/// Makes a symbol safe for the folded format and as short as perf + inferno make it: `;` would
-/// split a frame, and C++ parameter lists are dropped (inferno's `tidy_generic`).
-fn tidy_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let mut depth = 0i32;
-    let mut cut = None;
-    for (i, c) in name.char_indices() {
-        match c {
-            '<' | '{' | '[' => depth += 1,
-            '>' | '}' | ']' | ')' => depth -= 1,
-            '(' => {
-                // A top-level parameter list starts the tail to drop; keep Go-style
-                // `pkg.(*T).M` and C++ `(anonymous namespace)`.
-                let keep = i == 0
-                    || name[..i].ends_with('.')
-                    || name[i..].starts_with("(anonymous namespace)");
-                if depth == 0 && !keep {
-                    cut = Some(i);
-                    break;
-                }
-                depth += 1;
-            }
-            _ => {}
-        }
-    }
-    let name = match cut {
-        Some(i) => &name[..i],
-        None => name,
-    };
-    if name.contains(';') {
-        std::borrow::Cow::Owned(name.replace(';', ":"))
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    }
+fn symbolize_options(options: &CollectOptions) -> SymbolizeOptions {
+    SymbolizeOptions::new(options.inline, true).with_full_names(options.full_names)
 }
 
 /// The process's maps, as the unwinder sees them (looked up once per sample).
@@ -525,28 +496,5 @@ impl SampleRegs for unwind::Aarch64 {
     }
     fn sp(regs: &unwind::Aarch64Regs) -> u64 {
         regs.sp
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tidy_drops_cpp_parameters_only() {
-        assert_eq!(tidy_name("foo(int, char)"), "foo");
-        assert_eq!(
-            tidy_name("ns::Vec<int (*)(int)>::push(int)"),
-            "ns::Vec<int (*)(int)>::push"
-        );
-        assert_eq!(
-            tidy_name("(anonymous namespace)::f(int)"),
-            "(anonymous namespace)::f"
-        );
-        assert_eq!(tidy_name("a;b"), "a:b");
-        assert_eq!(
-            tidy_name("core::ptr::drop_in_place<T>"),
-            "core::ptr::drop_in_place<T>"
-        );
     }
 }

@@ -18,8 +18,8 @@ use crate::error::Result;
 use crate::fold::Folded;
 use crate::options::{Backend, Config, Workload};
 
-/// Runs an inferno collapser over a tool's output and demangles the Rust names it left mangled:
-/// the shared last step of the external backends.
+/// Runs an inferno collapser over a tool's output: the shared step of the external backends,
+/// which then apply the naming rules with [`Folded::clean_names`].
 pub(crate) fn collapse_with(
     mut folder: impl inferno::collapse::Collapse,
     input: &[u8],
@@ -29,9 +29,7 @@ pub(crate) fn collapse_with(
     folder.collapse(input, &mut out).map_err(|e| {
         crate::error::Error::Malformed(format!("cannot collapse {tool} output: {e}"))
     })?;
-    let mut folded = Folded::parse(&String::from_utf8_lossy(&out))?;
-    folded.demangle_rust();
-    Ok(folded)
+    Folded::parse(&String::from_utf8_lossy(&out))
 }
 
 /// What a backend recorded.
@@ -162,6 +160,7 @@ fn new_collector(config: &Config) -> crate::stacks::StackCollector {
     crate::stacks::StackCollector::new(crate::stacks::CollectOptions {
         inline: config.record.inline,
         flame_chart: config.graph.flame_chart,
+        full_names: config.graph.full_names,
     })
 }
 
