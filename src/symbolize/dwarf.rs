@@ -493,11 +493,20 @@ fn read_scopes<R: Reader>(
                 | gimli::DW_TAG_subprogram
         );
         let mut name = None;
+        if !(scope && abbrev.has_children()) {
+            if entries.skip_attributes(abbrev.attributes()).is_err() {
+                break;
+            }
+            if abbrev.has_children() {
+                depth += 1;
+            }
+            continue;
+        }
         for spec in abbrev.attributes() {
             let Ok(attr) = entries.read_attribute(*spec) else {
                 return (names, RangeTable::new(ranges));
             };
-            if scope && attr.name() == gimli::DW_AT_name {
+            if attr.name() == gimli::DW_AT_name {
                 name = dwarf.attr_string(unit, attr.value()).ok().map(|n| {
                     n.to_string_lossy()
                         .map(|n| n.into_owned())
