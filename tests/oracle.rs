@@ -42,12 +42,9 @@ fn strip_clone_suffix(name: &str) -> &str {
     name
 }
 
+/// A symbol's name as both backends show it (the README's naming rules).
 fn demangle(name: &str) -> String {
-    let name = name.split('@').next().unwrap_or(name);
-    match rustc_demangle::try_demangle(name) {
-        Ok(d) => format!("{d:#}"),
-        Err(_) => name.to_owned(),
-    }
+    flamegraph::symbolize::names::display(name, None, true, false)
 }
 
 /// Maps every symbol name of `paths` (and their build-id debug files) to one canonical name per

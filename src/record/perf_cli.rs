@@ -140,7 +140,8 @@ pub fn script_file(
 }
 
 fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {
-    let mut args: Vec<OsString> = vec!["script".into(), "--force".into()];
+    // Mangled names, so that our demangler, which knows Rust from C++, applies the naming rules.
+    let mut args: Vec<OsString> = vec!["script".into(), "--force".into(), "--no-demangle".into()];
     if !inline {
         args.push("--no-inline".into());
     }

@@ -129,8 +129,8 @@ pub fn strip_version(name: &str) -> &str {
 }
 
 /// A guess at the language of an already demangled name: Rust if it has Rust-only syntax
-/// (closures, `<T as Trait>`, Rust primitive types in generic arguments), C++ if it has a
-/// parameter list.
+/// (closures, a qualified path `<T as Trait>::f` or `<T>::f`: no C++ name starts with `<`, Rust
+/// primitive types in generic arguments), C++ if it has a parameter list.
 fn guess_lang(name: &str) -> Lang {
     const RUST_MARKS: [&str; 8] = [
         "{closure",
@@ -143,7 +143,7 @@ fn guess_lang(name: &str) -> Lang {
         "&mut ",
     ];
     if RUST_MARKS.iter().any(|m| name.contains(m))
-        || (name.starts_with('<') && name.contains(" as "))
+        || (name.starts_with('<') && name.contains(">::"))
     {
         Lang::Rust
     } else if scan(name).params.is_some() {
@@ -264,7 +264,9 @@ pub fn strip_generics(name: &str) -> Cow<'_, str> {
     while i < bytes.len() {
         let c = bytes[i];
         let prev = out.as_bytes().last().copied();
+        // `::<impl Type>::` (legacy Rust) names an impl block, as `<T as Trait>` names a trait's.
         let opens_arguments = c == b'<'
+            && !name[i..].starts_with("<impl ")
             && prev
                 .is_some_and(|p| p.is_ascii_alphanumeric() || p == b'_' || p == b'}' || p == b':');
         if opens_arguments {
@@ -490,6 +492,11 @@ mod tests {
             "runtime.(*mheap).alloc"
         );
         assert_eq!(clean_external("memcmp@plt", false), "memcmp@plt");
+        // A Rust inherent-impl path as perf prints it, as the native side simplifies it.
+        assert_eq!(
+            clean_external("<std::sys::thread::unix::Thread>::new::thread_start", false),
+            "std::sys::thread::unix::Thread::new::thread_start"
+        );
     }
 
     #[test]
