@@ -17,6 +17,9 @@
 //!   perf's form.
 //! - Compiler clone suffixes (`.constprop.0`, `.isra.0`, `.part.0`, `.cold`) are dropped: perf
 //!   names some clones by their DWARF name, we by their symbol.
+//! - Names: none. Both sides name frames with the README's rules (the perf-cli backend runs
+//!   `perf script --no-demangle` and demangles as the native backend does); the alias table
+//!   reads symbol names through the same rules.
 
 mod util;
 
