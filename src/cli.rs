@@ -156,6 +156,10 @@ pub struct GraphArgs {
     /// Produce a flame chart (sort by time, do not merge stacks)
     #[arg(long = "flamechart", conflicts_with = "reverse")]
     pub flame_chart: bool,
+
+    /// Keep the generic arguments of Rust function names (`fold<usize, …>` instead of `fold`)
+    #[arg(long)]
+    pub full_names: bool,
 }
 
 impl GraphArgs {
@@ -172,6 +176,7 @@ impl GraphArgs {
             palette: self.palette,
             skip_after: self.skip_after,
             flame_chart: self.flame_chart,
+            full_names: self.full_names,
         }
     }
 }

@@ -85,29 +85,39 @@ impl Folded {
         out
     }
 
-    /// Demangles Rust symbols (legacy and v0, without the hash) that the producer left mangled,
-    /// keeping inferno's `_[k]`/`_[i]`/`_[j]` annotations.
-    pub fn demangle_rust(&mut self) {
-        for (stack, _) in &mut self.stacks {
-            if !stack.contains("_ZN") && !stack.contains("_R") {
-                continue;
-            }
+    /// Applies the naming rules of the native backend (`symbolize::names`) to names an external
+    /// tool wrote: demangled, without symbol versions, C++ return types and parameter lists, or
+    /// (unless `full`) Rust generic arguments; inferno's `_[k]`/`_[i]`/`_[j]` annotations are
+    /// kept. Stacks that become equal are merged.
+    pub fn clean_names(&mut self, full: bool) {
+        let mut cache: HashMap<String, String> = HashMap::new();
+        let mut merged: HashMap<String, usize> = HashMap::with_capacity(self.stacks.len());
+        let mut stacks: Vec<(String, u64)> = Vec::with_capacity(self.stacks.len());
+        for (stack, weight) in std::mem::take(&mut self.stacks) {
             let mut out = String::with_capacity(stack.len());
             for (i, frame) in stack.split(';').enumerate() {
                 if i > 0 {
                     out.push(';');
                 }
                 let (name, suffix) = split_annotation(frame);
-                match rustc_demangle::try_demangle(name) {
-                    Ok(d) => {
-                        let _ = write!(out, "{d:#}");
-                    }
-                    Err(_) => out.push_str(name),
-                }
+                let clean = cache.entry(name.to_owned()).or_insert_with(|| {
+                    crate::symbolize::names::tidy(&crate::symbolize::names::clean_external(
+                        name, full,
+                    ))
+                    .into_owned()
+                });
+                out.push_str(clean);
                 out.push_str(suffix);
             }
-            *stack = out;
+            match merged.get(&out) {
+                Some(&at) => stacks[at].1 += weight,
+                None => {
+                    merged.insert(out.clone(), stacks.len());
+                    stacks.push((out, weight));
+                }
+            }
         }
+        self.stacks = stacks;
     }
 
     /// Drops every frame rootward of the first (leafmost) frame named in `names`, the process name
@@ -187,16 +197,26 @@ mod tests {
     }
 
     #[test]
-    fn demangles_rust_frames_keeping_annotations() {
+    fn cleans_names_keeping_annotations() {
         let mut f = Folded::parse(
-            "p;_ZN4core3ptr13drop_in_place17h0123456789abcdefE_[i];_RNvCs1234_7mycrate3foo 1\n",
+            "p;_ZN4core3ptr13drop_in_place17h0123456789abcdefE_[i];_RNvCs1234_7mycrate3foo 1\n\
+             p;main;realpath@@GLIBC_2.3;void std::sort<int*>(int*, int*) 2\n\
+             p;main;realpath;std::sort<int*> 3\n\
+             p;fold<usize, core::ops::range::Range<u64>>_[i] 4\n",
         )
         .unwrap();
-        f.demangle_rust();
+        let mut full = f.clone();
+        f.clean_names(false);
         assert_eq!(
             f.to_text(),
-            "p;core::ptr::drop_in_place_[i];mycrate::foo 1\n"
+            "p;core::ptr::drop_in_place_[i];mycrate::foo 1\n\
+             p;main;realpath;std::sort<int*> 5\n\
+             p;fold_[i] 4\n"
         );
+        full.clean_names(true);
+        assert!(full
+            .to_text()
+            .contains("p;fold<usize, core::ops::range::Range<u64>>_[i] 4"));
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct GraphOptions {
     pub skip_after: Vec<String>,
     /// Flame chart: time on the x axis, stacks not merged. Default: false.
     pub flame_chart: bool,
+    /// Keep the generic arguments of Rust names (`fold<usize, …>`). Default: false.
+    pub full_names: bool,
 }
 
 impl Default for GraphOptions {
@@ -164,6 +166,7 @@ impl Default for GraphOptions {
             palette: None,
             skip_after: Vec::new(),
             flame_chart: false,
+            full_names: false,
         }
     }
 }

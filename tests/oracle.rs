@@ -17,6 +17,9 @@
 //!   perf's form.
 //! - Compiler clone suffixes (`.constprop.0`, `.isra.0`, `.part.0`, `.cold`) are dropped: perf
 //!   names some clones by their DWARF name, we by their symbol.
+//! - Names: none. Both sides name frames with the README's rules (the perf-cli backend runs
+//!   `perf script --no-demangle` and demangles as the native backend does); the alias table
+//!   reads symbol names through the same rules.
 
 mod util;
 
@@ -42,12 +45,9 @@ fn strip_clone_suffix(name: &str) -> &str {
     name
 }
 
+/// A symbol's name as both backends show it (the README's naming rules).
 fn demangle(name: &str) -> String {
-    let name = name.split('@').next().unwrap_or(name);
-    match rustc_demangle::try_demangle(name) {
-        Ok(d) => format!("{d:#}"),
-        Err(_) => name.to_owned(),
-    }
+    flamegraph::symbolize::names::display(name, None, true, false)
 }
 
 /// Maps every symbol name of `paths` (and their build-id debug files) to one canonical name per

@@ -22,7 +22,12 @@ use crate::process::Processes;
 use crate::profile::{Measure, Profile, ProfileBuilder, Thread, WeightUnit};
 use sample::{FrameKey, StackWalker};
 
+use crate::symbolize::{SymbolizeOptions, Symbolizer};
 pub use warmer::symbolizer;
+
+fn symbolize_options(options: &CollectOptions) -> SymbolizeOptions {
+    SymbolizeOptions::new(options.inline, true).with_full_names(options.full_names)
+}
 
 /// Options of the collector.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +40,8 @@ pub struct CollectOptions {
     /// Keep threads apart by pid and tid (per-thread views, exports); otherwise threads are told
     /// apart by name only, which keeps the number of unique stacks down. Default: false.
     pub split_threads: bool,
+    /// Keep the generic arguments of Rust names (`--full-names`). Default: false.
+    pub full_names: bool,
 }
 
 impl CollectOptions {
@@ -96,7 +103,7 @@ impl StackCollector {
     /// A collector; it starts a symbolizer thread that works while samples arrive.
     pub fn new(options: CollectOptions) -> Self {
         StackCollector {
-            warmer: warmer::Warmer::start(symbolizer(options.inline)),
+            warmer: warmer::Warmer::start(Symbolizer::new(symbolize_options(&options))),
             options,
             processes: Processes::default(),
             walker: StackWalker::new(),
@@ -212,7 +219,7 @@ impl StackCollector {
     /// Symbolizes every unique frame once and builds the profile.
     pub fn finish(mut self) -> Profile {
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
-        let mut symbolizer = warmer.finish(self.options.inline);
+        let mut symbolizer = warmer.finish(symbolize_options(&self.options));
         let (unit, measure) = match self.event.as_str() {
             "cpu-clock" | "task-clock" => (WeightUnit::Nanoseconds, Measure::Count),
             other => (WeightUnit::Events(other.to_owned()), Measure::Weight),

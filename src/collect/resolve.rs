@@ -83,7 +83,7 @@ impl<'a> Resolver<'a> {
                 FrameKind::Kernel => name.strip_suffix(KERNEL_SUFFIX).unwrap_or(name),
                 _ => name,
             };
-            let function: Arc<str> = tidy_name(name).into();
+            let function: Arc<str> = crate::symbolize::names::tidy(name).into();
             out.push(builder.frame(Frame {
                 function,
                 module,
@@ -94,63 +94,5 @@ impl<'a> Resolver<'a> {
                 kind,
             }));
         }
-    }
-}
-
-/// Makes a symbol safe for the folded format and as short as perf + inferno make it: `;` would
-/// split a frame, and C++ parameter lists are dropped (inferno's `tidy_generic`).
-fn tidy_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let mut depth = 0i32;
-    let mut cut = None;
-    for (i, c) in name.char_indices() {
-        match c {
-            '<' | '{' | '[' => depth += 1,
-            '>' | '}' | ']' | ')' => depth -= 1,
-            '(' => {
-                // A top-level parameter list starts the tail to drop; keep Go-style
-                // `pkg.(*T).M` and C++ `(anonymous namespace)`.
-                let keep = i == 0
-                    || name[..i].ends_with('.')
-                    || name[i..].starts_with("(anonymous namespace)");
-                if depth == 0 && !keep {
-                    cut = Some(i);
-                    break;
-                }
-                depth += 1;
-            }
-            _ => {}
-        }
-    }
-    let name = match cut {
-        Some(i) => &name[..i],
-        None => name,
-    };
-    if name.contains(';') {
-        std::borrow::Cow::Owned(name.replace(';', ":"))
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tidy_drops_cpp_parameters_only() {
-        assert_eq!(tidy_name("foo(int, char)"), "foo");
-        assert_eq!(
-            tidy_name("ns::Vec<int (*)(int)>::push(int)"),
-            "ns::Vec<int (*)(int)>::push"
-        );
-        assert_eq!(
-            tidy_name("(anonymous namespace)::f(int)"),
-            "(anonymous namespace)::f"
-        );
-        assert_eq!(tidy_name("a;b"), "a:b");
-        assert_eq!(
-            tidy_name("core::ptr::drop_in_place<T>"),
-            "core::ptr::drop_in_place<T>"
-        );
     }
 }

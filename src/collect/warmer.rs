@@ -70,12 +70,12 @@ impl Warmer {
     }
 
     /// The warmed symbolizer (a fresh one if the thread could not run).
-    pub(super) fn finish(mut self, inline: bool) -> Symbolizer {
+    pub(super) fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
         self.requests = None;
         self.thread
             .take()
             .and_then(|t| t.join().ok())
-            .unwrap_or_else(|| symbolizer(inline))
+            .unwrap_or_else(|| Symbolizer::new(options))
     }
 }
 

@@ -94,6 +94,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     };
     let _ = std::fs::remove_file(&stacks_file);
     let mut folded = collapse_dtrace(&bytes)?;
+    folded.clean_names(graph.full_names);
     folded.skip_after(&graph.skip_after);
     Ok(Recording {
         interrupted,
@@ -102,7 +103,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
 }
 
 /// Collapses dtrace `ustack()` aggregation output (invalid UTF-8 is replaced, a known dtrace
-/// quirk), demangling Rust names.
+/// quirk); names as the tool wrote them (see [`Folded::clean_names`]).
 pub fn collapse_dtrace(bytes: &[u8]) -> Result<Folded> {
     let text = String::from_utf8_lossy(bytes);
     super::collapse_with(

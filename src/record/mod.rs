@@ -22,8 +22,8 @@ use crate::fold::Folded;
 use crate::options::{Backend, Config, Workload};
 use crate::profile::Profile;
 
-/// Runs an inferno collapser over a tool's output and demangles the Rust names it left mangled:
-/// the shared last step of the external backends.
+/// Runs an inferno collapser over a tool's output: the shared step of the external backends,
+/// which then apply the naming rules with [`Folded::clean_names`].
 pub(crate) fn collapse_with(
     mut folder: impl inferno::collapse::Collapse,
     input: &[u8],
@@ -33,9 +33,7 @@ pub(crate) fn collapse_with(
     folder.collapse(input, &mut out).map_err(|e| {
         crate::error::Error::Malformed(format!("cannot collapse {tool} output: {e}"))
     })?;
-    let mut folded = Folded::parse(&String::from_utf8_lossy(&out))?;
-    folded.demangle_rust();
-    Ok(folded)
+    Folded::parse(&String::from_utf8_lossy(&out))
 }
 
 /// What a backend recorded.
@@ -189,6 +187,7 @@ fn native_notes(
 fn new_collector(config: &Config) -> crate::collect::StackCollector {
     let mut options = crate::collect::CollectOptions::new(config.record.inline);
     options.time_ordered = config.graph.flame_chart;
+    options.full_names = config.graph.full_names;
     crate::collect::StackCollector::new(options)
 }
 

@@ -139,12 +139,14 @@ pub fn script_file(
 
 fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {
     // Without the period field, inferno counts one per sample: the graph counts samples, as the
-    // native backend's does, not nanoseconds of cpu-clock.
+    // native backend's does, not nanoseconds of cpu-clock. Mangled names, so that our demangler,
+    // which knows Rust from C++, applies the naming rules.
     let mut args: Vec<OsString> = vec![
         "script".into(),
         "--force".into(),
         "-F".into(),
         "-period".into(),
+        "--no-demangle".into(),
     ];
     if !inline {
         args.push("--no-inline".into());
@@ -152,11 +154,13 @@ fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Resul
     args.push("-i".into());
     args.push(data.into());
     let text = tool.output(tool.command(&args))?;
-    collapse_perf_script(&text, &graph.skip_after)
+    let mut folded = collapse_perf_script(&text, &graph.skip_after)?;
+    folded.clean_names(graph.full_names);
+    Ok(folded)
 }
 
 /// Collapses `perf script` output with inferno (kernel frames annotated `_[k]`, inlined ones
-/// `_[i]`), then demangles Rust symbols perf left mangled (v0, and legacy hashes).
+/// `_[i]`); names as perf wrote them (see [`Folded::clean_names`]).
 pub fn collapse_perf_script(text: &[u8], skip_after: &[String]) -> Result<Folded> {
     let mut options = inferno::collapse::perf::Options::default();
     options.annotate_kernel = true;

@@ -97,6 +97,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     ]));
     let _ = std::fs::remove_dir_all(&trace);
     let mut folded = collapse_xctrace(&xml?)?;
+    folded.clean_names(graph.full_names);
     folded.skip_after(&graph.skip_after);
     Ok(Recording {
         interrupted,
@@ -104,7 +105,8 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     })
 }
 
-/// Collapses an `xctrace export` time-profile table, demangling Rust names.
+/// Collapses an `xctrace export` time-profile table; names as the tool wrote them (see
+/// [`Folded::clean_names`]).
 pub fn collapse_xctrace(xml: &[u8]) -> Result<Folded> {
     super::collapse_with(
         inferno::collapse::xctrace::Folder::default(),

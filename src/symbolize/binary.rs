@@ -9,10 +9,11 @@ use gimli::{EndianSlice, RunTimeEndian};
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 
-use super::demangle::push_name;
 use super::dwarf::{DwarfNames, FrameName};
+use super::fde::FunctionBounds;
+use super::names;
 use super::symtab::SymbolTable;
-use super::{debugfile, SymbolizeError};
+use super::{debugfile, SymbolizeError, SymbolizeOptions};
 use crate::elf::SegmentMap;
 
 /// A DWARF reader over bytes owned by the [`Binary`]'s [`Storage`].
@@ -59,6 +60,8 @@ pub(crate) struct Binary {
     /// Reused for each DWARF lookup.
     frames: Vec<FrameName<Slice>>,
     symbols: Option<SymbolTable<'static>>,
+    /// Function bounds from `.eh_frame`, read on the first address no symbol covers.
+    fdes: Option<FunctionBounds>,
     /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
     /// path and content.
     debug_object: Option<Option<(PathBuf, object::File<'static>)>>,
@@ -111,6 +114,7 @@ impl Binary {
             dwarf: None,
             frames: Vec::new(),
             symbols: None,
+            fdes: None,
             debug_object: None,
             segments: SegmentMap::from_object(&object),
             object,
@@ -126,20 +130,48 @@ impl Binary {
 
     /// Pushes the frames at `svma`, outermost first: the function containing it, named by the
     /// symbol table (as perf does) or else by DWARF, then if `inline` the functions DWARF shows
-    /// inlined there. Returns false, pushing nothing, when neither source knows the address.
+    /// inlined there. The ELF entry point is `_start` when nothing else names it. Returns false,
+    /// pushing nothing, when no source knows the address.
     pub(crate) fn push_frames(
         &mut self,
         svma: u64,
-        inline: bool,
-        demangle: bool,
+        options: SymbolizeOptions,
         out: &mut Vec<String>,
     ) -> bool {
         let first = out.len();
-        let from_symtab = self.push_symbol(svma, demangle, out);
-        if inline || !from_symtab {
-            self.push_dwarf_frames(svma, inline, !from_symtab, demangle, out);
+        let from_symtab = self.push_symbol(svma, options, out);
+        if options.inline || !from_symtab {
+            self.push_dwarf_frames(svma, options.inline, !from_symtab, options, out);
+        }
+        if out.len() == first && self.is_entry_point(svma) {
+            out.push("_start".into());
         }
         out.len() > first
+    }
+
+    /// The file offset of the start of the function containing `svma`, from the `.eh_frame` FDE
+    /// that covers it: the name of code no symbol covers, the same for every address in it.
+    pub(crate) fn function_start(&mut self, svma: u64) -> Option<u64> {
+        let (start, _) = self.fdes().find(svma)?;
+        self.segments.file_offset_for_svma(start)
+    }
+
+    /// True if `svma` is in the function at the ELF entry point of an executable.
+    fn is_entry_point(&mut self, svma: u64) -> bool {
+        let entry = self.object.entry();
+        let executable = self.object.kind() == object::ObjectKind::Executable
+            || self.object.section_by_name(".interp").is_some();
+        executable
+            && entry != 0
+            && self
+                .fdes()
+                .find(svma)
+                .is_some_and(|(start, _)| start == entry)
+    }
+
+    fn fdes(&mut self) -> &FunctionBounds {
+        self.fdes
+            .get_or_insert_with(|| FunctionBounds::build(&self.object))
     }
 
     /// Pushes DWARF frames at `svma`, outermost first: the outermost function if `outermost`, the
@@ -149,7 +181,7 @@ impl Binary {
         svma: u64,
         inlined: bool,
         outermost: bool,
-        demangle: bool,
+        options: SymbolizeOptions,
         out: &mut Vec<String>,
     ) {
         let mut frames = std::mem::take(&mut self.frames);
@@ -160,23 +192,29 @@ impl Binary {
         // `frames` holds the function first, then the calls inlined into it, innermost last.
         if let Some((function, inlined_calls)) = frames.split_first() {
             if outermost {
-                push_frame(function, demangle, out);
+                push_frame(function, options, out);
             }
             if inlined {
                 for call in inlined_calls {
-                    push_frame(call, demangle, out);
+                    push_frame(call, options, out);
                 }
             }
         }
         self.frames = frames;
     }
 
-    /// Pushes the name of the function symbol containing `svma`. Returns false if there is none.
-    fn push_symbol(&mut self, svma: u64, demangle: bool, out: &mut Vec<String>) -> bool {
-        let Some(name) = self.symbols().lookup(svma) else {
+    /// Pushes the name of the function symbol containing `svma` (`NAME@plt` for a PLT stub).
+    /// Returns false if there is none.
+    fn push_symbol(&mut self, svma: u64, options: SymbolizeOptions, out: &mut Vec<String>) -> bool {
+        let Some(found) = self.symbols().lookup(svma) else {
             return false;
         };
-        push_name(&String::from_utf8_lossy(name), None, demangle, out);
+        let raw = String::from_utf8_lossy(found.name);
+        let mut name = names::display(&raw, None, options.demangle, options.full_names);
+        if found.plt {
+            name.push_str("@plt");
+        }
+        out.push(name);
         true
     }
 
@@ -233,8 +271,19 @@ impl Binary {
     }
 }
 
-fn push_frame(frame: &FrameName<Slice>, demangle: bool, out: &mut Vec<String>) {
-    push_name(&frame.name.to_string_lossy(), frame.language, demangle, out);
+fn push_frame(frame: &FrameName<Slice>, options: SymbolizeOptions, out: &mut Vec<String>) {
+    let name = frame.name.to_string_lossy();
+    let name = if frame.scope.is_empty() {
+        name
+    } else {
+        Cow::Owned(format!("{}::{name}", frame.scope.join("::")))
+    };
+    out.push(names::display(
+        &name,
+        frame.language,
+        options.demangle,
+        options.full_names,
+    ));
 }
 
 fn has_dwarf(object: &object::File<'_>) -> bool {

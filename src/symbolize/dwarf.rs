@@ -10,13 +10,14 @@
 //! first lookup, with a table of its functions' ranges; a function's inlined calls are read on
 //! the first lookup inside it. Line tables are never read.
 //!
-//! Naming follows addr2line (and so `perf script`, which uses the same DWARF rules): an entry's
-//! `DW_AT_linkage_name` if it has one, else its `DW_AT_name`, else the name of what its
-//! `DW_AT_abstract_origin` or `DW_AT_specification` points to, across units if need be.
+//! Naming: the first `DW_AT_linkage_name` on the chain of `DW_AT_abstract_origin` /
+//! `DW_AT_specification` links from the entry (across units if need be), which demangles to the
+//! qualified name; else the first `DW_AT_name` on that chain (addr2line stops at the first name
+//! of either kind, so a C++ template's inline frames would lose their namespace).
 
 use std::sync::Arc;
 
-use gimli::{AttributeValue, DebugInfoOffset, DwLang, Reader, UnitOffset};
+use gimli::{AttributeValue, DebugInfoOffset, DwLang, Reader, ReaderOffset, UnitOffset};
 
 /// How many `DW_AT_abstract_origin` / `DW_AT_specification` links a name may follow.
 const MAX_NAME_LINKS: usize = 16;
@@ -26,6 +27,9 @@ const MAX_NAME_LINKS: usize = 16;
 pub(crate) struct FrameName<R> {
     pub name: R,
     pub language: Option<DwLang>,
+    /// For a plain `DW_AT_name`, the names of the namespaces, classes and functions around its
+    /// entry, outermost first (`std`, `vector<int>`): the qualification a linkage name gives.
+    pub scope: Vec<String>,
 }
 
 /// Address ranges mapped to values, for lookups of the entries containing an address.
@@ -89,6 +93,9 @@ struct ParsedUnit<R: Reader> {
     language: Option<DwLang>,
     /// Built on the first address lookup in this unit (not for units only visited for names).
     functions: Option<(Vec<Function<R>>, RangeTable<u32>)>,
+    /// Named scopes (namespaces, types, functions) by entry-offset range, built on the first
+    /// plain name that needs qualifying.
+    scopes: Option<(Vec<String>, RangeTable<u32>)>,
 }
 
 /// The units of one `.debug_info` section (the main file's, or a dwz supplementary file's).
@@ -143,6 +150,7 @@ impl<R: Reader> Units<R> {
                     unit,
                     language,
                     functions: None,
+                    scopes: None,
                 })
             }));
         }
@@ -299,39 +307,95 @@ impl<R: Reader> DwarfNames<R> {
         language: Option<DwLang>,
     ) -> Option<FrameName<R>> {
         let (mut in_sup, mut index, mut offset) = (false, index, offset);
+        // The first plain name met, used if no entry on the chain has a linkage name.
+        let mut plain = None;
+        // Where the chain ends: its last entry sits in the scopes that qualify a plain name.
+        let mut last = (false, index, offset);
+        let found =
+            |this: &mut Self, name: Option<R>, last: (bool, usize, UnitOffset<R::Offset>)| {
+                let name = name?;
+                let scope = this.scope_of(last);
+                Some(FrameName {
+                    name,
+                    language,
+                    scope,
+                })
+            };
         for _ in 0..MAX_NAME_LINKS {
             let units = if in_sup {
                 self.sup.as_mut()?
             } else {
                 &mut self.units
             };
-            let (dwarf, parsed) = units.get(index)?;
-            let (name, next) = read_name(dwarf, &parsed.unit, offset)?;
-            if let Some(name) = name {
-                return Some(FrameName { name, language });
+            let Some((dwarf, parsed)) = units.get(index) else {
+                return found(self, plain, last);
+            };
+            let Some(entry) = read_name(dwarf, &parsed.unit, offset) else {
+                return found(self, plain, last);
+            };
+            if let Some(linkage) = entry.linkage {
+                return Some(FrameName {
+                    name: linkage,
+                    language,
+                    scope: Vec::new(),
+                });
             }
-            (in_sup, index, offset) = match next? {
+            last = (in_sup, index, offset);
+            if plain.is_none() {
+                plain = entry.name;
+            }
+            let Some(next) = entry.next else {
+                return found(self, plain, last);
+            };
+            (in_sup, index, offset) = match next {
                 AttributeValue::UnitRef(next) => (in_sup, index, next),
                 AttributeValue::DebugInfoRef(next) => {
                     let units = if in_sup {
-                        self.sup.as_ref()?
+                        self.sup.as_ref()
                     } else {
-                        &self.units
+                        Some(&self.units)
                     };
-                    let target = units.containing(next)?;
-                    let header = &units.get_header(target)?;
-                    (in_sup, target, next.to_unit_offset(header)?)
+                    match units.and_then(|units| units.locate(next)) {
+                        Some((target, offset)) => (in_sup, target, offset),
+                        None => return found(self, plain, last),
+                    }
                 }
                 AttributeValue::DebugInfoRefSup(next) => {
-                    let sup = self.sup.as_ref()?;
-                    let target = sup.containing(next)?;
-                    let header = &sup.get_header(target)?;
-                    (true, target, next.to_unit_offset(header)?)
+                    match self.sup.as_ref().and_then(|sup| sup.locate(next)) {
+                        Some((target, offset)) => (true, target, offset),
+                        None => return found(self, plain, last),
+                    }
                 }
-                _ => return None,
+                _ => return found(self, plain, last),
             };
         }
-        None
+        found(self, plain, last)
+    }
+
+    /// The names of the scopes around the entry at `offset` of unit `index` (of the
+    /// supplementary file if `in_sup`), outermost first.
+    fn scope_of(
+        &mut self,
+        (in_sup, index, offset): (bool, usize, UnitOffset<R::Offset>),
+    ) -> Vec<String> {
+        let units = if in_sup {
+            match self.sup.as_mut() {
+                Some(sup) => sup,
+                None => return Vec::new(),
+            }
+        } else {
+            &mut self.units
+        };
+        let Some((dwarf, parsed)) = units.get(index) else {
+            return Vec::new();
+        };
+        let (names, table) = parsed
+            .scopes
+            .get_or_insert_with(|| read_scopes(dwarf, &parsed.unit));
+        let at = offset.0.into_u64();
+        let mut scope: Vec<String> = table.find(at).map(|i| names[i as usize].clone()).collect();
+        scope.reverse();
+        scope
     }
 }
 
@@ -339,6 +403,13 @@ impl<R: Reader> Units<R> {
     /// The header of unit `index` (parsed again: headers are small).
     fn get_header(&self, index: usize) -> Option<gimli::UnitHeader<R>> {
         self.dwarf.unit_header(*self.offsets.get(index)?).ok()
+    }
+
+    /// The unit holding the entry at `offset` in the section, and the entry's offset in it.
+    fn locate(&self, offset: DebugInfoOffset<R::Offset>) -> Option<(usize, UnitOffset<R::Offset>)> {
+        let target = self.containing(offset)?;
+        let header = self.get_header(target)?;
+        Some((target, offset.to_unit_offset(&header)?))
     }
 }
 
@@ -384,6 +455,88 @@ fn read_functions<R: Reader>(
         }
     }
     (functions, RangeTable::new(ranges))
+}
+
+/// The named scopes of `unit`: namespaces (`(anonymous namespace)` when unnamed), classes,
+/// structures, unions and functions, each with the range of entry offsets below it.
+fn read_scopes<R: Reader>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+) -> (Vec<String>, RangeTable<u32>) {
+    let mut names = Vec::new();
+    let mut ranges = Vec::new();
+    // Open scopes: (depth, start offset, index into `names`).
+    let mut open: Vec<(isize, u64, u32)> = Vec::new();
+    let Ok(mut entries) = unit.entries_raw(None) else {
+        return (names, RangeTable::new(ranges));
+    };
+    let mut depth: isize = 0;
+    while !entries.is_empty() {
+        let offset = entries.next_offset().0.into_u64();
+        let Ok(abbrev) = entries.read_abbreviation() else {
+            break;
+        };
+        let Some(abbrev) = abbrev else {
+            depth -= 1;
+            continue;
+        };
+        while open.last().is_some_and(|&(d, _, _)| d >= depth) {
+            let (_, start, index) = open.pop().unwrap_or_default();
+            ranges.push((start.max(1), offset, index));
+        }
+        let scope = matches!(
+            abbrev.tag(),
+            gimli::DW_TAG_namespace
+                | gimli::DW_TAG_class_type
+                | gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_union_type
+                | gimli::DW_TAG_subprogram
+        );
+        let mut name = None;
+        if !(scope && abbrev.has_children()) {
+            if entries.skip_attributes(abbrev.attributes()).is_err() {
+                break;
+            }
+            if abbrev.has_children() {
+                depth += 1;
+            }
+            continue;
+        }
+        for spec in abbrev.attributes() {
+            let Ok(attr) = entries.read_attribute(*spec) else {
+                return (names, RangeTable::new(ranges));
+            };
+            if attr.name() == gimli::DW_AT_name {
+                name = dwarf.attr_string(unit, attr.value()).ok().map(|n| {
+                    n.to_string_lossy()
+                        .map(|n| n.into_owned())
+                        .unwrap_or_default()
+                });
+            }
+        }
+        if scope && abbrev.has_children() {
+            let name = match name {
+                Some(name) => name,
+                None if abbrev.tag() == gimli::DW_TAG_namespace => "(anonymous namespace)".into(),
+                // GCC gives a lambda's closure type no name.
+                None if abbrev.tag() == gimli::DW_TAG_class_type => "{lambda}".into(),
+                None => String::new(),
+            };
+            if !name.is_empty() {
+                // The scope holds the entries below it, not the entry itself.
+                open.push((depth, offset + 1, names.len() as u32));
+                names.push(name);
+            }
+        }
+        if abbrev.has_children() {
+            depth += 1;
+        }
+    }
+    let end = entries.next_offset().0.into_u64();
+    for (_, start, index) in open {
+        ranges.push((start.max(1), end, index));
+    }
+    (names, RangeTable::new(ranges))
 }
 
 /// The inlined calls below the function entry at `function`, each range with its call depth.
@@ -506,37 +659,49 @@ fn push_ranges<R: Reader, T>(
     }
 }
 
-/// The entry at `offset`: its own name (linkage name first) if it has one, else the reference to
-/// follow for it.
+/// The names an entry carries, and the entry it refers to for more.
+struct EntryName<R: Reader> {
+    linkage: Option<R>,
+    name: Option<R>,
+    /// `DW_AT_abstract_origin` or `DW_AT_specification`.
+    next: Option<AttributeValue<R>>,
+}
+
+/// The names of the entry at `offset` and its link to follow: a linkage name, when some entry of
+/// the chain has one, gives the qualified name that the plain `DW_AT_name` lacks.
 fn read_name<R: Reader>(
     dwarf: &gimli::Dwarf<R>,
     unit: &gimli::Unit<R>,
     offset: UnitOffset<R::Offset>,
-) -> Option<(Option<R>, Option<AttributeValue<R>>)> {
+) -> Option<EntryName<R>> {
     let mut entries = unit.entries_raw(Some(offset)).ok()?;
     let abbrev = entries.read_abbreviation().ok()??;
-    let mut name = None;
-    let mut next = None;
+    let mut found = EntryName {
+        linkage: None,
+        name: None,
+        next: None,
+    };
     for spec in abbrev.attributes() {
         let attr = entries.read_attribute(*spec).ok()?;
         match attr.name() {
             gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
                 if let Ok(linkage) = dwarf.attr_string(unit, attr.value()) {
-                    return Some((Some(linkage), None));
+                    found.linkage = Some(linkage);
+                    return Some(found);
                 }
             }
             gimli::DW_AT_name => {
                 if let Ok(plain) = dwarf.attr_string(unit, attr.value()) {
-                    name = Some(plain);
+                    found.name = Some(plain);
                 }
             }
             gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
-                next = Some(attr.value());
+                found.next = Some(attr.value());
             }
             _ => {}
         }
     }
-    Some((name, next))
+    Some(found)
 }
 
 #[cfg(test)]

@@ -16,10 +16,13 @@
 //!   by DWARF where no symbol covers it. With inline frames on (the default), the functions DWARF
 //!   shows inlined at the address follow, innermost last, under their DWARF names. Turning inline
 //!   frames off only drops those: the outermost name stays the same.
-//! - **Demangling** (on by default): Rust legacy and v0 names without their hash (`{:#}`), C++
-//!   names in full, parameters included. Plain names, such as C functions, stay as they are.
-//! - **Unresolved user address**: `FILE_NAME+0xOFFSET`, the file's base name and the lookup's
-//!   file offset in hex (`libfoo.so+0x1234`); the vdso gives `[vdso]+0xOFFSET`.
+//! - **Names** follow the rules of `names.rs`, the same for every backend: demangled (on by
+//!   default), no symbol version, no C++ return type or parameter list, no Rust generic
+//!   arguments (unless `full_names`). PLT stubs are `NAME@plt`, from the PLT relocations.
+//! - **Unresolved user address**: `FILE_NAME+0xOFFSET`, the file's base name and, in hex, the
+//!   file offset of the start of the function containing it (from the `.eh_frame` FDE that
+//!   covers it), else of the address itself (`libfoo.so+0x1234`); the vdso gives
+//!   `[vdso]+0xOFFSET`. The entry point of an executable is `_start` even when stripped.
 //! - **Kernel**: `NAME_[k]`, the suffix inferno's perf collapser gives kernel frames (the module of
 //!   a module symbol is not shown). Unresolved: `[kernel.kallsyms]+0xADDRESS_[k]`, with the
 //!   absolute address, since kallsyms has no base to subtract.
@@ -28,14 +31,15 @@
 //! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
 //! be given) and by
 //! `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`), see
-//! `debugfile.rs`. Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`), names
-//! for PLT stubs (they fall back to `FILE+0xOFFSET`).
+//! `debugfile.rs`. Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`).
 
 mod binary;
 mod debugfile;
 mod demangle;
 mod dwarf;
+mod fde;
 mod kallsyms;
+pub mod names;
 mod perfmap;
 mod symtab;
 #[cfg(all(test, target_os = "linux"))]
@@ -96,6 +100,8 @@ pub struct SymbolizeOptions {
     pub inline: bool,
     /// Demangle Rust and C++ names. Default: `true`.
     pub demangle: bool,
+    /// Keep the generic arguments of Rust names (`fold<usize, …>`). Default: `false`.
+    pub full_names: bool,
 }
 
 impl Default for SymbolizeOptions {
@@ -103,6 +109,7 @@ impl Default for SymbolizeOptions {
         SymbolizeOptions {
             inline: true,
             demangle: true,
+            full_names: false,
         }
     }
 }
@@ -110,7 +117,17 @@ impl Default for SymbolizeOptions {
 impl SymbolizeOptions {
     /// Options with both switches given.
     pub fn new(inline: bool, demangle: bool) -> Self {
-        SymbolizeOptions { inline, demangle }
+        SymbolizeOptions {
+            inline,
+            demangle,
+            full_names: false,
+        }
+    }
+
+    /// These options with [`SymbolizeOptions::full_names`] set to `full`.
+    pub fn with_full_names(mut self, full: bool) -> Self {
+        self.full_names = full;
+        self
     }
 }
 
@@ -140,16 +157,19 @@ impl Module {
         }
     }
 
-    /// Pushes the frames at `file_offset`, or the `NAME+0xOFFSET` placeholder.
+    /// Pushes the frames at `file_offset`, or the `NAME+0xOFFSET` placeholder: the offset of the
+    /// start of the function (from `.eh_frame`) if known, else of the address.
     fn symbolize(&mut self, file_offset: u64, options: SymbolizeOptions, out: &mut Vec<String>) {
+        let mut offset = file_offset;
         if let Ok(binary) = &mut self.binary {
             if let Some(svma) = binary.svma(file_offset) {
-                if binary.push_frames(svma, options.inline, options.demangle, out) {
+                if binary.push_frames(svma, options, out) {
                     return;
                 }
+                offset = binary.function_start(svma).unwrap_or(file_offset);
             }
         }
-        out.push(format!("{}+{file_offset:#x}", self.name));
+        out.push(format!("{}+{offset:#x}", self.name));
     }
 }
 
@@ -252,7 +272,12 @@ impl Symbolizer {
         let Some(name) = map.as_ref().and_then(|m| m.lookup(avma)) else {
             return false;
         };
-        demangle::push_name(name, None, self.options.demangle, out);
+        out.push(names::display(
+            name,
+            None,
+            self.options.demangle,
+            self.options.full_names,
+        ));
         true
     }
 

@@ -1,7 +1,10 @@
 //! A sorted table of function symbols from `.symtab` and `.dynsym`, for addresses that DWARF does
 //! not cover (stripped binaries, hand-written assembly, libraries without debug info).
 
-use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SymbolKind};
+use object::{
+    Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationFlags, RelocationTarget,
+    SectionFlags, SectionIndex, SymbolKind,
+};
 
 /// One function symbol: the SVMA range `[start, end)` and its raw (mangled) name.
 #[derive(Clone, Copy, Debug)]
@@ -12,6 +15,15 @@ struct Symbol<'data> {
     /// before weak before local (then fewer leading underscores, as perf chooses).
     rank: u8,
     name: &'data [u8],
+    /// A PLT stub calling `name` (shown as `name@plt`).
+    plt: bool,
+}
+
+/// What a lookup found: a symbol's raw name, and whether it is the PLT stub of that function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SymbolName<'data> {
+    pub name: &'data [u8],
+    pub plt: bool,
 }
 
 /// Function symbols sorted by start address, one per address.
@@ -38,6 +50,9 @@ impl<'data> SymbolTable<'data> {
         for obj in objects {
             collect(obj, obj.dynamic_symbols(), &mut symbols);
         }
+        if let Some(obj) = objects.first() {
+            plt::collect(obj, &mut symbols);
+        }
         symbols.sort_unstable_by_key(|s| (s.start, s.rank, leading_underscores(s.name)));
         symbols.dedup_by_key(|s| s.start);
         for i in 0..symbols.len() {
@@ -56,7 +71,7 @@ impl<'data> SymbolTable<'data> {
     /// return address of a signal handler points at the first byte of the signal trampoline
     /// (glibc's `__restore_rt`), so its lookup address `ra - 1` lands on the padding byte that
     /// glibc puts before it for exactly this reason (its CFI covers that byte).
-    pub(crate) fn lookup(&self, svma: u64) -> Option<&'data [u8]> {
+    pub(crate) fn lookup(&self, svma: u64) -> Option<SymbolName<'data>> {
         let after = self.symbols.partition_point(|s| s.start <= svma);
         self.symbols[..after]
             .iter()
@@ -68,7 +83,10 @@ impl<'data> SymbolTable<'data> {
                     .get(after)
                     .filter(|next| next.start == svma.wrapping_add(1))
             })
-            .map(|s| s.name)
+            .map(|s| SymbolName {
+                name: s.name,
+                plt: s.plt,
+            })
     }
 }
 
@@ -117,6 +135,7 @@ fn collect<'data, 'file>(
                 UNSIZED_RANK + binding
             },
             name,
+            plt: false,
         });
     }
 }
@@ -130,4 +149,114 @@ fn executable_section_end(obj: &object::File<'_>, index: SectionIndex) -> Option
         _ => section.kind() == object::SectionKind::Text,
     };
     executable.then(|| section.address().saturating_add(section.size()))
+}
+
+/// Symbols for PLT stubs, from the PLT relocations, as perf's `dso__synthesize_plt_symbols` makes
+/// them: stripped or not, no symbol table names the stubs in `.plt`, `.plt.sec` and `.plt.got`.
+mod plt {
+    use super::*;
+
+    /// Appends one sized symbol per PLT stub of `obj` whose function is known.
+    pub(super) fn collect<'data>(obj: &object::File<'data>, out: &mut Vec<Symbol<'data>>) {
+        let (Some(relocations), Some(dynsym)) =
+            (obj.dynamic_relocations(), obj.dynamic_symbol_table())
+        else {
+            return;
+        };
+        // GOT slot → the function it is resolved to, in relocation order.
+        let mut slots: Vec<(u64, &'data [u8], u32)> = Vec::new();
+        for (offset, relocation) in relocations {
+            let RelocationTarget::Symbol(index) = relocation.target() else {
+                continue;
+            };
+            let r_type = match relocation.flags() {
+                RelocationFlags::Elf { r_type } => r_type.0,
+                _ => 0,
+            };
+            if let Some(name) = dynsym
+                .symbol_by_index(index)
+                .ok()
+                .and_then(|s| s.name_bytes().ok())
+                .filter(|n| !n.is_empty())
+            {
+                slots.push((offset, name, r_type));
+            }
+        }
+        if slots.is_empty() {
+            return;
+        }
+        // By GOT address: the order linkers give `.rela.plt` (and so the aarch64 stubs) too.
+        slots.sort_by_key(|s| s.0);
+        for section in obj.sections() {
+            let Ok(name) = section.name() else { continue };
+            if !matches!(name, ".plt" | ".plt.sec" | ".plt.got") {
+                continue;
+            }
+            let Ok(data) = section.data() else { continue };
+            match obj.architecture() {
+                object::Architecture::X86_64 | object::Architecture::X86_64_X32 => {
+                    // `.plt.got` stubs are 8 bytes unless IBT-enabled (`endbr64` first).
+                    let ibt = data.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]);
+                    let entry = if name == ".plt.got" && !ibt { 8 } else { 16 };
+                    x86_64(section.address(), data, entry, &slots, out);
+                }
+                object::Architecture::Aarch64 if name == ".plt" => {
+                    aarch64(section.address(), data.len() as u64, &slots, out);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// x86_64 stubs jump through their GOT slot: `jmp *disp32(%rip)` (`ff 25`), after an
+    /// `endbr64` and a `bnd` prefix in IBT builds. Each stub is named by the slot it reads; the
+    /// `.plt` header and the lazy-binding halves of IBT stubs read no slot and get no name.
+    fn x86_64<'data>(
+        address: u64,
+        data: &[u8],
+        entry: usize,
+        slots: &[(u64, &'data [u8], u32)],
+        out: &mut Vec<Symbol<'data>>,
+    ) {
+        for (k, chunk) in data.chunks(entry).enumerate() {
+            let Some(p) = chunk.windows(6).position(|w| w[0] == 0xff && w[1] == 0x25) else {
+                continue;
+            };
+            let start = address + (k * entry) as u64;
+            let disp = i32::from_le_bytes([chunk[p + 2], chunk[p + 3], chunk[p + 4], chunk[p + 5]]);
+            let got = (start + p as u64 + 6).wrapping_add(disp as i64 as u64);
+            if let Ok(i) = slots.binary_search_by_key(&got, |s| s.0) {
+                out.push(stub(start, start + entry as u64, slots[i].1));
+            }
+        }
+    }
+
+    /// aarch64 `.plt`: a 32-byte header, then 16-byte stubs in `.rela.plt` order.
+    fn aarch64<'data>(
+        address: u64,
+        size: u64,
+        slots: &[(u64, &'data [u8], u32)],
+        out: &mut Vec<Symbol<'data>>,
+    ) {
+        let jump_slots = slots
+            .iter()
+            .filter(|s| s.2 == object::elf::R_AARCH64_JUMP_SLOT.0);
+        for (i, &(_, name, _)) in jump_slots.enumerate() {
+            let start = address + 32 + 16 * i as u64;
+            if start + 16 > address + size {
+                break;
+            }
+            out.push(stub(start, start + 16, name));
+        }
+    }
+
+    fn stub(start: u64, end: u64, name: &[u8]) -> Symbol<'_> {
+        Symbol {
+            start,
+            end,
+            rank: 0,
+            name,
+            plt: true,
+        }
+    }
 }

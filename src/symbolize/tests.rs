@@ -346,7 +346,7 @@ fn jit_names_from_a_perf_map() {
     assert!(symbolizer.symbolize_jit(4242, 0x7f0000002004, &mut out));
     assert!(!symbolizer.symbolize_jit(4242, 0x7f0000003000, &mut out));
     assert!(!symbolizer.symbolize_jit(4243, 0x7f0000001004, &mut out));
-    assert_eq!(out, ["LazyCompile:~foo script.js:1", "foo::bar(int)"]);
+    assert_eq!(out, ["LazyCompile:~foo script.js:1", "foo::bar"]);
 }
 
 #[test]
@@ -441,7 +441,7 @@ int main(int argc, char **) {
 "#;
 
 #[test]
-fn cpp_names_are_demangled_in_full() {
+fn cpp_names_are_demangled_without_signature() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("widget.cpp");
     std::fs::write(&src, CPP_PROGRAM).unwrap();
@@ -459,7 +459,7 @@ fn cpp_names_are_demangled_in_full() {
         let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
         assert_eq!(
             names(&mut symbolizer, &exe, offset),
-            ["shapes::Widget::compute(int) const"]
+            ["shapes::Widget::compute"]
         );
     }
     let mut raw = Symbolizer::new(SymbolizeOptions::new(true, false));
