@@ -183,7 +183,8 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
     .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
     let stats = collector.stats();
     let folded = fold_collected(collector, config);
-    let mut notes = Vec::new();
+    // A damaged file is drawn as far as it could be read; the warnings say where it stopped.
+    let mut notes = summary.warnings.clone();
     if config.record.verbose {
         notes.push(format!(
             "read {} samples ({} records{}) from {}",
