@@ -334,7 +334,12 @@ impl StackCollector {
     }
 
     /// Symbolizes every unique frame once and folds the stacks.
-    pub fn finish(mut self) -> Folded {
+    pub fn finish(self) -> Folded {
+        self.finish_with_notes().0
+    }
+
+    /// [`StackCollector::finish`], with the symbolizer's notes for the user (skipped perf maps).
+    pub fn finish_with_notes(mut self) -> (Folded, Vec<String>) {
         let warmer = std::mem::replace(
             &mut self.warmer,
             Warmer {
@@ -377,7 +382,8 @@ impl StackCollector {
             }
             by_id[id as usize] = s;
         }
-        if self.options.flame_chart {
+        let notes = symbolizer.notes().to_vec();
+        let folded = if self.options.flame_chart {
             Folded::from_sequence(
                 self.sequence
                     .iter()
@@ -389,7 +395,8 @@ impl StackCollector {
                 *merged.entry(s).or_default() += self.weights[id];
             }
             Folded::from_counts(merged)
-        }
+        };
+        (folded, notes)
     }
 
     fn symbolize(&self, frame: FrameKey, symbolizer: &mut Symbolizer, out: &mut Vec<String>) {

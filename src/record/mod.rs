@@ -102,9 +102,10 @@ fn native_record(config: &Config) -> Result<Recording> {
         collector.on_record(format, record)
     })?;
     let stats = collector.stats();
-    let folded = fold_collected(collector, config);
+    let (folded, symbolizer_notes) = fold_collected(collector, config);
 
-    let notes = native_notes(&summary, stats, options);
+    let mut notes = native_notes(&summary, stats, options);
+    notes.extend(symbolizer_notes);
     Ok(Recording {
         folded,
         status: summary.exit_status,
@@ -166,11 +167,14 @@ fn new_collector(config: &Config) -> crate::stacks::StackCollector {
 }
 
 /// Folds what the collector gathered (its symbolizer thread has been loading kernel symbols and
-/// debug info while records arrived).
-fn fold_collected(collector: crate::stacks::StackCollector, config: &Config) -> Folded {
-    let mut folded = collector.finish();
+/// debug info while records arrived); also returns the symbolizer's notes.
+fn fold_collected(
+    collector: crate::stacks::StackCollector,
+    config: &Config,
+) -> (Folded, Vec<String>) {
+    let (mut folded, notes) = collector.finish_with_notes();
     folded.skip_after(&config.graph.skip_after);
-    folded
+    (folded, notes)
 }
 
 /// Reads a perf.data file with our own parser and folds it through the same unwinder,
@@ -182,9 +186,10 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
     })
     .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
     let stats = collector.stats();
-    let folded = fold_collected(collector, config);
+    let (folded, symbolizer_notes) = fold_collected(collector, config);
     // A damaged file is drawn as far as it could be read; the warnings say where it stopped.
     let mut notes = summary.warnings.clone();
+    notes.extend(symbolizer_notes);
     if config.record.verbose {
         notes.push(format!(
             "read {} samples ({} records{}) from {}",
