@@ -533,8 +533,13 @@ impl Reader<'_, '_> {
                 self.next_release = pos.saturating_add(RELEASE_STEP);
             }
             let at = At::File(pos as u64);
-            let Some((kind, misc, size)) = record_at(data, pos, at, false)? else {
-                break;
+            let (kind, misc, size) = match record_at(data, pos, at, false) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(e) => {
+                    self.salvage_cut_record(&data[pos..]);
+                    return Err(e);
+                }
             };
             let extra = self.raw_record(pos, kind, misc, &data[pos + 8..pos + size])?;
             pos = pos
@@ -553,6 +558,28 @@ impl Reader<'_, '_> {
             return Ok(());
         }
         self.finish_zstd(At::File(end as u64))
+    }
+
+    /// A COMPRESSED record cut by the end of a truncated file: its complete zstd blocks still
+    /// decode (one record can hold megabytes of samples), so they are given to the decoder.
+    fn salvage_cut_record(&mut self, rest: &[u8]) {
+        let Some(kind) = rest
+            .get(..4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return;
+        };
+        let skip = match kind {
+            user_kind::COMPRESSED => 8,
+            user_kind::COMPRESSED2 => 16,
+            _ => return,
+        };
+        if let Some(payload) = rest.get(skip..) {
+            let z = self.zstd.get_or_insert_with(zstd::ZstdStream::new);
+            z.push(payload);
+            self.features.compressed = true;
+            let _ = self.decompress(At::File(0));
+        }
     }
 
     /// Ends the compressed stream: parses what the decoder still holds.

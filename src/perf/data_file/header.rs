@@ -246,7 +246,7 @@ fn data_section(
         )));
     }
     let start = offset as usize;
-    let end = offset.checked_add(size).unwrap_or(u64::MAX);
+    let end = offset.saturating_add(size);
     let warning = if size == 0 && offset < file_len64 {
         format!(
             "perf.data header gives a data size of 0 (was `perf record` stopped properly?): \
