@@ -3,6 +3,24 @@
 
 use object::{Object, ObjectSegment};
 
+/// Opens a file named by a memory map or a perf.data record (so possibly planted by another
+/// user) for reading: without blocking on a FIFO, and refused unless it is a regular file, so
+/// that a device such as `/dev/urandom` is never read or mapped.
+pub(crate) fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// One loadable segment: the file range `[offset, offset + file_size)` is loaded at `address`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -106,6 +124,26 @@ pub fn build_id_hex(path: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Devices and FIFOs are refused at once (a FIFO without a writer would block a plain open).
+    #[test]
+    fn open_regular_refuses_devices_and_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: c_path is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for path in [std::path::Path::new("/dev/urandom"), &fifo] {
+            let err = open_regular(path).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{}",
+                path.display()
+            );
+        }
+        assert!(open_regular(std::path::Path::new("/proc/self/exe")).is_ok());
+    }
 
     #[test]
     fn pie_text_segment_translates_with_its_own_bias() {

@@ -217,7 +217,12 @@ impl StackCollector {
     }
 
     /// Symbolizes every unique frame once and builds the profile.
-    pub fn finish(mut self) -> Profile {
+    pub fn finish(self) -> Profile {
+        self.finish_with_notes().0
+    }
+
+    /// [`StackCollector::finish`], with the symbolizer's notes for the user (skipped perf maps).
+    pub fn finish_with_notes(mut self) -> (Profile, Vec<String>) {
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
         let mut symbolizer = warmer.finish(symbolize_options(&self.options));
         let (unit, measure) = match self.event.as_str() {
@@ -268,6 +273,7 @@ impl StackCollector {
                 }
             }
         }
-        builder.finish()
+        drop(resolver);
+        (builder.finish(), symbolizer.notes().to_vec())
     }
 }

@@ -16,12 +16,29 @@
 //! order, as perf does.
 //!
 //! Both regular files and pipe-mode streams (`perf record -o -`) are read. Only files written on
-//! a machine of the reader's byte order are supported.
+//! a machine of the reader's byte order are supported (the others are refused in one line).
+//!
+//! # Hostile and damaged files
+//!
+//! Memory stays bounded whatever the file says: compressed data is decoded one zstd block
+//! (at most 128 KiB) at a time and parsed before the next block, and the records waiting for
+//! their round (the decompressed bytes they sit in plus their queue entries) are held to
+//! [`MAX_QUEUED`] bytes: past it every queued record is delivered at once, in time order, as
+//! perf's ordered-events queue does when it reaches its size limit. A zstd window is at most
+//! 128 MiB, so a read peaks below ~220 MiB even on a forged file.
+//!
+//! A problem in the record stream (a record cut by the end of a truncated file, a malformed
+//! record, corrupt compressed data) stops the read there: the records before it are delivered
+//! and the summary carries one warning saying where it stopped and how much was read, as
+//! `perf script` salvages a damaged file. Only when nothing at all was read before it is it an
+//! error. A header whose data section runs past the end of the file (a truncated copy) or whose
+//! data size is 0 (a `perf record` that was killed) is read up to the end of the file, with a
+//! warning; feature sections that cannot be read give a warning too.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -63,6 +80,10 @@ pub struct PerfDataSummary {
     pub build_ids: Vec<(u32, Vec<u8>, PathBuf)>,
     /// The `perf record` command line (`HEADER_CMDLINE`), empty if absent.
     pub cmdline: Vec<String>,
+    /// One line per problem the read worked around: a truncated file, a read stopped by a bad
+    /// record (saying where, and how many records and samples came before it), unreadable
+    /// feature sections. Empty for an intact file.
+    pub warnings: Vec<String>,
 }
 
 /// Where in the input something was found: a file offset, or an offset in the decompressed
@@ -135,11 +156,22 @@ pub fn read_perf_data(
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_error)?;
+    // O_NONBLOCK: a FIFO named as the input must not hang the open; it is refused below.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_error)?;
     let meta = file.metadata().map_err(io_error)?;
     if meta.is_dir() {
         return Err(PerfDataError::Unsupported {
             what: "perf.data directory (perf record --threads)".into(),
+            at: At::File(0),
+        });
+    }
+    if !meta.is_file() {
+        return Err(PerfDataError::Unsupported {
+            what: "input that is not a regular file (save the stream to a file first)".into(),
             at: At::File(0),
         });
     }
@@ -182,18 +214,22 @@ pub fn read_perf_data_bytes(
 /// How much of the file is read between two calls of the release callback.
 const RELEASE_STEP: usize = 32 << 20;
 
+/// Most bytes held for records waiting for their round: the decompressed bytes they sit in
+/// plus their queue entries. Real files hold a few MiB between two rounds.
+pub const MAX_QUEUED: usize = 64 << 20;
+
 /// Reads `bytes`; `release`, if given, is told of file ranges no longer needed.
 fn read_data(
     bytes: &[u8],
     release: Option<&dyn Fn(Range<usize>)>,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<PerfDataSummary, PerfDataError> {
-    let (data, attrs, features) = match header::detect(bytes)? {
+    let (data, attrs, features, warnings) = match header::detect(bytes)? {
         header::Layout::File => {
             let h = header::parse_file_header(bytes)?;
-            (h.data, h.attrs, h.features)
+            (h.data, h.attrs, h.features, h.warnings)
         }
-        header::Layout::Pipe => (16..bytes.len(), Vec::new(), Features::default()),
+        header::Layout::Pipe => (16..bytes.len(), Vec::new(), Features::default(), Vec::new()),
     };
     let mut reader = Reader {
         map: bytes,
@@ -206,13 +242,18 @@ fn read_data(
         release,
         released: 0,
         next_release: RELEASE_STEP,
+        stop: None,
+        forced_flushes: 0,
         sink: Sink {
             on_record,
-            summary: PerfDataSummary::default(),
+            summary: PerfDataSummary {
+                warnings,
+                ..PerfDataSummary::default()
+            },
         },
     };
-    reader.run(data.start, data.end)?;
-    Ok(reader.into_summary())
+    reader.run(data.start, data.end);
+    reader.into_summary()
 }
 
 /// The events of the file and the map from sample ids to them.
@@ -446,16 +487,44 @@ struct Reader<'m, 'c> {
     released: usize,
     /// Where the next release check happens.
     next_release: usize,
+    /// The problem that stopped the read, if any.
+    stop: Option<PerfDataError>,
+    /// Times the queue reached [`MAX_QUEUED`] and was delivered before its round.
+    forced_flushes: u64,
     sink: Sink<'c>,
 }
 
 impl Reader<'_, '_> {
-    /// Reads the record stream in `start..end` of the file, then flushes everything.
-    fn run(&mut self, start: usize, end: usize) -> Result<(), PerfDataError> {
+    /// Reads the record stream in `start..end` of the file, then delivers everything queued. A
+    /// problem stops the reading and is kept in `stop`; what was queued before it is delivered.
+    fn run(&mut self, start: usize, end: usize) {
+        if let Err(e) = self.read_records(start, end) {
+            // The compressed records before the problem were whole: what the decoder still
+            // holds of them is good (unless the compressed data itself is what failed).
+            let zstd_failed = matches!(
+                e,
+                PerfDataError::Malformed {
+                    section: "compressed data",
+                    ..
+                }
+            );
+            if !zstd_failed && self.stop.is_none() {
+                let _ = self.finish_zstd(At::File(end as u64));
+            }
+            self.stop.get_or_insert(e);
+        }
+        while self.markers.pop_front().is_some() {
+            self.finished_round();
+        }
+        self.flush(u64::MAX);
+    }
+
+    /// Reads the record stream until its end, an error, or a record that failed to deliver.
+    fn read_records(&mut self, start: usize, end: usize) -> Result<(), PerfDataError> {
         let map = self.map;
         let data = &map[..end];
         let mut pos = start;
-        while pos < end {
+        while pos < end && self.stop.is_none() {
             // Checked every RELEASE_STEP bytes read (not "when RELEASE_STEP bytes are
             // unreleased": a file without round markers keeps its oldest record queued, and the
             // scan of the queue would run at every record).
@@ -464,8 +533,13 @@ impl Reader<'_, '_> {
                 self.next_release = pos.saturating_add(RELEASE_STEP);
             }
             let at = At::File(pos as u64);
-            let Some((kind, misc, size)) = record_at(data, pos, at, false)? else {
-                break;
+            let (kind, misc, size) = match record_at(data, pos, at, false) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(e) => {
+                    self.salvage_cut_record(&data[pos..]);
+                    return Err(e);
+                }
             };
             let extra = self.raw_record(pos, kind, misc, &data[pos + 8..pos + size])?;
             pos = pos
@@ -480,10 +554,39 @@ impl Reader<'_, '_> {
                     ),
                 })?;
         }
-        let at = At::File(end as u64);
-        if let Some(mut z) = self.zstd.take() {
-            z.finish(&mut self.arena.bytes, at)?;
-            self.parse_decompressed()?;
+        if self.stop.is_some() {
+            return Ok(());
+        }
+        self.finish_zstd(At::File(end as u64))
+    }
+
+    /// A COMPRESSED record cut by the end of a truncated file: its complete zstd blocks still
+    /// decode (one record can hold megabytes of samples), so they are given to the decoder.
+    fn salvage_cut_record(&mut self, rest: &[u8]) {
+        let Some(kind) = rest
+            .get(..4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return;
+        };
+        let skip = match kind {
+            user_kind::COMPRESSED => 8,
+            user_kind::COMPRESSED2 => 16,
+            _ => return,
+        };
+        if let Some(payload) = rest.get(skip..) {
+            let z = self.zstd.get_or_insert_with(zstd::ZstdStream::new);
+            z.push(payload);
+            self.features.compressed = true;
+            let _ = self.decompress(At::File(0));
+        }
+    }
+
+    /// Ends the compressed stream: parses what the decoder still holds.
+    fn finish_zstd(&mut self, at: At) -> Result<(), PerfDataError> {
+        if let Some(z) = &mut self.zstd {
+            z.finish(at)?;
+            self.decompress(at)?;
             if self.arena.parsed < self.arena.end() {
                 return Err(PerfDataError::Malformed {
                     section: "compressed data",
@@ -492,10 +595,36 @@ impl Reader<'_, '_> {
                 });
             }
         }
-        while self.markers.pop_front().is_some() {
-            self.finished_round()?;
+        Ok(())
+    }
+
+    /// Decodes the queued compressed input one block at a time, parsing the records of each
+    /// block before decoding the next, so that memory stays bounded.
+    fn decompress(&mut self, at: At) -> Result<(), PerfDataError> {
+        while let Some(z) = &mut self.zstd {
+            if !z.step(&mut self.arena.bytes, at)? {
+                break;
+            }
+            self.parse_decompressed()?;
+            if self.stop.is_some() {
+                break;
+            }
         }
-        self.flush(u64::MAX)
+        Ok(())
+    }
+
+    /// Keeps the queued records within [`MAX_QUEUED`] bytes: drops decompressed bytes no queued
+    /// record needs, and delivers the whole queue when it is still too large.
+    fn bound_queue(&mut self) {
+        let pending = &self.queue.pending;
+        if pending.is_empty() {
+            self.arena.trim(self.arena.parsed);
+        }
+        let queued = self.arena.bytes.len() + pending.len() * std::mem::size_of::<Pending>();
+        if queued > MAX_QUEUED {
+            self.forced_flushes += 1;
+            self.flush(u64::MAX);
+        }
     }
 
     /// Releases the file up to the oldest record still queued, or `pos` (the next to read).
@@ -535,7 +664,7 @@ impl Reader<'_, '_> {
             record_kind::FINISHED_ROUND => {
                 let position = self.zstd.as_ref().map_or(0, |z| z.decoded());
                 if self.markers.is_empty() && position <= self.arena.parsed {
-                    self.finished_round()?;
+                    self.finished_round();
                 } else {
                     self.markers.push_back(position);
                 }
@@ -543,9 +672,9 @@ impl Reader<'_, '_> {
             user_kind::COMPRESSED | user_kind::COMPRESSED2 => {
                 let payload = compressed_payload(kind, body, at)?;
                 let z = self.zstd.get_or_insert_with(zstd::ZstdStream::new);
-                z.feed(payload, &mut self.arena.bytes, at)?;
+                z.push(payload);
                 self.features.compressed = true;
-                self.parse_decompressed()?;
+                self.decompress(at)?;
             }
             user_kind::HEADER_ATTR => self.pipe_attr(body, at)?,
             user_kind::HEADER_FEATURE => {
@@ -597,7 +726,7 @@ impl Reader<'_, '_> {
                 .is_some_and(|&m| m <= self.arena.parsed)
             {
                 self.markers.pop_front();
-                self.finished_round()?;
+                self.finished_round();
             }
             let start = self.arena.parsed;
             let at = At::Decompressed(start);
@@ -615,10 +744,11 @@ impl Reader<'_, '_> {
                         }
                     }
                 }
-                record_kind::FINISHED_ROUND => self.finished_round()?,
+                record_kind::FINISHED_ROUND => self.finished_round(),
                 _ => {}
             }
             self.arena.parsed = start + size as u64;
+            self.bound_queue();
         }
     }
 
@@ -627,6 +757,10 @@ impl Reader<'_, '_> {
         match self.time_of(kind, body) {
             Some(time) => {
                 self.queue_record(time, Loc::File(pos));
+                if self.queue.pending.len() * std::mem::size_of::<Pending>() > MAX_QUEUED {
+                    self.forced_flushes += 1;
+                    self.flush(u64::MAX);
+                }
                 Ok(())
             }
             None => {
@@ -657,14 +791,14 @@ impl Reader<'_, '_> {
     }
 
     /// A `FINISHED_ROUND` marker: deliver up to the previous round's newest time.
-    fn finished_round(&mut self) -> Result<(), PerfDataError> {
-        self.flush(self.queue.limit)?;
+    fn finished_round(&mut self) {
+        self.flush(self.queue.limit);
         self.queue.limit = self.queue.max_time;
-        Ok(())
     }
 
-    /// Delivers, in time order, every queued record not later than `limit`.
-    fn flush(&mut self, limit: u64) -> Result<(), PerfDataError> {
+    /// Delivers, in time order, every queued record not later than `limit`. A record that does
+    /// not parse is dropped and stops the read (see `stop`); the others are still delivered.
+    fn flush(&mut self, limit: u64) {
         let pending = &mut self.queue.pending;
         pending.sort_unstable_by_key(|p| (p.time, p.seq));
         let count = pending.partition_point(|p| p.time <= limit);
@@ -676,8 +810,10 @@ impl Reader<'_, '_> {
             let size = record
                 .get(6..8)
                 .map_or(0, |b| usize::from(u16::from_ne_bytes([b[0], b[1]])));
-            self.sink
-                .deliver(&self.events, record.get(..size).unwrap_or(&[]), at)?;
+            if let Err(e) = (self.sink).deliver(&self.events, record.get(..size).unwrap_or(&[]), at)
+            {
+                self.stop.get_or_insert(e);
+            }
         }
         pending.drain(..count);
         let oldest = (pending.iter())
@@ -688,11 +824,29 @@ impl Reader<'_, '_> {
             .min()
             .unwrap_or(u64::MAX);
         self.arena.trim(oldest.min(self.arena.parsed));
-        Ok(())
     }
 
-    fn into_summary(self) -> PerfDataSummary {
+    /// The summary, with a warning if the read stopped early; the error itself if it stopped
+    /// before any sample.
+    fn into_summary(self) -> Result<PerfDataSummary, PerfDataError> {
         let mut summary = self.sink.summary;
+        if let Some(stop) = self.stop {
+            if summary.samples == 0 {
+                return Err(stop);
+            }
+            summary.warnings.push(format!(
+                "{stop}; read stopped there, after {} records ({} samples)",
+                summary.records, summary.samples
+            ));
+        }
+        if self.forced_flushes > 0 {
+            summary.warnings.push(format!(
+                "more than {} MiB of records waited for a round marker; they were delivered \
+                 early {} times, so a few may be out of time order",
+                MAX_QUEUED >> 20,
+                self.forced_flushes
+            ));
+        }
         let features = self.features;
         summary.compressed = features.compressed;
         summary.build_ids = features.build_ids;
@@ -706,7 +860,7 @@ impl Reader<'_, '_> {
                 .map(header::fallback_name)
                 .collect()
         };
-        summary
+        Ok(summary)
     }
 }
 

@@ -122,9 +122,10 @@ fn native_record(config: &Config) -> Result<Recording> {
     })?;
     let stats = collector.stats();
     collector.set_event(summary.event);
-    let profile = collector.finish();
+    let (profile, symbolizer_notes) = collector.finish_with_notes();
 
     let mut notes = native_notes(&summary, stats, options);
+    notes.extend(symbolizer_notes);
     if options.call_graph == CallGraph::FramePointer {
         notes.extend(hints::frame_pointer_hint(&profile));
     }
@@ -200,8 +201,10 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
     })
     .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
     let stats = collector.stats();
-    let profile = collector.finish();
-    let mut notes = Vec::new();
+    let (profile, symbolizer_notes) = collector.finish_with_notes();
+    // A damaged file is drawn as far as it could be read; the warnings say where it stopped.
+    let mut notes = summary.warnings.clone();
+    notes.extend(symbolizer_notes);
     if config.record.verbose {
         notes.push(format!(
             "read {} samples ({} records{}) from {}",

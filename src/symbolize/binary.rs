@@ -2,7 +2,6 @@
 //! use, its DWARF name index (from the binary or its separate debug file) and its symbol table.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use gimli::{EndianSlice, RunTimeEndian};
@@ -81,7 +80,7 @@ impl Binary {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
+        let file = crate::elf::open_regular(path).map_err(io_err)?;
         // SAFETY: the map is read-only and only read. Binaries that run are replaced by rename,
         // which keeps the old content mapped; a file truncated in place while we read it would
         // raise SIGBUS, a risk every debugger and profiler takes.

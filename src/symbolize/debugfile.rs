@@ -8,7 +8,6 @@
 //! `ROOT` is [`DEFAULT_DEBUG_ROOT`] unless the caller gives another. A debug file compressed by dwz
 //! may point at a supplementary file with `.gnu_debugaltlink`, see [`find_supplementary`].
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -87,7 +86,7 @@ fn debuglink_candidates(path: &Path, name: &Path, root: &Path) -> [PathBuf; 3] {
 }
 
 fn map_file(path: &Path) -> Option<Mmap> {
-    let file = File::open(path).ok()?;
+    let file = crate::elf::open_regular(path).ok()?;
     // SAFETY: the file is mapped read-only and only read through the returned map. Like every
     // debugger, we assume debug files are not truncated while we read them (a truncation would
     // raise SIGBUS); files replaced by rename, the usual way, keep their old content mapped.

@@ -182,6 +182,8 @@ pub struct Symbolizer {
     perf_maps: HashMap<u32, Option<PerfMap>>,
     perf_map_dir: PathBuf,
     debug_root: PathBuf,
+    /// One-line notes for the user (perf maps skipped or cut), see [`Symbolizer::notes`].
+    notes: Vec<String>,
 }
 
 impl Symbolizer {
@@ -195,6 +197,7 @@ impl Symbolizer {
             perf_maps: HashMap::new(),
             perf_map_dir: PathBuf::from("/tmp"),
             debug_root: PathBuf::from(debugfile::DEFAULT_DEBUG_ROOT),
+            notes: Vec::new(),
         }
     }
 
@@ -263,12 +266,17 @@ impl Symbolizer {
 
     /// Pushes the name of the JIT region containing `avma` from `perf-PID.map` (read once per
     /// pid). Returns false, pushing nothing, if the map is missing or has no such region.
+    ///
+    /// The map is used only if it is a regular file (not a symlink) owned by root, by this
+    /// process's user, or by the owner of `/proc/PID` if the process still runs; otherwise it is
+    /// skipped with a note (see [`Symbolizer::notes`]).
     pub fn symbolize_jit(&mut self, pid: u32, avma: u64, out: &mut Vec<String>) -> bool {
-        let dir = &self.perf_map_dir;
-        let map = self
-            .perf_maps
-            .entry(pid)
-            .or_insert_with(|| PerfMap::load(&dir.join(format!("perf-{pid}.map"))));
+        let (dir, notes) = (&self.perf_map_dir, &mut self.notes);
+        let map = self.perf_maps.entry(pid).or_insert_with(|| {
+            let (map, note) = PerfMap::load(&dir.join(format!("perf-{pid}.map")), &owners(pid));
+            notes.extend(note);
+            map
+        });
         let Some(name) = map.as_ref().and_then(|m| m.lookup(avma)) else {
             return false;
         };
@@ -281,12 +289,30 @@ impl Symbolizer {
         true
     }
 
+    /// One line per problem the user should know of: perf maps skipped (not a regular file,
+    /// owned by another user) or only partly read.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
     /// The files that could not be read or parsed so far, with the reason.
     pub fn failed_files(&self) -> impl Iterator<Item = (&Path, &SymbolizeError)> {
         self.files
             .iter()
             .filter_map(|(path, m)| Some((Path::new(path), m.binary.as_ref().err()?)))
     }
+}
+
+/// The users whose perf map for `pid` is trusted (root always is): this process's effective
+/// user, and the owner of `/proc/PID` while the process exists.
+fn owners(pid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let mut owners = vec![unsafe { libc::geteuid() }];
+    if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}")) {
+        owners.push(meta.uid());
+    }
+    owners
 }
 
 impl Default for Symbolizer {

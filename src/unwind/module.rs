@@ -291,13 +291,17 @@ enum FileData {
 
 impl FileData {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
+        let mut file = crate::elf::open_regular(path)?;
         // SAFETY: the map is read-only and lives only while the CFI sections are copied out. A
         // file truncated meanwhile by another process could fault, a risk every profiler takes
         // when reading binaries; nothing else writes through or keeps the map.
         match unsafe { memmap2::Mmap::map(&file) } {
             Ok(map) => Ok(FileData::Mapped(map)),
-            Err(_) => std::fs::read(path).map(FileData::Owned),
+            Err(_) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes)?;
+                Ok(FileData::Owned(bytes))
+            }
         }
     }
 }

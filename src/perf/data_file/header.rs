@@ -57,6 +57,8 @@ pub(super) struct FileHeader {
     pub data: Range<usize>,
     pub attrs: Vec<Attr>,
     pub features: Features,
+    /// What was worked around: a truncated file, a data size of 0, bad feature sections.
+    pub warnings: Vec<String>,
 }
 
 /// A bounds-checked reader over a byte range of the file, reporting absolute offsets.
@@ -204,16 +206,62 @@ pub(super) fn parse_file_header(map: &[u8]) -> Result<FileHeader, PerfDataError>
     c.bytes(16, "magic and size")?;
     let attr_size = c.u64("attr_size")?;
     let attrs = c.section("attrs section", map.len())?;
-    let data = c.section("data section", map.len())?;
+    let (data, mut warnings) = data_section(&mut c, map.len())?;
     c.section("event_types section", map.len())?;
     let bitmap = c.bytes(FEATURE_BITS / 8, "feature bitmap")?;
     let attrs = parse_attrs(map, attrs, attr_size)?;
-    let features = parse_feature_sections(map, data.end, bitmap)?;
+    // The feature sections follow the data: a truncated or unfinished file has none.
+    let features = if !warnings.is_empty() {
+        Features::default()
+    } else {
+        parse_feature_sections(map, data.end, bitmap).unwrap_or_else(|e| {
+            warnings.push(format!(
+                "{e}; the feature sections are ignored (no event names, build ids or command line)"
+            ));
+            Features::default()
+        })
+    };
     Ok(FileHeader {
         data,
         attrs,
         features,
+        warnings,
     })
+}
+
+/// The data section of the file header. A size of 0 (`perf record` killed before it could
+/// write the header again) or a section that runs past the end of the file (a truncated copy)
+/// is read up to the end of the file, with a warning.
+fn data_section(
+    c: &mut Cursor<'_>,
+    file_len: usize,
+) -> Result<(Range<usize>, Vec<String>), PerfDataError> {
+    let at = c.pos;
+    let (offset, size) = (c.u64("data section")?, c.u64("data section")?);
+    let file_len64 = file_len as u64;
+    if offset < FILE_HEADER_SIZE || offset > file_len64 {
+        c.pos = at;
+        return Err(c.error(format!(
+            "data section offset {offset} lies outside the {file_len}-byte file"
+        )));
+    }
+    let start = offset as usize;
+    let end = offset.saturating_add(size);
+    let warning = if size == 0 && offset < file_len64 {
+        format!(
+            "perf.data header gives a data size of 0 (was `perf record` stopped properly?): \
+             reading the {} bytes after the header as records",
+            file_len64 - offset
+        )
+    } else if end > file_len64 {
+        format!(
+            "perf.data is truncated: its data section should end at byte {end} but the file \
+             has {file_len} bytes"
+        )
+    } else {
+        return Ok((start..end as usize, Vec::new()));
+    };
+    Ok((start..file_len, vec![warning]))
 }
 
 /// The attrs section: `perf_file_attr` entries of `attr_size` bytes each.

@@ -2,7 +2,9 @@
 //! of a file form one zstd stream (perf keeps one `ZSTD_CStream` for the whole session and only
 //! flushes it, so a single frame usually spans the whole file, and a block may straddle two
 //! records). This module feeds those payloads, in file order, to one ruzstd [`FrameDecoder`] and
-//! appends the decompressed bytes, which are more perf records, to an output buffer.
+//! appends the decompressed bytes, which are more perf records, to an output buffer, one block
+//! (at most 128 KiB) per [`ZstdStream::step`]: the caller consumes the output between steps, so
+//! a record that expands 30,000 times (a zstd bomb) never sits whole in memory.
 //!
 //! ruzstd keeps the last `window_size` decoded bytes of an unfinished frame for back-references
 //! and releases them only when the frame ends, which a perf frame never does before the end of
@@ -12,7 +14,7 @@
 //! window, so `decoded = written + window - prefix still to drop`. At the end of the file an empty
 //! last block ends the frame and releases the rest.
 
-use std::io::Write;
+use std::io::Read;
 
 use ruzstd::decoding::FrameDecoder;
 
@@ -30,8 +32,9 @@ const END_BLOCK: [u8; 3] = [0x01, 0x00, 0x00];
 /// The decompression state of a file.
 pub(super) struct ZstdStream {
     decoder: FrameDecoder,
-    /// Compressed bytes received but not yet decodable (a partial block or frame header).
+    /// Compressed bytes received: `input[consumed..]` is not decoded yet.
     input: Vec<u8>,
+    consumed: usize,
     /// Scratch for the synthetic frame start given to the decoder.
     prefix: Vec<u8>,
     /// Window size of the current frame, or `None` between frames.
@@ -58,6 +61,7 @@ impl ZstdStream {
         ZstdStream {
             decoder,
             input: Vec::new(),
+            consumed: 0,
             prefix: Vec::new(),
             window: None,
             skip: 0,
@@ -67,76 +71,104 @@ impl ZstdStream {
     }
 
     /// How many bytes all input so far decodes to (absolute position in the decompressed stream),
-    /// including bytes the decoder has not yet released.
+    /// including bytes the decoder has not yet released. Exact once [`ZstdStream::step`] returned
+    /// `false`.
     pub fn decoded(&self) -> u64 {
-        self.written + self.window.map_or(0, |w| w - self.skip)
+        let held = self.window.unwrap_or(0) + self.decoder.can_collect() as u64;
+        self.written + held - self.skip
     }
 
-    /// Feeds the payload of one COMPRESSED record (at `at`), appending what it releases to `out`.
-    pub fn feed(&mut self, payload: &[u8], out: &mut Vec<u8>, at: At) -> Result<(), PerfDataError> {
+    /// Queues the payload of one COMPRESSED record; [`ZstdStream::step`] decodes it.
+    pub fn push(&mut self, payload: &[u8]) {
+        self.input.drain(..self.consumed.min(self.input.len()));
+        self.consumed = 0;
         self.input.extend_from_slice(payload);
-        let mut consumed = 0;
-        let result = self.decode(&mut consumed, out, at);
-        self.input.drain(..consumed.min(self.input.len()));
-        result
     }
 
-    /// Ends the stream: releases everything the decoder still holds into `out`. Compressed bytes
-    /// that never formed a complete block are dropped (perf could not decode them either).
-    pub fn finish(&mut self, out: &mut Vec<u8>, at: At) -> Result<(), PerfDataError> {
+    /// Appends at most 128 KiB of decompressed data to `out`: what the decoder can release, else
+    /// what the next block of the queued input decodes to. Returns `false` when there is nothing
+    /// more to give before more input: a caller that consumes `out` between steps never buffers
+    /// more than a block, however far the input expands.
+    pub fn step(&mut self, out: &mut Vec<u8>, at: At) -> Result<bool, PerfDataError> {
+        loop {
+            if self.release(out, at)? {
+                return Ok(true);
+            }
+            let rest = self.input.get(self.consumed..).unwrap_or(&[]);
+            if self.window.is_some() {
+                let Some(len) = block_len(rest, at)? else {
+                    return Ok(false);
+                };
+                let (read, _) = self
+                    .decoder
+                    .decode_from_to(&rest[..len], &mut [])
+                    .map_err(|e| zstd_error(at, e))?;
+                if read != len {
+                    return Err(zstd_error(
+                        at,
+                        format!("block of {len} bytes read as {read}"),
+                    ));
+                }
+                self.consumed += len;
+                if self.decoder.is_finished() {
+                    self.window = None;
+                }
+                continue;
+            }
+            if rest.is_empty() {
+                return Ok(false);
+            }
+            if self.checksum_left > 0 {
+                let n = self.checksum_left.min(rest.len());
+                self.checksum_left -= n;
+                self.consumed += n;
+                continue;
+            }
+            let Some(header) = parse_frame_header(rest, at)? else {
+                return Ok(false);
+            };
+            self.prefix.clear();
+            self.prefix.extend_from_slice(&rest[..header.len]);
+            self.prefix[4] &= !0x04;
+            self.consumed += header.len;
+            self.start_frame(&header, at)?;
+        }
+    }
+
+    /// Ends the stream: the frame in progress is closed, and the following calls of
+    /// [`ZstdStream::step`] release what the decoder still holds. Compressed bytes that never
+    /// formed a complete block are dropped (perf could not decode them either).
+    pub fn finish(&mut self, at: At) -> Result<(), PerfDataError> {
         if self.window.is_some() {
             self.decoder
                 .decode_from_to(&END_BLOCK, &mut [])
                 .map_err(|e| zstd_error(at, e))?;
-            self.drain(out, at)?;
             self.window = None;
         }
         self.input.clear();
+        self.consumed = 0;
         Ok(())
     }
 
-    fn decode(
-        &mut self,
-        consumed: &mut usize,
-        out: &mut Vec<u8>,
-        at: At,
-    ) -> Result<(), PerfDataError> {
-        loop {
-            let rest = self.input.get(*consumed..).unwrap_or(&[]);
-            if self.window.is_none() {
-                if rest.is_empty() {
-                    return Ok(());
-                }
-                if self.checksum_left > 0 {
-                    let n = self.checksum_left.min(rest.len());
-                    self.checksum_left -= n;
-                    *consumed += n;
-                    continue;
-                }
-                let Some(header) = parse_frame_header(rest, at)? else {
-                    return Ok(());
-                };
-                self.prefix.clear();
-                self.prefix.extend_from_slice(&rest[..header.len]);
-                self.prefix[4] &= !0x04;
-                *consumed += header.len;
-                self.start_frame(&header, at)?;
-                continue;
-            }
-            let (read, _) = self
-                .decoder
-                .decode_from_to(rest, &mut [])
-                .map_err(|e| zstd_error(at, e))?;
-            *consumed += read;
-            self.drain(out, at)?;
-            if self.decoder.is_finished() {
-                self.window = None;
-                continue;
-            }
-            if read == 0 {
-                return Ok(());
-            }
+    /// Moves at most [`MAX_BLOCK`] bytes the decoder can release into `out`, dropping the zero
+    /// prefix; `false` if it had nothing to release.
+    fn release(&mut self, out: &mut Vec<u8>, at: At) -> Result<bool, PerfDataError> {
+        let n = self.decoder.can_collect().min(MAX_BLOCK as usize);
+        if n == 0 {
+            return Ok(false);
         }
+        let start = out.len();
+        out.resize(start + n, 0);
+        let got = self
+            .decoder
+            .read(&mut out[start..])
+            .map_err(|e| zstd_error(at, e))?;
+        out.truncate(start + got);
+        let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(got);
+        out.drain(start..start + dropped);
+        self.skip -= dropped as u64;
+        self.written += (got - dropped) as u64;
+        Ok(got > 0)
     }
 
     /// Starts a frame: its header, already in `prefix` with the checksum flag cleared (checksums
@@ -163,46 +195,6 @@ impl ZstdStream {
         self.checksum_left = if header.checksum { 4 } else { 0 };
         Ok(())
     }
-
-    /// Moves every byte the decoder releases into `out`, dropping the zero prefix.
-    fn drain(&mut self, out: &mut Vec<u8>, at: At) -> Result<(), PerfDataError> {
-        let mut sink = SkipWriter {
-            out,
-            skip: &mut self.skip,
-            written: &mut self.written,
-        };
-        self.decoder
-            .collect_to_writer(&mut sink)
-            .map_err(|e| PerfDataError::Malformed {
-                section: "compressed data",
-                at,
-                detail: e.to_string(),
-            })?;
-        Ok(())
-    }
-}
-
-/// A writer that drops the first `skip` bytes and appends the rest to `out`.
-struct SkipWriter<'a> {
-    out: &'a mut Vec<u8>,
-    skip: &'a mut u64,
-    written: &'a mut u64,
-}
-
-impl Write for SkipWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let dropped = usize::try_from(*self.skip)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        *self.skip -= dropped as u64;
-        self.out.extend_from_slice(&buf[dropped..]);
-        *self.written += (buf.len() - dropped) as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn zstd_error(at: At, e: impl std::fmt::Display) -> PerfDataError {
@@ -211,6 +203,29 @@ fn zstd_error(at: At, e: impl std::fmt::Display) -> PerfDataError {
         at,
         detail: format!("zstd: {e}"),
     }
+}
+
+/// The length (header included) of the zstd block at the start of `bytes`, `None` if `bytes`
+/// does not hold all of it.
+fn block_len(bytes: &[u8], at: At) -> Result<Option<usize>, PerfDataError> {
+    let Some(&[b0, b1, b2]) = bytes.get(..3) else {
+        return Ok(None);
+    };
+    let bits = u32::from(b0) | u32::from(b1) << 8 | u32::from(b2) << 16;
+    let size = u64::from(bits >> 3);
+    let content = match (bits >> 1) & 3 {
+        0 | 2 => size,
+        1 => 1,
+        _ => return Err(zstd_error(at, "reserved block type")),
+    };
+    if size > MAX_BLOCK {
+        return Err(zstd_error(
+            at,
+            format!("block of {size} bytes is too large"),
+        ));
+    }
+    let len = 3 + content as usize;
+    Ok((bytes.len() >= len).then_some(len))
 }
 
 /// Parses a zstd frame header at the start of `bytes`; `None` if more bytes are needed.
@@ -282,11 +297,20 @@ mod tests {
         let mut out = Vec::new();
         let mut last = 0;
         for piece in compressed.chunks(chunk) {
-            z.feed(piece, &mut out, At::File(0)).unwrap();
+            z.push(piece);
+            let mut before = out.len();
+            while z.step(&mut out, At::File(0)).unwrap() {
+                assert!(
+                    out.len() - before <= MAX_BLOCK as usize,
+                    "more than a block per step"
+                );
+                before = out.len();
+            }
             assert!(z.decoded() >= last && z.decoded() >= out.len() as u64);
             last = z.decoded();
         }
-        z.finish(&mut out, At::File(0)).unwrap();
+        z.finish(At::File(0)).unwrap();
+        while z.step(&mut out, At::File(0)).unwrap() {}
         assert_eq!(z.decoded(), out.len() as u64);
         out
     }
@@ -307,9 +331,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut z = ZstdStream::new();
-        let err = z
-            .feed(b"definitely not zstd", &mut Vec::new(), At::File(77))
-            .unwrap_err();
+        z.push(b"definitely not zstd");
+        let err = z.step(&mut Vec::new(), At::File(77)).unwrap_err();
         assert!(err.to_string().contains("at byte 77"), "{err}");
     }
 }
