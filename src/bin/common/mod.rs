@@ -16,7 +16,13 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         outcome.output.display().to_string()
     };
-    eprintln!("flamegraph: wrote {written}");
+    if !config.view.quiet {
+        use std::io::IsTerminal;
+        eprint!(
+            "{}",
+            outcome.summary.render(std::io::stderr().is_terminal())
+        );
+    }
     if outcome.program_failed() && !config.record.ignore_status {
         let status = outcome
             .status
