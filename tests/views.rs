@@ -116,6 +116,58 @@ fn per_thread_roots_keep_three_threads_apart() {
     assert!(roots[0].0.starts_with("split-"), "{roots:?}");
 }
 
+#[test]
+fn per_thread_roots_with_perf_cli() {
+    if !util::require_perf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let split = fixture("split", Variant::CFramePointers);
+    let mut cmd = flamegraph();
+    cmd.current_dir(dir.path())
+        .args([
+            "--backend",
+            "perf-cli",
+            "--per-thread",
+            "-o",
+            "t.folded",
+            "--",
+        ])
+        .arg(&split)
+        .args(["threads", "1"]);
+    run_ok(&mut cmd, MINUTE * 2);
+    let folded = Folded::read(&dir.path().join("t.folded"));
+    let workers = folded.roots().into_iter().filter(|(_, s)| *s > 0.2).count();
+    assert_eq!(workers, 3, "{}", folded.summary());
+    assert!(
+        folded
+            .roots()
+            .iter()
+            .all(|(r, _)| r.starts_with("split-") && r.contains('/')),
+        "{}",
+        folded.summary()
+    );
+}
+
+#[test]
+fn per_thread_on_folded_input_says_it_has_no_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.folded"), "prog;main;f 3\n").unwrap();
+    let mut cmd = flamegraph();
+    cmd.current_dir(dir.path()).args([
+        "--perfdata",
+        "in.folded",
+        "--per-thread",
+        "-o",
+        "out.folded",
+    ]);
+    let out = run_ok(&mut cmd, MINUTE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let notes: Vec<&str> = err.lines().filter(|l| l.contains("--per-thread")).collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(notes[0].contains("no thread ids"), "{err}");
+}
+
 fn decode_pprof(path: &Path) -> proto::Profile {
     let bytes = std::fs::read(path).unwrap();
     let mut raw = Vec::new();

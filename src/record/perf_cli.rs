@@ -143,11 +143,16 @@ fn script(
 ) -> Result<Folded> {
     // Without the period field, inferno counts one per sample: the graph counts samples, as the
     // native backend's does, not nanoseconds of cpu-clock.
+    // Per-thread and per-process roots need the pid beside the tid (`comm PID/TID`).
+    let fields = match roots {
+        Roots::ThreadName => "-period",
+        Roots::PerThread | Roots::PerProcess => "-period,+pid",
+    };
     let mut args: Vec<OsString> = vec![
         "script".into(),
         "--force".into(),
         "-F".into(),
-        "-period".into(),
+        fields.into(),
     ];
     if !inline {
         args.push("--no-inline".into());

@@ -94,6 +94,18 @@ struct Builder {
     strings: Strings,
     functions: FxHashMap<(std::sync::Arc<str>, Option<std::sync::Arc<str>>), u64>,
     locations: FxHashMap<LocationKey, u64>,
+    /// Mapping id per module index.
+    mapping_ids: Vec<u64>,
+}
+
+/// Whether the file at `path` is a profiled process's executable: its name starts with a
+/// process's name (`comm`, which the kernel cuts to 15 bytes).
+fn is_executable_of(path: &str, profile: &Profile) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    profile
+        .threads
+        .iter()
+        .any(|t| !t.process_name.is_empty() && name.starts_with(&*t.process_name))
 }
 
 impl Builder {
@@ -129,12 +141,20 @@ impl Builder {
         };
     }
 
+    /// One mapping per module; the program's executable first, which pprof takes as the main
+    /// binary (its name and build-id head the report).
     fn mappings(&mut self, profile: &Profile) {
         let has_lines = profile.frames.iter().any(|f| f.line.is_some());
         let has_inline = profile.frames.iter().any(|f| f.inline);
-        for (i, module) in profile.modules.iter().enumerate() {
+        let mut order: Vec<usize> = (0..profile.modules.len()).collect();
+        order.sort_by_key(|&i| !is_executable_of(&profile.modules[i].path, profile));
+        self.mapping_ids = vec![0; profile.modules.len()];
+        for (position, &i) in order.iter().enumerate() {
+            let module = &profile.modules[i];
+            let id = position as u64 + 1;
+            self.mapping_ids[i] = id;
             let mapping = proto::Mapping {
-                id: i as u64 + 1,
+                id,
                 filename: self.strings.intern(&module.path),
                 build_id: module
                     .build_id
@@ -210,7 +230,9 @@ impl Builder {
             .collect();
         self.out.location.push(proto::Location {
             id,
-            mapping_id: outer.module.map_or(0, |m| u64::from(m.0) + 1),
+            mapping_id: outer.module.map_or(0, |m| {
+                self.mapping_ids.get(m.0 as usize).copied().unwrap_or(0)
+            }),
             address: outer.address.unwrap_or(0),
             line,
             is_folded: false,
