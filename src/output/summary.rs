@@ -107,14 +107,15 @@ impl Summary {
             .duration
             .map(|d| format!("{:.2} s of ", d.as_secs_f64()))
             .unwrap_or_default();
-        let event = if self.event.is_empty() {
-            "samples"
+        let what = if self.event.is_empty() {
+            // Folded input: no event, no duration.
+            "flamegraph: read".to_owned()
         } else {
-            &self.event
+            format!("flamegraph: recorded {duration}{}:", self.event)
         };
         let _ = writeln!(
             out,
-            "flamegraph: recorded {duration}{event}: {} samples, {} lost, {} truncated",
+            "{what} {} samples, {} lost, {} truncated",
             self.samples, self.lost, self.truncated
         );
         let rows = self.by_self.len().max(self.by_total.len());
