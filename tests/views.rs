@@ -6,7 +6,6 @@
 mod util;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -552,5 +551,14 @@ fn progress_bar_only_on_a_terminal() {
         !err.contains("reading perf.data") && !err.contains('\r'),
         "{err}"
     );
-    let _ = OsStr::new("");
+
+    // A native recording on a terminal shows a live status line.
+    let line = format!("{bin} -o rec.svg -- {} serial 0.5", split.display());
+    let mut tty = Command::new("script");
+    tty.current_dir(dir.path())
+        .env("FLAMEGRAPH_PROGRESS", "always")
+        .args(["-qec", &line, "/dev/null"]);
+    let out = run_ok(&mut tty, MINUTE);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("flamegraph: recording: "), "{text}");
 }
