@@ -43,6 +43,15 @@ impl Outcome {
 /// that fails the run (it does unless `--ignore-status`).
 pub fn run(config: &Config) -> Result<Outcome> {
     validate(config)?;
+    // The baseline is read before recording: a bad one must not cost a recording.
+    let baseline = match &config.view.baseline {
+        Some(path) => Some(Baseline {
+            folded: record::read_baseline(config, path)?,
+            normalize: config.view.normalize,
+            path: path.clone(),
+        }),
+        None => None,
+    };
     // Ctrl-C goes to the whole foreground process group: the profiled program (and perf) stop,
     // and we must survive to draw what was recorded. The flag is only there to make the default
     // action (terminate) go away while recording.
@@ -74,7 +83,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
     let written: &[OutputTarget] = if config.view.summary_only {
         &[]
     } else {
-        write_outputs(config, &recording)?;
+        write_outputs(config, &recording, baseline.as_ref())?;
         &config.output.outputs
     };
     Ok(Outcome {
@@ -92,15 +101,11 @@ pub fn run(config: &Config) -> Result<Outcome> {
 }
 
 /// Folds once, post-processes once, then writes each output, and opens the first if asked.
-fn write_outputs(config: &Config, recording: &record::Recording) -> Result<()> {
-    let baseline = match &config.view.baseline {
-        Some(path) => Some(Baseline {
-            folded: record::read_baseline(config, path)?,
-            normalize: config.view.normalize,
-            path: path.clone(),
-        }),
-        None => None,
-    };
+fn write_outputs(
+    config: &Config,
+    recording: &record::Recording,
+    baseline: Option<&Baseline>,
+) -> Result<()> {
     let options = FoldOptions {
         roots: config.view.roots,
         ..Default::default()
@@ -134,7 +139,7 @@ fn write_outputs(config: &Config, recording: &record::Recording) -> Result<()> {
         profile: &recording.profile,
         info: &recording.info,
         folded: &folded,
-        diff: baseline.as_ref(),
+        diff: baseline,
         graph: &config.graph,
     };
     for target in &config.output.outputs {

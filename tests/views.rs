@@ -498,6 +498,69 @@ fn summary_names_the_top_function_unless_quiet() {
 }
 
 #[test]
+fn perf_data_against_itself_is_all_grey() {
+    if !util::require_perf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let split = fixture("split", Variant::CFramePointers);
+    let mut rec = Command::new("perf");
+    rec.current_dir(dir.path())
+        .args(["record", "-q", "-g", "-o", "p.data", "--"])
+        .arg(&split)
+        .args(["serial", "0.3"]);
+    run_ok(&mut rec, MINUTE);
+    let mut cmd = flamegraph();
+    cmd.current_dir(dir.path()).args([
+        "--perfdata",
+        "p.data",
+        "--baseline",
+        "p.data",
+        "-o",
+        "same.svg",
+        "-q",
+    ]);
+    run_ok(&mut cmd, MINUTE);
+    let svg = std::fs::read_to_string(dir.path().join("same.svg")).unwrap();
+    let frames = frames_named(&svg, "work_a");
+    assert!(!frames.is_empty());
+    for (fill, title) in frames {
+        assert_eq!(fill, "rgb(220,220,220)", "{title}");
+        assert!(title.contains("change +0, +0.0%"), "{title}");
+    }
+}
+
+#[test]
+fn baseline_fifo_or_garbage_is_one_line_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.folded"), "prog;main;f 3\n").unwrap();
+    std::fs::write(dir.path().join("junk.bin"), [0xffu8, 0xfe, 0, 1]).unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (baseline, expected) in [
+        ("fifo", "not a regular file"),
+        ("junk.bin", "neither folded"),
+    ] {
+        let mut cmd = flamegraph();
+        cmd.current_dir(dir.path()).args([
+            "--perfdata",
+            "in.folded",
+            "--baseline",
+            baseline,
+            "-o",
+            "d.svg",
+        ]);
+        let out = run_with_timeout(&mut cmd, MINUTE);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(expected), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
 fn post_process_is_refused_with_exports() {
     let mut cmd = flamegraph();
     cmd.args(["--post-process", "cat", "-o", "x.pb.gz", "--", "true"]);

@@ -53,25 +53,53 @@ pub fn detect(head: &[u8]) -> BaselineKind {
     }
 }
 
-/// Reads a folded or gzip'ed pprof profile from `path` (at most 1 GiB; perf.data files go
-/// through the recorder instead).
-pub fn read_folded_or_pprof(path: &Path) -> Result<Folded> {
+/// The largest profile file read whole (folded text or pprof).
+pub const MAX_PROFILE_BYTES: u64 = 1 << 30;
+
+/// Opens a profile file for reading without blocking on a FIFO or taking a terminal, and
+/// refuses anything but a regular file.
+pub fn open_profile(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |source| Error::File {
         action: "cannot read",
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let meta = file.metadata().map_err(cannot)?;
-    if !meta.is_file() {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
         return Err(Error::InvalidOptions(format!(
             "{} is not a regular file: give a folded, perf.data or pprof file",
             path.display()
         )));
     }
+    Ok(file)
+}
+
+/// Reads a folded or gzip'ed pprof profile from `path` (at most [`MAX_PROFILE_BYTES`];
+/// perf.data files go through the recorder instead).
+pub fn read_folded_or_pprof(path: &Path) -> Result<Folded> {
+    let file = open_profile(path)?;
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, 1 << 30), &mut bytes)
-        .map_err(cannot)?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_PROFILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|source| Error::File {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(Error::Malformed(format!(
+            "{} is larger than {} GiB: too large for folded stacks or pprof",
+            path.display(),
+            MAX_PROFILE_BYTES >> 30
+        )));
+    }
     match detect(&bytes) {
         BaselineKind::Pprof => super::pprof::to_folded(&bytes),
         _ => {

@@ -267,11 +267,7 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
 fn is_perf_data(path: &std::path::Path) -> Result<bool> {
     use std::io::Read;
     let mut head = [0u8; 8];
-    let mut file = std::fs::File::open(path).map_err(|source| crate::error::Error::File {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut file = crate::output::diff::open_profile(path)?;
     let n = file.read(&mut head).unwrap_or(0);
     Ok(crate::output::diff::detect(&head[..n]) == crate::output::diff::BaselineKind::PerfData)
 }
