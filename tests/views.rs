@@ -308,6 +308,8 @@ fn speedscope_validates_and_gives_the_split() {
         (name, w.as_u64().unwrap())
     });
     assert_split(&leaf_shares(leaves), "speedscope weights");
+    let name = profile["name"].as_str().unwrap();
+    assert!(name.starts_with("split-") && name.contains('/'), "{name}");
     // Root first: the stack starts at main's callers and ends at the leaf.
     let first = samples
         .iter()

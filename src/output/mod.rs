@@ -80,9 +80,10 @@ impl Format {
         matches!(self, Format::Svg | Format::Folded)
     }
 
-    /// Whether the output needs threads kept apart by pid and tid (pprof's labels).
+    /// Whether the output needs threads kept apart by pid and tid (pprof's labels, speedscope's
+    /// profile per thread).
     pub fn needs_threads(self) -> bool {
-        self == Format::Pprof
+        matches!(self, Format::Pprof | Format::Speedscope)
     }
 
     /// Whether the output needs every sample in time order (speedscope's sampled profiles).
