@@ -71,6 +71,9 @@ impl Progress {
                 ProgressStyle::with_template("{spinner} flamegraph: {msg} [{elapsed}]")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
+            // Keeps the spinner and the elapsed time moving through steps that report nothing
+            // (symbolizing).
+            bar.enable_steady_tick(Duration::from_millis(120));
             self.bar = Some(bar);
         }
         if let Some(bar) = &self.bar {
