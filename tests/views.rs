@@ -563,6 +563,43 @@ fn baseline_fifo_or_garbage_is_one_line_not_a_hang() {
 }
 
 #[test]
+fn format_applies_to_outputs_without_a_known_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.folded"),
+        "prog;main;f 3\nprog;main;g 1\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = flamegraph();
+        cmd.current_dir(dir.path())
+            .args(["--perfdata", "in.folded", "-q"])
+            .args(args);
+        run_with_timeout(&mut cmd, MINUTE)
+    };
+    // `-o -` with --format pprof: gzip'ed protobuf on stdout.
+    let out = run(&["--format", "pprof", "-o", "-"]);
+    assert!(out.status.success());
+    assert!(out.stdout.starts_with(&[0x1f, 0x8b]), "gzip on stdout");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&out.stdout[..]), &mut raw)
+        .unwrap();
+    let p = proto::Profile::decode(&raw[..]).unwrap();
+    assert_eq!(p.sample.iter().map(|s| s.value[0]).sum::<i64>(), 4);
+    // The extension wins over --format; no extension takes it.
+    let out = run(&["--format", "folded", "-o", "g.svg", "-o", "stacks"]);
+    assert!(out.status.success());
+    let svg = std::fs::read_to_string(dir.path().join("g.svg")).unwrap();
+    assert!(svg.contains("<svg"));
+    let text = std::fs::read_to_string(dir.path().join("stacks")).unwrap();
+    assert_eq!(text, "prog;main;f 3\nprog;main;g 1\n");
+    // Standard output only once.
+    let out = run(&["-o", "-", "-o", "-"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only once"));
+}
+
+#[test]
 fn post_process_is_refused_with_exports() {
     let mut cmd = flamegraph();
     cmd.args(["--post-process", "cat", "-o", "x.pb.gz", "--", "true"]);
