@@ -80,6 +80,13 @@ pub fn run(config: &Config) -> Result<Outcome> {
     if let Some(note) = thread_note(config, &recording.profile) {
         recording.notes.push(note);
     }
+    if baseline.is_some() && config.view.roots != Roots::ThreadName {
+        recording.notes.push(
+            "--baseline with per-thread or per-process roots: roots carry pids, so frames match \
+             the baseline only where the pids are the same"
+                .into(),
+        );
+    }
     let written: &[OutputTarget] = if config.view.summary_only {
         &[]
     } else {
