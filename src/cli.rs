@@ -12,9 +12,10 @@ use clap::{Args, ValueEnum};
 
 use crate::error::{Error, Result};
 use crate::options::{
-    Backend, CallGraph, Config, GraphOptions, OutputFormat, OutputOptions, Palette, RecordOptions,
-    Workload, MAX_STACK_SIZE,
+    Backend, CallGraph, Config, GraphOptions, OutputFormat, OutputOptions, OutputTarget, Palette,
+    RecordOptions, ViewOptions, Workload, MAX_STACK_SIZE,
 };
+use crate::profile::fold::Roots;
 
 /// `--backend`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,12 +44,13 @@ pub struct CommonArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Output file; a `.folded` extension writes folded stacks instead of an SVG; `-` writes the
-    /// SVG to stdout (the profiled program's stdout then goes to stderr)
+    /// Output file, may be repeated; the extension picks the format (`.svg`, `.folded`,
+    /// `.pb.gz`/`.pprof`, `.speedscope.json`, else --format, else SVG); `-` writes to stdout (the
+    /// profiled program's stdout then goes to stderr)
     #[arg(short, long, default_value = "flamegraph.svg")]
-    pub output: PathBuf,
+    pub output: Vec<PathBuf>,
 
-    /// Open the output .svg file with default program
+    /// Open the (first) output file with default program
     #[arg(long)]
     pub open: bool,
 
@@ -104,6 +106,132 @@ pub struct CommonArgs {
     /// 65528) [default: 32768]
     #[arg(long, value_name = "BYTES")]
     pub stack_size: Option<u32>,
+
+    #[command(flatten)]
+    pub views: ViewArgs,
+}
+
+// ---- Views and exports (issue 12): formats, thread roots, baselines, the summary. ----
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Interactive SVG flame graph.
+    Svg,
+    /// Folded stacks (`frame;frame count` lines).
+    Folded,
+    /// gzip'ed pprof protobuf (`go tool pprof`, Pyroscope, Parca).
+    Pprof,
+    /// speedscope JSON (speedscope.app).
+    Speedscope,
+}
+
+/// Options that choose views and exports.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// Format of outputs whose extension names none (`-o -` included) [default: svg]
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Root each stack at its thread, `comm-PID/TID`, so same-named threads stay apart
+    #[arg(long, conflicts_with = "per_process")]
+    pub per_thread: bool,
+
+    /// Root each stack at its process, `comm-PID`
+    #[arg(long)]
+    pub per_process: bool,
+
+    /// Draw a differential graph against FILE (folded, perf.data or our pprof): red grew, blue
+    /// shrank
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// With --baseline: compare raw counts instead of scaling the baseline to the same total
+    #[arg(long, requires = "baseline")]
+    pub no_normalize: bool,
+
+    /// Print nothing after the run but warnings and errors (no summary)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Rows in each table of the terminal summary [default: 10]
+    #[arg(long, value_name = "N")]
+    pub summary: Option<usize>,
+
+    /// Print the terminal summary only; write no output file
+    #[arg(long, conflicts_with_all = ["quiet", "open"])]
+    pub summary_only: bool,
+}
+
+impl ViewArgs {
+    fn into_options(self) -> ViewOptions {
+        let defaults = ViewOptions::default();
+        ViewOptions {
+            roots: if self.per_thread {
+                Roots::PerThread
+            } else if self.per_process {
+                Roots::PerProcess
+            } else {
+                Roots::ThreadName
+            },
+            baseline: self.baseline,
+            normalize: !self.no_normalize,
+            summary_rows: self.summary.unwrap_or(defaults.summary_rows),
+            quiet: self.quiet,
+            summary_only: self.summary_only,
+        }
+    }
+}
+
+impl FormatArg {
+    fn format(self) -> OutputFormat {
+        match self {
+            FormatArg::Svg => OutputFormat::Svg,
+            FormatArg::Folded => OutputFormat::Folded,
+            FormatArg::Pprof => OutputFormat::Pprof,
+            FormatArg::Speedscope => OutputFormat::Speedscope,
+        }
+    }
+}
+
+/// The outputs of `-o` (repeatable) with `--format` for those without a known extension, and
+/// the checks that need them all.
+fn output_options(
+    paths: Vec<PathBuf>,
+    format: Option<FormatArg>,
+    open: bool,
+    post_process: Option<String>,
+) -> Result<OutputOptions> {
+    let fallback = format.map(FormatArg::format);
+    let outputs: Vec<OutputTarget> = paths
+        .into_iter()
+        .map(|p| OutputTarget::new(p, fallback))
+        .collect();
+    if outputs
+        .iter()
+        .filter(|o| crate::sink::is_stdout(&o.path))
+        .count()
+        > 1
+    {
+        return Err(Error::InvalidOptions(
+            "-o - (standard output) can be given only once".into(),
+        ));
+    }
+    if post_process.is_some() {
+        if let Some(o) = outputs.iter().find(|o| !o.format.takes_post_process()) {
+            return Err(Error::InvalidOptions(format!(
+                "--post-process edits folded stacks; it cannot shape the {} output {}: \
+                 drop --post-process or write that output in another run",
+                o.format.name(),
+                o.path.display()
+            )));
+        }
+    }
+    Ok(OutputOptions {
+        outputs,
+        open,
+        post_process,
+    })
 }
 
 /// Options that shape the graph.
@@ -259,7 +387,12 @@ impl CommonArgs {
                 )));
             }
         }
-        if crate::sink::is_stdout(&self.output) && self.open {
+        if self
+            .output
+            .first()
+            .is_some_and(|o| crate::sink::is_stdout(o))
+            && self.open
+        {
             return Err(Error::InvalidOptions(
                 "--open has nothing to open with -o - (standard output): name a file with -o"
                     .into(),
@@ -283,20 +416,16 @@ impl CommonArgs {
             },
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
-            stdout_to_stderr: crate::sink::shares_stdout(&self.output),
+            stdout_to_stderr: self.output.iter().any(|o| crate::sink::shares_stdout(o)),
             run_as: None,
         };
 
-        let output = OutputOptions {
-            format: OutputFormat::from_path(&self.output),
-            path: self.output,
-            open: self.open,
-            post_process: self.post_process,
-        };
+        let output = output_options(self.output, self.views.format, self.open, self.post_process)?;
         Ok(Config {
             record,
             graph: self.graph.into_options(),
             output,
+            view: self.views.into_options(),
         })
     }
 }

@@ -171,22 +171,25 @@ impl Default for GraphOptions {
     }
 }
 
-/// The output file's format, chosen from its extension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// An interactive SVG flame graph (any extension but `.folded`).
-    Svg,
-    /// Folded stacks, one `frame;frame;frame count` per line, readable by `inferno-flamegraph`.
-    Folded,
+pub use crate::output::Format as OutputFormat;
+
+/// One output file and its format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputTarget {
+    /// The file, or `-` for standard output (see [`crate::sink`] for how each kind of path is
+    /// written).
+    pub path: PathBuf,
+    /// Its format: from the extension, else `--format`, else SVG
+    /// ([`crate::output::Format::resolve`]).
+    pub format: OutputFormat,
 }
 
-impl OutputFormat {
-    /// `.folded` (or `.collapsed`) gives folded stacks; everything else an SVG (`-`, standard
-    /// output, too).
-    pub fn from_path(path: &std::path::Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("folded") | Some("collapsed") => OutputFormat::Folded,
-            _ => OutputFormat::Svg,
+impl OutputTarget {
+    /// `path` in the format its extension names, else `fallback`, else SVG.
+    pub fn new(path: PathBuf, fallback: Option<OutputFormat>) -> Self {
+        OutputTarget {
+            format: OutputFormat::resolve(&path, fallback),
+            path,
         }
     }
 }
@@ -195,24 +198,67 @@ impl OutputFormat {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct OutputOptions {
-    /// Output file, or `-` for standard output (see [`crate::sink`] for how each kind of path is
-    /// written). Default: `flamegraph.svg`.
-    pub path: PathBuf,
-    /// Format, from the extension of `path`. Default: SVG.
-    pub format: OutputFormat,
-    /// Open the result with the default program. Default: false.
+    /// The outputs, all drawn from one recording, in the order given (never empty).
+    /// Default: one SVG, `flamegraph.svg`.
+    pub outputs: Vec<OutputTarget>,
+    /// Open the first output with the default program. Default: false.
     pub open: bool,
-    /// A shell-quoted command the folded stacks go through (stdin → stdout). Default: none.
+    /// A shell-quoted command the folded stacks go through (stdin → stdout) before the SVG and
+    /// folded outputs; refused with pprof and speedscope outputs. Default: none.
     pub post_process: Option<String>,
+}
+
+impl OutputOptions {
+    /// The first output (the one `--open` opens).
+    pub fn first(&self) -> &OutputTarget {
+        &self.outputs[0]
+    }
+
+    /// True when any output has this format.
+    pub fn has(&self, format: OutputFormat) -> bool {
+        self.outputs.iter().any(|o| o.format == format)
+    }
 }
 
 impl Default for OutputOptions {
     fn default() -> Self {
         OutputOptions {
-            path: PathBuf::from("flamegraph.svg"),
-            format: OutputFormat::Svg,
+            outputs: vec![OutputTarget::new(PathBuf::from("flamegraph.svg"), None)],
             open: false,
             post_process: None,
+        }
+    }
+}
+
+/// The views drawn from a recording: thread roots, a baseline to compare with, the terminal
+/// summary.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ViewOptions {
+    /// What the root frame of each stack names. Default: the thread's name (`comm`).
+    pub roots: crate::profile::fold::Roots,
+    /// Draw a differential graph against this profile (folded, perf.data or our pprof).
+    /// Default: none.
+    pub baseline: Option<PathBuf>,
+    /// Scale the baseline to the new profile's total before comparing. Default: true.
+    pub normalize: bool,
+    /// Rows of each table of the terminal summary. Default: 10.
+    pub summary_rows: usize,
+    /// Print nothing after the run but warnings and errors. Default: false.
+    pub quiet: bool,
+    /// Print the summary and write no output file. Default: false.
+    pub summary_only: bool,
+}
+
+impl Default for ViewOptions {
+    fn default() -> Self {
+        ViewOptions {
+            roots: crate::profile::fold::Roots::default(),
+            baseline: None,
+            normalize: true,
+            summary_rows: 10,
+            quiet: false,
+            summary_only: false,
         }
     }
 }
@@ -224,4 +270,5 @@ pub struct Config {
     pub record: RecordOptions,
     pub graph: GraphOptions,
     pub output: OutputOptions,
+    pub view: ViewOptions,
 }

@@ -5,14 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use crate::error::{Error, Result};
-use crate::options::{Config, Workload};
-use crate::profile::fold::{fold, FoldOptions};
+use crate::fold::Folded;
+use crate::options::{Config, OutputTarget, Workload};
+use crate::output::diff::Baseline;
+use crate::output::summary::Summary;
+use crate::output::View;
+use crate::profile::fold::{fold, FoldOptions, Roots};
 use crate::record;
 
 /// What a successful run produced.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The file written.
+    /// The first file written (`-` for standard output).
     pub output: PathBuf,
     /// Total sample weight in the graph.
     pub samples: u64,
@@ -22,6 +26,8 @@ pub struct Outcome {
     pub interrupted: bool,
     /// Notes for the user (lost samples, kernel frames unavailable, ...).
     pub notes: Vec<String>,
+    /// The terminal summary (printed unless `--quiet`).
+    pub summary: Summary,
 }
 
 impl Outcome {
@@ -33,14 +39,23 @@ impl Outcome {
     }
 }
 
-/// Profiles `config.record.workload` and writes the graph. The graph is written even when the
-/// profiled program fails: the caller decides from [`Outcome::program_failed`] whether that fails
-/// the run (it does unless `--ignore-status`).
+/// Profiles `config.record.workload` and writes every output. The outputs are written even
+/// when the profiled program fails: the caller decides from [`Outcome::program_failed`] whether
+/// that fails the run (it does unless `--ignore-status`).
 pub fn run(config: &Config) -> Result<Outcome> {
     validate(config)?;
+    // The baseline is read before recording: a bad one must not cost a recording.
+    let baseline = match &config.view.baseline {
+        Some(path) => Some(Baseline {
+            folded: record::read_baseline(config, path)?,
+            normalize: config.view.normalize,
+            path: path.clone(),
+        }),
+        None => None,
+    };
     // Stop signals (Ctrl-C, SIGTERM, SIGHUP) are caught by the backends while they record: they
     // stop the program and the graph is still drawn.
-    let recording = record::record(config)?;
+    let mut recording = record::record(config)?;
     if recording.profile.is_empty() {
         let detail = match recording.status {
             Some(s) if record::external::failed(s, recording.interrupted) => {
@@ -50,29 +65,115 @@ pub fn run(config: &Config) -> Result<Outcome> {
         };
         return Err(Error::NoSamples { detail });
     }
-    let mut folded = fold(&recording.profile, &FoldOptions::default());
+    if let Some(note) = thread_note(config, &recording.profile) {
+        recording.notes.push(note);
+    }
+    if baseline.is_some() && config.view.roots != Roots::ThreadName {
+        recording.notes.push(
+            "--baseline with per-thread or per-process roots: roots carry pids, so frames match \
+             the baseline only where the pids are the same"
+                .into(),
+        );
+    }
+    let written: &[OutputTarget] = if config.view.summary_only {
+        &[]
+    } else {
+        write_outputs(config, &recording, baseline.as_ref())?;
+        &config.output.outputs
+    };
+    Ok(Outcome {
+        output: config.output.first().path.clone(),
+        samples: recording.profile.sample_count(),
+        status: recording.status,
+        interrupted: recording.interrupted,
+        summary: Summary::new(
+            &recording.profile,
+            &recording.info,
+            config.view.summary_rows,
+            written,
+        ),
+        notes: recording.notes,
+    })
+}
+
+/// Folds once, post-processes once, then writes each output, and opens the first if asked.
+fn write_outputs(
+    config: &Config,
+    recording: &record::Recording,
+    baseline: Option<&Baseline>,
+) -> Result<()> {
+    let options = FoldOptions {
+        roots: config.view.roots,
+        ..Default::default()
+    };
+    let mut folded = fold(&recording.profile, &options);
+    if recording.profile.time_ordered && !config.graph.flame_chart {
+        // Time order was kept for another output (speedscope): graphs merge equal stacks.
+        folded = Folded::from_counts(merge(&folded));
+    }
     folded.skip_after(&config.graph.skip_after);
-    if let Err(err) = crate::render::write_output(&folded, &config.graph, &config.output) {
+    let rescue = |err: Error, folded: &Folded, beside: &Path| {
         // Never lose a profile to a late failure (post-process command, full disk, ...): keep
         // the folded stacks where they can be drawn again (not needed when only --open failed).
         let saved = match err {
             Error::Output(crate::sink::OutputError::CannotOpen { .. }) => None,
-            _ => crate::sink::rescue(&folded.to_text(), &config.output.path),
+            _ => crate::sink::rescue(&folded.to_text(), beside),
         };
-        return Err(match saved {
+        match saved {
             Some(path) => Error::Rescued {
                 cause: Box::new(err),
                 path,
             },
             None => err,
-        });
+        }
+    };
+    if let Some(cmd) = &config.output.post_process {
+        folded = crate::output::folded::post_process(&folded, cmd)
+            .map_err(|e| rescue(e, &folded, &config.output.first().path))?;
     }
-    Ok(Outcome {
-        output: config.output.path.clone(),
-        samples: recording.profile.sample_count(),
-        status: recording.status,
-        interrupted: recording.interrupted,
-        notes: recording.notes,
+    let view = View {
+        profile: &recording.profile,
+        info: &recording.info,
+        folded: &folded,
+        diff: baseline,
+        graph: &config.graph,
+    };
+    for target in &config.output.outputs {
+        crate::output::write(&view, target).map_err(|e| rescue(e, &folded, &target.path))?;
+    }
+    if config.output.open {
+        crate::sink::open_in_viewer(&config.output.first().path)?;
+    }
+    Ok(())
+}
+
+/// Equal stacks merged.
+fn merge(folded: &Folded) -> std::collections::HashMap<String, u64> {
+    let mut merged = std::collections::HashMap::with_capacity(folded.stacks().len());
+    for (stack, weight) in folded.stacks() {
+        *merged.entry(stack.clone()).or_default() += weight;
+    }
+    merged
+}
+
+/// One line when per-thread or per-process roots were asked of a recording without thread ids.
+fn thread_note(config: &Config, profile: &crate::profile::Profile) -> Option<String> {
+    let flag = match config.view.roots {
+        Roots::ThreadName => return None,
+        Roots::PerThread => "--per-thread",
+        Roots::PerProcess => "--per-process",
+    };
+    let folded_input = matches!(config.record.workload, Workload::PerfData(_))
+        && config.record.backend != crate::options::Backend::PerfCli;
+    let lacks = profile.threads.iter().all(|t| t.pid.is_none())
+        && (config.record.backend == crate::options::Backend::Dtrace || folded_input);
+    lacks.then(|| {
+        let source = if folded_input {
+            "folded input"
+        } else {
+            "the dtrace backend"
+        };
+        format!("{flag}: {source} has no thread ids; stacks stay rooted at thread names")
     })
 }
 
@@ -106,7 +207,15 @@ fn validate(config: &Config) -> Result<()> {
         }
     }
     // Before anything runs: never overwrite the program or the input, never a directory.
-    crate::sink::check(&config.output.path, program.as_deref(), perfdata)?;
+    for target in &config.output.outputs {
+        crate::sink::check(&target.path, program.as_deref(), perfdata)?;
+        if config.view.baseline.as_deref() == Some(target.path.as_path()) {
+            return Err(Error::InvalidOptions(format!(
+                "{} is the --baseline: write the output elsewhere",
+                target.path.display()
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -62,6 +62,17 @@ pub struct CollectStats {
     pub truncated: u64,
     /// Samples of the idle task (pid 0), ignored.
     pub idle: u64,
+    /// Time of the first and last sample (0 when unknown).
+    pub first_time: u64,
+    pub last_time: u64,
+}
+
+impl CollectStats {
+    /// From the first to the last sample, when samples carry times.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        (self.first_time > 0 && self.last_time > self.first_time)
+            .then(|| std::time::Duration::from_nanos(self.last_time - self.first_time))
+    }
 }
 
 /// A thread as the aggregation tells threads apart.
@@ -178,6 +189,12 @@ impl StackCollector {
             return;
         }
         self.stats.samples += 1;
+        if sample.time > 0 {
+            if self.stats.first_time == 0 {
+                self.stats.first_time = sample.time;
+            }
+            self.stats.last_time = self.stats.last_time.max(sample.time);
+        }
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
         let warmer = &mut self.warmer;

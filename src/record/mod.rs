@@ -49,6 +49,8 @@ pub struct Recording {
     pub interrupted: bool,
     /// One-line notes for the user (lost samples, kernel frames unavailable, ...).
     pub notes: Vec<String>,
+    /// Duration, lost and truncated samples, where the backend knows them.
+    pub info: crate::output::RecordingInfo,
 }
 
 impl Recording {
@@ -59,6 +61,7 @@ impl Recording {
             status,
             notes: Vec::new(),
             interrupted: false,
+            info: Default::default(),
         }
     }
 }
@@ -68,11 +71,11 @@ pub fn record(config: &Config) -> Result<Recording> {
     let options = &config.record;
     match (&options.workload, options.backend) {
         (Workload::PerfData(path), Backend::PerfCli) => {
-            perf_cli::script_file(options, &config.graph, path)
+            perf_cli::script_file(options, &config.graph, config.view.roots, path)
         }
         // Our own reader serves every other backend choice, on every platform.
         (Workload::PerfData(path), _) => perf_data(config, path),
-        (_, Backend::PerfCli) => perf_cli::record(options, &config.graph),
+        (_, Backend::PerfCli) => perf_cli::record(options, &config.graph, config.view.roots),
         // On macOS the dtrace backend means Instruments' xctrace, as in flamegraph 0.6, unless
         // DTRACE names a dtrace to use.
         (_, Backend::Dtrace)
@@ -117,12 +120,20 @@ fn native_record(config: &Config) -> Result<Recording> {
         },
     };
     let mut collector = new_collector(config);
+    let mut status = crate::progress::Progress::new("recording");
+    let started = std::time::Instant::now();
     let summary = native::record(&native_options, &mut |format, record| {
+        if let crate::perf::records::Record::Sample(_) = record {
+            status.add(1);
+        }
         collector.on_record(format, record)
     })?;
+    let duration = started.elapsed();
+    status.phase("symbolizing");
     let stats = collector.stats();
     collector.set_event(summary.event);
     let (profile, symbolizer_notes) = collector.finish_with_notes();
+    status.finish();
 
     let mut notes = native_notes(&summary, stats, options);
     notes.extend(symbolizer_notes);
@@ -134,6 +145,11 @@ fn native_record(config: &Config) -> Result<Recording> {
         status: summary.exit_status,
         interrupted: summary.interrupted,
         notes,
+        info: crate::output::RecordingInfo {
+            duration: Some(duration),
+            lost: summary.lost,
+            truncated: stats.truncated,
+        },
     })
 }
 
@@ -185,23 +201,42 @@ fn native_notes(
 
 /// A collector for the run: its symbolizer thread loads kernel symbols and debug info while
 /// records arrive.
+/// Threads are kept apart by pid and tid for per-thread or per-process roots and for outputs
+/// that label threads (pprof); every sample keeps its time for flame charts and for outputs
+/// that show time order (speedscope).
 fn new_collector(config: &Config) -> crate::collect::StackCollector {
+    use crate::profile::fold::Roots;
     let mut options = crate::collect::CollectOptions::new(config.record.inline);
-    options.time_ordered = config.graph.flame_chart;
+    let outputs = &config.output.outputs;
+    options.time_ordered =
+        config.graph.flame_chart || outputs.iter().any(|o| o.format.needs_time());
+    options.split_threads =
+        config.view.roots != Roots::ThreadName || outputs.iter().any(|o| o.format.needs_threads());
     options.full_names = config.graph.full_names;
     crate::collect::StackCollector::new(options)
 }
 
 /// Reads a perf.data file with our own parser and folds it through the same unwinder,
 /// symbolizer and folder as live recording: no perf binary involved.
+/// A file that is not perf.data (by its magic) is read as folded stacks.
 fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
+    if !is_perf_data(path)? {
+        let folded = crate::output::diff::read_folded_or_pprof(path)?;
+        return Ok(Recording::from_folded(&folded, None));
+    }
     let mut collector = new_collector(config);
+    let mut progress = crate::progress::Progress::new("reading perf.data");
     let summary = crate::perf::data_file::read_perf_data(path, &mut |format, record| {
+        if let crate::perf::records::Record::Sample(_) = record {
+            progress.add(1);
+        }
         collector.on_record(format, record)
     })
     .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
+    progress.phase("symbolizing");
     let stats = collector.stats();
     let (profile, symbolizer_notes) = collector.finish_with_notes();
+    progress.finish();
     // A damaged file is drawn as far as it could be read; the warnings say where it stopped.
     let mut notes = summary.warnings.clone();
     notes.extend(symbolizer_notes);
@@ -235,7 +270,36 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
         status: None,
         interrupted: false,
         notes,
+        info: crate::output::RecordingInfo {
+            duration: stats.duration(),
+            lost: summary.lost,
+            truncated: stats.truncated,
+        },
     })
+}
+
+/// Whether `path` starts with perf.data's magic (`PERFILE2`).
+fn is_perf_data(path: &std::path::Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut file = crate::output::diff::open_profile(path)?;
+    let n = file.read(&mut head).unwrap_or(0);
+    Ok(crate::output::diff::detect(&head[..n]) == crate::output::diff::BaselineKind::PerfData)
+}
+
+/// Reads a baseline for a differential graph: perf.data through our reader (folded like the
+/// recording, with the same roots), our pprof export, or folded text.
+pub fn read_baseline(config: &Config, path: &std::path::Path) -> Result<crate::fold::Folded> {
+    if is_perf_data(path)? {
+        let recording = perf_data(config, path)?;
+        let options = crate::profile::fold::FoldOptions {
+            roots: config.view.roots,
+            ..Default::default()
+        };
+        Ok(crate::profile::fold::fold(&recording.profile, &options))
+    } else {
+        crate::output::diff::read_folded_or_pprof(path)
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

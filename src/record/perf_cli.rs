@@ -10,6 +10,7 @@ use super::Recording;
 use crate::error::{Error, Result};
 use crate::fold::Folded;
 use crate::options::{GraphOptions, RecordOptions, Workload};
+use crate::profile::fold::Roots;
 
 const INSTALL_HINT: &str = "install it: `apt-get install linux-perf` (Debian), \
      `apt-get install linux-tools-$(uname -r)` (Ubuntu), `dnf install perf` (Fedora) \
@@ -101,7 +102,7 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
 }
 
 /// Records with `perf record`, then folds with `perf script`.
-pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording> {
+pub fn record(options: &RecordOptions, graph: &GraphOptions, roots: Roots) -> Result<Recording> {
     let tool = perf_tool(options);
     let RecordArgs { args, output } = record_args(options)?;
     let finished = tool.run_teeing_stderr(tool.command(&args))?;
@@ -119,7 +120,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
             });
         }
     }
-    let folded = script(&tool, &output, options.inline, graph)?;
+    let folded = script(&tool, &output, options.inline, graph, roots)?;
     Ok(Recording {
         interrupted,
         ..Recording::from_folded(&folded, Some(status))
@@ -130,22 +131,34 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
 pub fn script_file(
     options: &RecordOptions,
     graph: &GraphOptions,
+    roots: Roots,
     path: &Path,
 ) -> Result<Recording> {
     let tool = perf_tool(options);
-    let folded = script(&tool, path, options.inline, graph)?;
+    let folded = script(&tool, path, options.inline, graph, roots)?;
     Ok(Recording::from_folded(&folded, None))
 }
 
-fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {
+fn script(
+    tool: &Tool,
+    data: &Path,
+    inline: bool,
+    graph: &GraphOptions,
+    roots: Roots,
+) -> Result<Folded> {
     // Without the period field, inferno counts one per sample: the graph counts samples, as the
     // native backend's does, not nanoseconds of cpu-clock. Mangled names, so that our demangler,
-    // which knows Rust from C++, applies the naming rules.
+    // which knows Rust from C++, applies the naming rules. Per-thread and per-process roots need
+    // the pid beside the tid (`comm PID/TID`).
+    let fields = match roots {
+        Roots::ThreadName => "-period",
+        Roots::PerThread | Roots::PerProcess => "-period,+pid",
+    };
     let mut args: Vec<OsString> = vec![
         "script".into(),
         "--force".into(),
         "-F".into(),
-        "-period".into(),
+        fields.into(),
         "--no-demangle".into(),
     ];
     if !inline {
@@ -154,16 +167,19 @@ fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Resul
     args.push("-i".into());
     args.push(data.into());
     let text = tool.output(tool.command(&args))?;
-    let mut folded = collapse_perf_script(&text, &graph.skip_after)?;
+    let mut folded = collapse_perf_script(&text, &graph.skip_after, roots)?;
     folded.clean_names(graph.full_names);
     Ok(folded)
 }
 
 /// Collapses `perf script` output with inferno (kernel frames annotated `_[k]`, inlined ones
-/// `_[i]`); names as perf wrote them (see [`Folded::clean_names`]).
-pub fn collapse_perf_script(text: &[u8], skip_after: &[String]) -> Result<Folded> {
+/// `_[i]`); names as perf wrote them (see [`Folded::clean_names`]). Per-thread and per-process
+/// roots are inferno's `comm-PID/TID` and `comm-PID`.
+pub fn collapse_perf_script(text: &[u8], skip_after: &[String], roots: Roots) -> Result<Folded> {
     let mut options = inferno::collapse::perf::Options::default();
     options.annotate_kernel = true;
+    options.include_tid = roots == Roots::PerThread;
+    options.include_pid = roots == Roots::PerProcess;
     options.skip_after = skip_after.to_vec();
     super::collapse_with(
         inferno::collapse::perf::Folder::from(options),
@@ -289,7 +305,7 @@ mod tests {
             \tffffffff8100 do_syscall_64+0x10 ([kernel.kallsyms])\n\
             \t401000 work_a+0x5 (/tmp/prog)\n\
             \t401100 main+0x10 (/tmp/prog)\n\n";
-        let f = collapse_perf_script(text, &[]).unwrap();
+        let f = collapse_perf_script(text, &[], Roots::ThreadName).unwrap();
         assert_eq!(f.to_text(), "prog;main;work_a;do_syscall_64_[k] 1001001\n");
     }
 }

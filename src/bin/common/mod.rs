@@ -18,7 +18,9 @@ fn say(message: std::fmt::Arguments<'_>) {
 pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     let outcome = flamegraph::run::run(config)?;
     if let Some(user) = config.record.run_as {
-        sudo::give_back(&outcome.output, user);
+        for target in &config.output.outputs {
+            sudo::give_back(&target.path, user);
+        }
     }
     for note in &outcome.notes {
         say(format_args!("{note}"));
@@ -28,7 +30,14 @@ pub fn profile(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         outcome.output.display().to_string()
     };
-    say(format_args!("wrote {written}"));
+    if !config.view.quiet {
+        use std::io::IsTerminal;
+        let _ = write!(
+            std::io::stderr(),
+            "{}",
+            outcome.summary.render(std::io::stderr().is_terminal())
+        );
+    }
     if outcome.program_failed() && !config.record.ignore_status {
         let ending = outcome
             .status

@@ -90,8 +90,7 @@ pub fn rerun(
     }
     let status = status?;
     if status.success() && config.output.open {
-        let path = &config.output.path;
-        opener::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        flamegraph::sink::open_in_viewer(&config.output.first().path)?;
     }
     if let Some(code) = status.code() {
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));

@@ -1,0 +1,84 @@
+//! Folded stacks: the `.folded` output, and `--post-process`, which edits them with a command.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::fold::Folded;
+
+/// Writes `folded` as text, one `stack count` per line.
+pub fn write(folded: &Folded, writer: &mut dyn Write) -> Result<()> {
+    writer
+        .write_all(folded.to_text().as_bytes())
+        .map_err(|e| Error::io("writing folded stacks", e))
+}
+
+/// Runs the folded stacks through a shell-quoted command (stdin → stdout), as
+/// `--post-process 'sed s/foo/bar/'` or `--post-process 'tee stacks.folded'`.
+pub fn post_process(folded: &Folded, command: &str) -> Result<Folded> {
+    let fail = |reason: String| Error::PostProcess {
+        command: command.to_owned(),
+        reason,
+    };
+    let argv = shlex::split(command).ok_or_else(|| fail("unbalanced quotes".into()))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| fail("empty command".into()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout pipe".into()))?;
+    // Read concurrently so a command that writes as it reads never blocks on a full pipe.
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let text = folded.to_text();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read all its input (e.g. `head`) closes the pipe early; that is
+        // its right, not an error.
+        if let Err(e) = stdin.write_all(text.as_bytes()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(fail(format!("writing its input: {e}")));
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| fail(format!("waiting for it: {e}")))?;
+    let output = reader
+        .join()
+        .map_err(|_| fail("reader thread panicked".into()))?
+        .map_err(|e| fail(format!("reading its output: {e}")))?;
+    if !status.success() {
+        return Err(fail(format!("it exited with {status}")));
+    }
+    Folded::parse(&output).map_err(|e| fail(format!("its output is not folded stacks: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Folded {
+        Folded::parse("prog;main;work_a 6\nprog;main;work_b 3\nprog;main;work_c 1\n").unwrap()
+    }
+
+    #[test]
+    fn post_process_through_sed() {
+        let f = post_process(&sample(), "sed 's/work_a/renamed/'").unwrap();
+        assert!(f.to_text().contains("prog;main;renamed 6"));
+        let err = post_process(&sample(), "false").unwrap_err().to_string();
+        assert!(err.contains("exited with"), "{err}");
+        let err = post_process(&sample(), "/nonexistent/cmd")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot start"), "{err}");
+    }
+}

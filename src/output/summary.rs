@@ -1,0 +1,174 @@
+//! The terminal summary printed on stderr after a run: what was recorded, the top functions by
+//! self and by total share, and where the outputs went. It fits 100 columns; colour (bold
+//! headers) only when the caller says stderr is a terminal.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::RecordingInfo;
+use crate::options::OutputTarget;
+use crate::profile::Profile;
+
+/// Characters of a function name in a table column; longer names are cut with `…`.
+const NAME_WIDTH: usize = 40;
+
+/// The summary of one run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// How long recording lasted, if known.
+    pub duration: Option<Duration>,
+    /// The sampled event.
+    pub event: String,
+    /// Sample records.
+    pub samples: u64,
+    /// Samples the kernel dropped.
+    pub lost: u64,
+    /// Stacks cut short.
+    pub truncated: u64,
+    /// Top functions by self share (leaf of the stack), as (name, share in 0..=1).
+    pub by_self: Vec<(String, f64)>,
+    /// Top functions by total share (anywhere in the stack).
+    pub by_total: Vec<(String, f64)>,
+    /// The outputs written: (where, format name).
+    pub outputs: Vec<(String, &'static str)>,
+}
+
+impl Summary {
+    /// Summarizes `profile` with `rows` functions per table, for the given outputs.
+    pub fn new(
+        profile: &Profile,
+        info: &RecordingInfo,
+        rows: usize,
+        outputs: &[OutputTarget],
+    ) -> Self {
+        let measure = profile.measure;
+        let total = profile.total(measure).max(1) as f64;
+        let mut self_w: HashMap<&str, u64> = HashMap::new();
+        let mut total_w: HashMap<&str, u64> = HashMap::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for sample in &profile.samples {
+            let value = sample.value(measure);
+            let frames = &profile.stacks[sample.stack.0 as usize].frames;
+            if let Some(leaf) = frames.last() {
+                *self_w
+                    .entry(&profile.frames[leaf.0 as usize].function)
+                    .or_default() += value;
+            }
+            seen.clear();
+            for f in frames.iter() {
+                let name: &str = &profile.frames[f.0 as usize].function;
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    *total_w.entry(name).or_default() += value;
+                }
+            }
+        }
+        let top = |map: HashMap<&str, u64>| {
+            let mut v: Vec<(String, f64)> = map
+                .into_iter()
+                .map(|(n, w)| (n.to_owned(), w as f64 / total))
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(rows);
+            v
+        };
+        Summary {
+            duration: info.duration,
+            event: profile.event.clone(),
+            samples: profile.sample_count(),
+            lost: info.lost,
+            truncated: info.truncated,
+            by_self: top(self_w),
+            by_total: top(total_w),
+            outputs: outputs
+                .iter()
+                .map(|o| {
+                    let place = if crate::sink::is_stdout(&o.path) {
+                        "standard output".to_owned()
+                    } else {
+                        o.path.display().to_string()
+                    };
+                    (place, o.format.name())
+                })
+                .collect(),
+        }
+    }
+
+    /// The summary as lines for stderr; bold headers when `color`.
+    pub fn render(&self, color: bool) -> String {
+        let (bold, reset) = if color {
+            ("\x1b[1m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
+        let mut out = String::new();
+        let duration = self
+            .duration
+            .map(|d| format!("{:.2} s of ", d.as_secs_f64()))
+            .unwrap_or_default();
+        let what = if self.event.is_empty() {
+            // Folded input: no event, no duration.
+            "flamegraph: read".to_owned()
+        } else {
+            format!("flamegraph: recorded {duration}{}:", self.event)
+        };
+        let _ = writeln!(
+            out,
+            "{what} {} samples, {} lost, {} truncated",
+            self.samples, self.lost, self.truncated
+        );
+        let rows = self.by_self.len().max(self.by_total.len());
+        if rows > 0 {
+            let header = format!(
+                "{:>7}  {:<NAME_WIDTH$}  {:>7}  function",
+                "self", "function", "total"
+            );
+            let _ = writeln!(out, "{bold}{header}{reset}");
+        }
+        for i in 0..rows {
+            let cell = |v: &[(String, f64)]| match v.get(i) {
+                Some((name, share)) => (format!("{:.1}%", share * 100.0), cut(name)),
+                None => (String::new(), String::new()),
+            };
+            let (s, sn) = cell(&self.by_self);
+            let (t, tn) = cell(&self.by_total);
+            let line = format!("{s:>7}  {sn:<NAME_WIDTH$}  {t:>7}  {tn}");
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        for (place, format) in &self.outputs {
+            let _ = writeln!(out, "flamegraph: wrote {place} ({format})");
+        }
+        out
+    }
+}
+
+/// `name` cut to [`NAME_WIDTH`] characters.
+fn cut(name: &str) -> String {
+    if name.chars().count() <= NAME_WIDTH {
+        return name.to_owned();
+    }
+    let mut s: String = name.chars().take(NAME_WIDTH - 1).collect();
+    s.push('…');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::Folded;
+
+    #[test]
+    fn tables_fit_100_columns() {
+        let long = "x".repeat(300);
+        let text = format!("p;main;work_a 6\np;main;work_b 3\np;main;{long} 1\n");
+        let profile = Profile::from_folded(&Folded::parse(&text).unwrap(), false);
+        let s = Summary::new(&profile, &RecordingInfo::default(), 10, &[]);
+        assert_eq!(s.by_self[0], ("work_a".into(), 0.6));
+        assert_eq!(s.by_total[0], ("main".into(), 1.0));
+        let text = s.render(false);
+        assert!(text.contains("60.0%  work_a"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+        assert!(!text.contains('\x1b'));
+    }
+}
