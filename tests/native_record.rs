@@ -372,18 +372,24 @@ fn wait_for_exec(pid: u32) {
     });
 }
 
-/// Waits until a `native_fixture` child of this process has used `seconds` of CPU time (so it
-/// runs and has been sampled, however loaded the machine is).
-fn wait_for_fixture_child_cpu(seconds: f64) {
+/// Waits until the `native_fixture ARGS` child of this process (the other tests running at
+/// the same time start the fixture with other arguments) has used `seconds` of CPU time, so
+/// it runs and has been sampled, however loaded the machine is.
+fn wait_for_fixture_child_cpu(args: &[&str], seconds: f64) {
     let me = std::process::id() as u64;
+    let tail: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     wait_until("the fixture to run", || {
         std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 return false;
             };
-            proc_stat(pid).is_some_and(|(comm, f)| {
-                comm == "native_fixture" && f[1] == me && cpu_seconds(pid) >= seconds
-            })
+            let ours =
+                proc_stat(pid).is_some_and(|(comm, f)| comm == "native_fixture" && f[1] == me);
+            ours && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.ends_with(&tail))
+                && cpu_seconds(pid) >= seconds
         })
     });
 }
@@ -615,11 +621,11 @@ fn stop_in_launch_mode_interrupts_the_child() {
     let stop = Arc::new(AtomicBool::new(false));
     let flip = stop.clone();
     let timer = std::thread::spawn(move || {
-        wait_for_fixture_child_cpu(0.1);
+        wait_for_fixture_child_cpu(&["spin", "30"], 0.1);
         flip.store(true, Ordering::SeqCst);
     });
     let mut opts = options(
-        launch(fixture().to_str().unwrap(), &["spin", "20"]),
+        launch(fixture().to_str().unwrap(), &["spin", "30"]),
         CallGraph::FramePointer,
     );
     opts.stop = Some(stop);
@@ -728,7 +734,7 @@ fn signal_scenario() {
     let mut opts = NativeOptions::new(launch(fixture().to_str().unwrap(), &["spin", "20"]));
     opts.call_graph = CallGraph::FramePointer;
     let sender = std::thread::spawn(|| {
-        wait_for_fixture_child_cpu(0.1);
+        wait_for_fixture_child_cpu(&["spin", "20"], 0.1);
         // SAFETY: signalling our own process; the recorder's handler is installed by then
         // (before the fixture is started).
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
