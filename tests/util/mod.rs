@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -765,14 +765,23 @@ fn test_name() -> String {
 }
 
 /// Reports that the running test cannot run here because of `reason` (one line, naming the
-/// fix): panics when `CI=true`, else prints `skipping TEST: REASON` on stderr. The caller then
-/// returns: `if !have_x { util::skip("..."); return; }`, or use a `require_*` helper.
+/// fix): panics when `CI=true`, else prints `skipping TEST: REASON` on stderr (uncaptured, so
+/// `cargo test` shows it). The caller then returns: `if !have_x { util::skip("..."); return; }`,
+/// or use a `require_*` helper.
 #[track_caller]
 pub fn skip(reason: &str) {
     if in_ci() {
         panic!("{reason}, and CI=true: a test that cannot run must fail in CI");
     }
-    eprintln!("skipping {}: {reason}", test_name());
+    print_skip(reason);
+}
+
+/// Prints `skipping TEST: REASON` on stderr, also with `CI=true`: for what a machine's settings
+/// decide (a sysctl), not for a missing tool or privilege (use [`skip`] for those).
+pub fn print_skip(reason: &str) {
+    // Straight to stderr, not through `eprintln!`, which the test harness captures (and
+    // shows only for failures): a skip must be visible in a normal `cargo test` run.
+    let _ = writeln!(std::io::stderr(), "skipping {}: {reason}", test_name());
 }
 
 /// `skip(reason)` unless `available`; returns `available`.
