@@ -347,8 +347,11 @@ fn perf_sees_libc_calls_and_the_signal_handler() {
         &[],
     );
     let handler = folded.share_of_user_leaf("handler_work");
+    // The handler does a fixed number of iterations per 2 ms (or per tick) of CPU time: about
+    // 5-30% on an idle machine, more when neighbours on the host slow those iterations down
+    // (47.7% seen under two `yes`), never all of it.
     assert!(
-        (0.03..=0.40).contains(&handler),
+        (0.03..=0.70).contains(&handler),
         "{handler}\n{}",
         folded.summary()
     );
