@@ -1,7 +1,8 @@
 //! flamegraph: a profiler whose pipeline reads from the folder names:
 //! record → unwind → symbolize → fold → render.
 //!
-//! See `DESIGN.md` in the shared docs and `README.md` for the data flow.
+//! The README ("How the native backend works") shows the data flow; each module's doc comment
+//! describes its stage.
 
 pub mod cargo;
 pub mod collect;

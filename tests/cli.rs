@@ -74,9 +74,11 @@ fn split_shares_with_perf_cli(mode: &str) {
     );
     assert_success(&out);
     let folded = Folded::read(&dir.path().join("out.folded"));
-    folded.assert_leaf_share("work_a", 0.60, 2.0);
-    folded.assert_leaf_share("work_b", 0.30, 2.0);
-    folded.assert_leaf_share("work_c", 0.10, 2.0);
+    // 60/30/10 by construction, a point for startup and the driver loop, and the tolerance the
+    // sample count supports; perf as root records kernel frames: they count for the user leaf.
+    folded.assert_user_leaf_share("work_a", 0.60, 1.0);
+    folded.assert_user_leaf_share("work_b", 0.30, 1.0);
+    folded.assert_user_leaf_share("work_c", 0.10, 1.0);
     // flamegraph 0.6 leaves perf.data in the working directory; so does perf-cli.
     assert!(dir.path().join("perf.data").exists());
 }
@@ -127,7 +129,12 @@ fn graph_options_reach_the_svg() {
         .iter()
         .find(|t| t.0 == "work_a")
         .expect("work_a in the SVG");
-    assert!((a.2 - 60.0).abs() < 2.0, "work_a {:?}", a);
+    // The same recording folded: its sample count gives the tolerance of the 60% share.
+    let tolerance = Folded::read(&dir.path().join("first.folded")).sampling_tolerance(0.6, 1.0);
+    assert!(
+        (a.2 - 60.0).abs() <= tolerance,
+        "work_a {a:?}, tolerance {tolerance:.1}"
+    );
 
     let svg = svg_with(&["--inverted"]);
     assert!(
@@ -184,7 +191,7 @@ fn post_process_folded_output_and_skip_after() {
     args.push(data.as_os_str());
     assert_success(&run_in(dir.path(), &args));
     let tee = Folded::read(&dir.path().join("stacks.folded"));
-    tee.assert_leaf_share("work_a", 0.60, 2.0);
+    tee.assert_user_leaf_share("work_a", 0.60, 1.0);
     assert!(std::fs::read_to_string(dir.path().join("pp.svg"))
         .unwrap()
         .contains("<svg"));
@@ -201,7 +208,7 @@ fn post_process_folded_output_and_skip_after() {
     args.push(data.as_os_str());
     assert_success(&run_in(dir.path(), &args));
     let renamed = Folded::read(&dir.path().join("renamed.folded"));
-    renamed.assert_leaf_share("renamed_b", 0.30, 2.0);
+    renamed.assert_user_leaf_share("renamed_b", 0.30, 1.0);
 
     let mut args = os(&[
         "--backend",
@@ -248,7 +255,7 @@ fn custom_perf_command_is_shell_split() {
         dir.path().join("my data.perf").exists(),
         "the quoted -o path is one argument"
     );
-    Folded::read(&dir.path().join("c.folded")).assert_leaf_share("work_a", 0.60, 3.0);
+    Folded::read(&dir.path().join("c.folded")).assert_user_leaf_share("work_a", 0.60, 1.0);
 }
 
 #[test]
@@ -344,7 +351,7 @@ fn no_samples_suggests_a_higher_frequency() {
 
 #[test]
 fn unprivileged_attach_to_another_users_process_names_the_owner() {
-    if !util::require_perf() {
+    if !util::require_perf() || !util::require_root("switching to user nobody with setpriv") {
         return;
     }
     // perf blames perf_event_paranoid; the cause is that pid 1 belongs to root.
@@ -403,7 +410,7 @@ fn failing_program_still_gets_its_graph() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("--ignore-status"));
-    Folded::read(&dir.path().join("fail.folded")).assert_leaf_share("burn", 0.9, 10.0);
+    Folded::read(&dir.path().join("fail.folded")).assert_user_leaf_share_at_least("burn", 0.9);
     std::fs::remove_file(dir.path().join("fail.folded")).unwrap();
     let out = run_in(dir.path(), &args(&["--ignore-status"]));
     assert_success(&out);
@@ -427,7 +434,7 @@ fn ctrl_c_stops_the_program_and_draws_the_graph() {
         .spawn()
         .unwrap();
     let mut child = util::KillOnDrop(child);
-    std::thread::sleep(Duration::from_millis(1500));
+    util::wait_for_ready_then_spin(&mut child);
     // Ctrl-C in a terminal signals the whole foreground process group.
     // SAFETY: kill(2) with a negative pid signals the group this test started.
     unsafe { libc::kill(-(child.0.id() as i32), libc::SIGINT) };
@@ -436,7 +443,8 @@ fn ctrl_c_stops_the_program_and_draws_the_graph() {
         status.success(),
         "interrupted by the user is not a failure: {status}"
     );
-    Folded::read(&dir.path().join("int.folded")).assert_leaf_share("spin_attached", 0.975, 2.6);
+    Folded::read(&dir.path().join("int.folded"))
+        .assert_user_leaf_share_at_least("spin_attached", 0.95);
 }
 
 #[test]
@@ -460,7 +468,8 @@ fn attach_by_pid_with_perf_cli() {
     // SAFETY: kill(2) with a negative pid signals the profiler's own group only.
     unsafe { libc::kill(-(profiler.0.id() as i32), libc::SIGINT) };
     assert!(profiler.0.wait().unwrap().success());
-    Folded::read(&dir.path().join("pid.folded")).assert_leaf_share("spin_attached", 0.975, 2.6);
+    Folded::read(&dir.path().join("pid.folded"))
+        .assert_user_leaf_share_at_least("spin_attached", 0.95);
     assert!(
         target.0.try_wait().unwrap().is_none(),
         "the attached process keeps running"

@@ -149,14 +149,15 @@ fn start_busy(args: &[&str]) -> util::KillOnDrop {
 }
 
 fn wait_exit(child: &mut util::KillOnDrop) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Generous: a loaded machine may take seconds to run a signal handler.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
         assert!(
             Instant::now() < deadline,
-            "the child did not exit within 5 s"
+            "the child did not exit within 30 s"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -225,13 +226,14 @@ fn stubborn_setsid_leads_its_own_session() {
 fn run_with_timeout_kills_a_hung_command() {
     let exe = fixture("busy_forever", Variant::CFramePointers);
     let start = Instant::now();
+    // 3 s: long enough for busy_forever to start and print `ready` on a loaded machine.
     let result = std::panic::catch_unwind(|| {
-        util::run_with_timeout(&mut Command::new(&exe), Duration::from_millis(300))
+        util::run_with_timeout(&mut Command::new(&exe), Duration::from_secs(3))
     });
     let message = *result.unwrap_err().downcast::<String>().unwrap();
     assert!(message.contains("timed out"), "{message}");
     assert!(message.contains("ready"), "{message}");
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(start.elapsed() < Duration::from_secs(30));
 }
 
 // ---- The oracle: the real perf sees the promised shares. ----
@@ -252,9 +254,10 @@ fn assert_split_shares(folded: &Folded) {
             format!("split::{f}")
         }
     };
-    folded.assert_frame_share(&name("work_a"), 0.60, 2.0);
-    folded.assert_frame_share(&name("work_b"), 0.30, 2.0);
-    folded.assert_frame_share(&name("work_c"), 0.10, 2.0);
+    // A point for startup and the driver loop, and the tolerance the sample count supports.
+    folded.assert_sampled_frame_share(&name("work_a"), 0.60, 1.0);
+    folded.assert_sampled_frame_share(&name("work_b"), 0.30, 1.0);
+    folded.assert_sampled_frame_share(&name("work_c"), 0.10, 1.0);
 }
 
 #[test]
@@ -363,12 +366,11 @@ fn perf_sees_300_recurse_frames_above_burn_at_bottom() {
     // Frame-pointer callchains stop at kernel.perf_event_max_stack (127): use DWARF.
     let record = ["--call-graph", "dwarf,65528"];
     let (folded, _) = util::perf_folded(&command, &record, &["--max-stack", "1024"]);
-    let burn = folded.share_of_leaf("burn_at_bottom");
-    assert!(burn >= 0.95, "{burn}\n{}", folded.summary());
+    folded.assert_user_leaf_share_at_least("burn_at_bottom", 0.95);
     let exact = folded.share_where(|s| {
         // s[0] is the comm, also "recurse".
         let recurse = s[1..].iter().filter(|f| *f == "recurse").count();
-        s.last().is_some_and(|f| f == "burn_at_bottom") && recurse == 300
+        util::user_leaf(s) == Some("burn_at_bottom") && recurse == 300
     });
     folded.assert_share("300 recurse frames above burn_at_bottom", exact, 1.0, 5.0);
 }
@@ -384,14 +386,17 @@ fn perf_sees_libc_calls_and_the_signal_handler() {
         &["--call-graph", "dwarf,16384"],
         &[],
     );
-    let handler = folded.share_of_leaf("handler_work");
+    let handler = folded.share_of_user_leaf("handler_work");
+    // The handler does a fixed number of iterations per 2 ms (or per tick) of CPU time: about
+    // 5-30% on an idle machine, more when neighbours on the host slow those iterations down
+    // (47.7% seen under two `yes`), never all of it.
     assert!(
-        (0.03..=0.40).contains(&handler),
+        (0.03..=0.70).contains(&handler),
         "{handler}\n{}",
         folded.summary()
     );
     let in_handler = folded.share_where(|s| {
-        s.last().is_some_and(|f| f == "handler_work") && s.iter().any(|f| f == "sig_handler")
+        util::user_leaf(s) == Some("handler_work") && s.iter().any(|f| f == "sig_handler")
     });
     folded.assert_share("handler_work under sig_handler", in_handler, handler, 0.5);
     let call_libc = folded.share_of_frame("call_libc");
@@ -404,15 +409,21 @@ fn perf_sees_libc_calls_and_the_signal_handler() {
     assert!(comparator >= 0.05, "{comparator}\n{}", folded.summary());
 }
 
-/// Leaf addresses of the samples in `script` (perf script's callchain output) that fall in
-/// `exe`, as file addresses.
+/// User leaf addresses of the samples in `script` (perf script's callchain output) that fall in
+/// `exe`, as file addresses. Kernel frames on top (an interrupt) are skipped, as in
+/// [`util::user_leaf`].
 fn leaf_addresses_in(script: &str, exe: &Path) -> (usize, Vec<u64>) {
     let suffix = format!("({})", exe.display());
     let mut samples = 0;
     let mut addresses = Vec::new();
     for block in script.split("\n\n").filter(|b| !b.trim().is_empty()) {
         samples += 1;
-        let leaf = block.lines().nth(1).unwrap_or("").trim();
+        let leaf = block
+            .lines()
+            .skip(1)
+            .find(|l| !l.contains("[kernel.kallsyms]"))
+            .unwrap_or("")
+            .trim();
         if leaf.ends_with(&suffix) {
             let hex = leaf.split_whitespace().next().unwrap();
             addresses.push(u64::from_str_radix(hex, 16).unwrap());
@@ -428,7 +439,7 @@ fn most_inline_samples_are_in_hot_inlined_per_dwarf() {
     }
     let exe = fixture("inline", Variant::CFramePointers);
     let (folded, script) = util::perf_folded(&[exe.as_os_str(), OsStr::new("0.5")], &[], &[]);
-    folded.assert_leaf_share("outer_caller", 1.0, 5.0);
+    folded.assert_user_leaf_share_at_least("outer_caller", 0.95);
     let (samples, addresses) = leaf_addresses_in(&script, &exe);
     let loader = addr2line::Loader::new(&exe).unwrap();
     let innermost = |addr: u64| -> Option<String> {

@@ -2,6 +2,8 @@
 //! `kernel.perf_event_paranoid` <= 2). A small C fixture covers threads, fork and spinning.
 #![cfg(target_os = "linux")]
 
+mod util;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -24,17 +26,19 @@ const FIXTURE_C: &str = r#"
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
+/* The calling thread's CPU time: spins last that much CPU time however loaded the machine is,
+   so they always give the same number of samples. */
+static double thread_cpu(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static volatile unsigned long sink;
 
 __attribute__((noinline)) static void spin(double seconds) {
-    double end = now() + seconds;
-    while (now() < end) {
+    double end = thread_cpu() + seconds;
+    while (thread_cpu() < end) {
         for (int i = 0; i < 10000; i++) sink += i;
     }
 }
@@ -330,6 +334,68 @@ fn thread_cpu_time() -> Duration {
     Duration::from_micros(micros as u64)
 }
 
+/// Polls `done` every 10 ms until it holds; panics naming `what` after 60 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `/proc/PID/stat` split after the command name (fields 3.. of proc(5)), if `pid` exists.
+fn proc_stat(pid: u32) -> Option<(String, Vec<u64>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, tail) = stat.rsplit_once(") ")?;
+    let comm = head.split_once(" (")?.1.to_owned();
+    // Field 3 (state) is a letter: keep positions by mapping it to 0.
+    let fields = tail
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    Some((comm, fields))
+}
+
+/// The CPU time (user + system) process `pid` has used, 0 when it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    proc_stat(pid).map_or(0.0, |(_, f)| (f[11] + f[12]) as f64 / ticks)
+}
+
+/// Waits until `pid` runs the fixture (its exec is done): attaching earlier would see the
+/// test binary's name and maps, which a fixed sleep cannot rule out on a loaded machine.
+fn wait_for_exec(pid: u32) {
+    wait_until("the fixture's exec", || {
+        proc_stat(pid).is_some_and(|(comm, _)| comm == "native_fixture")
+    });
+}
+
+/// Waits until the `native_fixture ARGS` child of this process (the other tests running at
+/// the same time start the fixture with other arguments) has used `seconds` of CPU time, so
+/// it runs and has been sampled, however loaded the machine is.
+fn wait_for_fixture_child_cpu(args: &[&str], seconds: f64) {
+    let me = std::process::id() as u64;
+    let tail: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    wait_until("the fixture to run", || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                return false;
+            };
+            let ours =
+                proc_stat(pid).is_some_and(|(comm, f)| comm == "native_fixture" && f[1] == me);
+            ours && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.ends_with(&tail))
+                && cpu_seconds(pid) >= seconds
+        })
+    });
+}
+
 /// When the main thread exits first, its events hang up; the recorder must neither stop nor spin.
 #[test]
 fn main_thread_exiting_first_neither_stops_nor_spins() {
@@ -351,7 +417,7 @@ fn attach_survives_the_main_thread_exiting() {
         .args(["main-exits", "1.2", "0.4"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_exec(child.id());
     let opts = options(
         Target::Attach {
             pids: vec![child.id()],
@@ -440,11 +506,16 @@ fn frequency_above_the_kernel_limit_is_refused() {
 fn attach_until_stopped_leaves_the_process_running() {
     let fixture = fixture();
     let mut child = Command::new(&fixture).args(["spin", "20"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_exec(child.id());
     let stop = Arc::new(AtomicBool::new(false));
     let flip = stop.clone();
+    let pid = child.id();
     let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        // A fixed 0.2 s of the target's CPU time while attached, not of wall time.
+        let start = cpu_seconds(pid);
+        wait_until("the attached process to run", || {
+            cpu_seconds(pid) >= start + 0.2
+        });
         flip.store(true, Ordering::SeqCst);
     });
     let mut opts = options(
@@ -485,7 +556,10 @@ fn attach_follows_every_thread() {
         .args(["threads", "1.0"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let task_dir = format!("/proc/{}/task", child.id());
+    wait_until("the fixture's 3 threads", || {
+        std::fs::read_dir(&task_dir).is_ok_and(|d| d.count() == 4)
+    });
     let opts = options(
         Target::Attach {
             pids: vec![child.id()],
@@ -549,11 +623,11 @@ fn stop_in_launch_mode_interrupts_the_child() {
     let stop = Arc::new(AtomicBool::new(false));
     let flip = stop.clone();
     let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(400));
+        wait_for_fixture_child_cpu(&["spin", "30"], 0.1);
         flip.store(true, Ordering::SeqCst);
     });
     let mut opts = options(
-        launch(fixture().to_str().unwrap(), &["spin", "20"]),
+        launch(fixture().to_str().unwrap(), &["spin", "30"]),
         CallGraph::FramePointer,
     );
     opts.stop = Some(stop);
@@ -574,9 +648,14 @@ fn unprivileged_user_gets_user_frames_and_smaller_buffers() {
         .trim()
         .parse()
         .unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || paranoid != 2 {
-        eprintln!("skipped: needs root to switch users and perf_event_paranoid = 2");
+    if !util::require_root("switching to user nobody") {
+        return;
+    }
+    if paranoid != 2 {
+        // A setting of the machine, not a missing tool: skipped even in CI.
+        util::print_skip(&format!(
+            "needs kernel.perf_event_paranoid = 2, not {paranoid}"
+        ));
         return;
     }
     use std::os::unix::process::CommandExt;
@@ -663,8 +742,9 @@ fn signal_scenario() {
     let mut opts = NativeOptions::new(launch(fixture().to_str().unwrap(), &["spin", "20"]));
     opts.call_graph = CallGraph::FramePointer;
     let sender = std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_millis(400));
-        // SAFETY: signalling our own process; the recorder's handler is installed by then.
+        wait_for_fixture_child_cpu(&["spin", "20"], 0.1);
+        // SAFETY: signalling our own process; the recorder's handler is installed by then
+        // (before the fixture is started).
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     });
     let (summary, _) = run(&opts).unwrap();

@@ -8,6 +8,10 @@ use std::sync::mpsc;
 use crate::process::ModuleId;
 use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 
+/// How long the end of a recording waits for the symbolizer thread to finish its work before
+/// doing that work itself at normal priority.
+const WARMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(super) struct Warmer {
     requests: Option<mpsc::Sender<(PathBuf, u64)>>,
     thread: Option<std::thread::JoinHandle<Symbolizer>>,
@@ -69,11 +73,22 @@ impl Warmer {
         }
     }
 
-    /// The warmed symbolizer (a fresh one if the thread could not run).
+    /// The warmed symbolizer, or a fresh one if the thread could not run or is not done within
+    /// [`WARMER_GRACE`]: at nice 19 on a machine whose cores are busy it gets almost no CPU
+    /// (a 0.3 s program took 148 s to draw at load 27), and waiting for it would make the
+    /// tool's normal-priority thread wait for the lowest priority there is. The abandoned
+    /// thread ends on its own (its request channel is closed) or with the process.
     pub(super) fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
         self.requests = None;
-        self.thread
-            .take()
+        let thread = self.thread.take();
+        let deadline = std::time::Instant::now() + WARMER_GRACE;
+        while thread.as_ref().is_some_and(|t| !t.is_finished())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        thread
+            .filter(|t| t.is_finished())
             .and_then(|t| t.join().ok())
             .unwrap_or_else(|| Symbolizer::new(options))
     }

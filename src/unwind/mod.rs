@@ -128,8 +128,10 @@ impl StackSnapshot<'_> {
 pub struct ModuleRef<'a> {
     /// Where the file is mapped.
     pub range: MappingRange,
-    /// The file on disk (as the profiled process sees it: prefix `/proc/PID/root` for another
-    /// mount namespace). `[vdso]` stands for the vDSO, read from this process's own copy.
+    /// The file on disk, as the mapping names it, opened in the profiler's own mount namespace
+    /// (a process in another namespace, e.g. a container, may map a file the profiler cannot see
+    /// at that path; reading it through `/proc/PID/root` is not implemented). `[vdso]` stands for
+    /// the vDSO, read from this process's own copy.
     pub path: &'a Path,
 }
 

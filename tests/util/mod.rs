@@ -6,7 +6,12 @@
 //!   runs any command with a deadline so a hung test fails instead of hanging.
 //! - [`Folded`] parses inferno's folded format (`frame;frame;frame COUNT`, root first) and
 //!   measures shares; [`parse_svg_titles`] reads the `<title>` tooltips of an inferno SVG.
-//! - [`require_perf`] and [`perf_folded`] run the real `perf` as an oracle.
+//! - [`require_perf`] and [`perf_folded`] run the real `perf` as an oracle; [`require_gcc`],
+//!   [`require_root`] and [`skip`] skip a test that cannot run here with a one-line reason on
+//!   stderr, and fail it instead when `CI=true`.
+//! - [`Folded::assert_user_leaf_share`] and [`Folded::assert_sampled_frame_share`] check a
+//!   sampled share with the tolerance its sample count supports ([`Folded::sampling_tolerance`]);
+//!   kernel frames above a user frame (interrupts, page faults) count for that user frame.
 //!
 //! Shares are fractions in `0.0..=1.0`; tolerances are in percentage points (`2.0` = ±0.02).
 //! Helpers panic with a full explanation instead of returning errors: they are for tests only.
@@ -14,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -359,6 +364,17 @@ pub fn spawn_ready(program: &Path, args: &[&str]) -> KillOnDrop {
     child
 }
 
+/// Waits until `child` (the profiler launching busy_forever, stdout piped) passes on the
+/// fixture's `ready` line, then lets the fixture spin for a second of wall time: a fixed sleep
+/// from the start is not enough on a loaded machine, where the startup alone can take longer.
+pub fn wait_for_ready_then_spin(child: &mut KillOnDrop) {
+    let stdout = child.0.stdout.as_mut().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line, "ready\n", "busy_forever did not get ready");
+    std::thread::sleep(Duration::from_millis(1000));
+}
+
 /// Sends `signal` (a `libc::SIG*` number) to process `pid`.
 pub fn send_signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
@@ -474,6 +490,82 @@ impl Folded {
         self.share_where(|s| s.last().is_some_and(|f| frame_matches(f, name)))
     }
 
+    /// The fraction of the weight whose user leaf matches `name` (see [`user_leaf`]): a sample
+    /// taken while the kernel served an interrupt or a page fault on top of `work_a` counts for
+    /// `work_a`, as the CPU time was spent on its behalf.
+    pub fn share_of_user_leaf(&self, name: &str) -> f64 {
+        self.share_where(|s| user_leaf(s).is_some_and(|f| frame_matches(f, name)))
+    }
+
+    /// The number of samples behind the weights: the total divided by the greatest common
+    /// divisor of the weights. The native backend weighs each sample by its period (one
+    /// `cpu-clock` period at `-F 997` is 1003009 ns), the perf oracle by 1, so this is the sample
+    /// count, or a smaller number (a more lenient tolerance) when every weight happens to share
+    /// a factor.
+    pub fn sample_count(&self) -> u64 {
+        let gcd = self.stacks.iter().fold(0, |g, (_, n)| gcd(g, *n));
+        self.total().checked_div(gcd).unwrap_or(0)
+    }
+
+    /// The tolerance in percentage points that sampling supports for a share whose true value
+    /// is `expected`: `SIGMAS` binomial standard deviations for [`Folded::sample_count`]
+    /// samples, plus `bias_points` for what the ground truth itself leaves open (e.g. a
+    /// fixture's startup and driver loop, < 1%).
+    ///
+    /// Binomial is an upper bound here: each sample lands in a function with a probability
+    /// equal to its share of CPU time when the sampling phase is random; `cpu-clock` samples
+    /// a task's CPU time at a fixed period, which keeps its phase across context switches, so
+    /// the real error is smaller (about one sample per contiguous run of a function), but every
+    /// migration to another CPU restarts the phase, and a loaded machine migrates often.
+    pub fn sampling_tolerance(&self, expected: f64, bias_points: f64) -> f64 {
+        let n = self.sample_count().max(1) as f64;
+        let p = expected.clamp(0.0, 1.0);
+        bias_points + SIGMAS * (p * (1.0 - p) / n).sqrt() * 100.0
+    }
+
+    /// Asserts the share of stacks whose user leaf is `name` (see [`Folded::share_of_user_leaf`])
+    /// is `expected` within [`Folded::sampling_tolerance`]`(expected, bias_points)`.
+    #[track_caller]
+    pub fn assert_user_leaf_share(&self, name: &str, expected: f64, bias_points: f64) {
+        let what = format!(
+            "share of stacks with user leaf {name:?} ({} samples)",
+            self.sample_count()
+        );
+        let tolerance = self.sampling_tolerance(expected, bias_points);
+        self.assert_share(&what, self.share_of_user_leaf(name), expected, tolerance);
+    }
+
+    /// Asserts that `name` is the user leaf of at least `minimum` of the stacks, less what
+    /// sampling supports ([`Folded::sampling_tolerance`]`(minimum, 0.0)`): for fixtures whose
+    /// ground truth is a lower bound ("spin_attached is the leaf of >= 95% of the samples").
+    #[track_caller]
+    pub fn assert_user_leaf_share_at_least(&self, name: &str, minimum: f64) {
+        let share = self.share_of_user_leaf(name);
+        let tolerance = self.sampling_tolerance(minimum, 0.0);
+        if (share - minimum) * 100.0 < -tolerance {
+            panic!(
+                "share of stacks with user leaf {name:?}: {:.2}% is below {:.2}% less \
+                 {tolerance:.2} points ({} samples)\n{}",
+                share * 100.0,
+                minimum * 100.0,
+                self.sample_count(),
+                self.summary()
+            );
+        }
+    }
+
+    /// Asserts the share of stacks containing frame `name` is `expected` within
+    /// [`Folded::sampling_tolerance`]`(expected, bias_points)`.
+    #[track_caller]
+    pub fn assert_sampled_frame_share(&self, name: &str, expected: f64, bias_points: f64) {
+        let what = format!(
+            "share of stacks with frame {name:?} ({} samples)",
+            self.sample_count()
+        );
+        let tolerance = self.sampling_tolerance(expected, bias_points);
+        self.assert_share(&what, self.share_of_frame(name), expected, tolerance);
+    }
+
     /// The first frames (process names) and their shares, largest first.
     pub fn roots(&self) -> Vec<(String, f64)> {
         self.shares_by(|s| s.first().cloned())
@@ -549,6 +641,29 @@ impl Folded {
     pub fn assert_leaf_share(&self, name: &str, expected: f64, tolerance_points: f64) {
         let what = format!("share of stacks with leaf {name:?}");
         self.assert_share(&what, self.share_of_leaf(name), expected, tolerance_points);
+    }
+}
+
+/// Standard deviations of [`Folded::sampling_tolerance`]: at 4.5 a correct profiler fails a
+/// share assertion about once in 150,000 (two-sided normal tail), so a suite of a few hundred
+/// share assertions run many times a day does not flake.
+pub const SIGMAS: f64 = 4.5;
+
+/// The last frame of `stack` that is not a kernel frame (`_[k]`): the user function the CPU
+/// was working for when the sample was taken. `None` for kernel-only stacks.
+pub fn user_leaf(stack: &[String]) -> Option<&str> {
+    stack
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .find(|f| !f.ends_with("_[k]"))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -636,23 +751,86 @@ pub fn unescape_xml(s: &str) -> String {
     out
 }
 
-/// True when `perf` runs (`perf --version`). When it does not: panics if `CI=true` (tests
-/// that need perf must fail in CI), else prints a skip notice and returns false.
-pub fn require_perf() -> bool {
-    let runs = Command::new("perf")
-        .arg("--version")
+/// True under CI (`CI=true`), where a test that lacks perf, gcc or root must fail, not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The name of the running test (the harness names each test's thread after it).
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned()
+}
+
+/// Reports that the running test cannot run here because of `reason` (one line, naming the
+/// fix): panics when `CI=true`, else prints `skipping TEST: REASON` on stderr (uncaptured, so
+/// `cargo test` shows it). The caller then returns: `if !have_x { util::skip("..."); return; }`,
+/// or use a `require_*` helper.
+#[track_caller]
+pub fn skip(reason: &str) {
+    if in_ci() {
+        panic!("{reason}, and CI=true: a test that cannot run must fail in CI");
+    }
+    print_skip(reason);
+}
+
+/// Prints `skipping TEST: REASON` on stderr, also with `CI=true`: for what a machine's settings
+/// decide (a sysctl), not for a missing tool or privilege (use [`skip`] for those).
+pub fn print_skip(reason: &str) {
+    // Straight to stderr, not through `eprintln!`, which the test harness captures (and
+    // shows only for failures): a skip must be visible in a normal `cargo test` run.
+    let _ = writeln!(std::io::stderr(), "skipping {}: {reason}", test_name());
+}
+
+/// `skip(reason)` unless `available`; returns `available`.
+#[track_caller]
+pub fn require(available: bool, reason: &str) -> bool {
+    if !available {
+        skip(reason);
+    }
+    available
+}
+
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if runs {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("`perf` is not runnable and CI=true: install perf (linux-perf) on CI");
-    }
-    eprintln!("skipping: `perf` is not runnable here");
-    false
+        .is_ok_and(|s| s.success())
+}
+
+/// True when `perf` runs (`perf --version`); else [`skip`]s (a failure with `CI=true`).
+#[track_caller]
+pub fn require_perf() -> bool {
+    require(
+        runs("perf", "--version"),
+        "`perf` is not runnable here (install linux-perf)",
+    )
+}
+
+/// True when `gcc` runs (`gcc --version`); else [`skip`]s (a failure with `CI=true`).
+#[track_caller]
+pub fn require_gcc() -> bool {
+    require(
+        runs("gcc", "--version"),
+        "`gcc` is not runnable here (install gcc and libc6-dev)",
+    )
+}
+
+/// True when the effective user is root; else [`skip`]s (a failure with `CI=true`) naming
+/// `why` root is needed, e.g. `"switching to user nobody with setpriv"`.
+#[track_caller]
+pub fn require_root(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    require(
+        root,
+        &format!("needs root for {why} (run the tests as root)"),
+    )
 }
 
 /// Oracle: records `command` with the real perf (`perf record -F 997 -g` plus `record_args`,

@@ -71,6 +71,8 @@ pub struct NativeOptions {
     /// Samples per second per CPU. Default: 997.
     pub frequency: u32,
     /// Default: `CallGraph::Dwarf { stack_size: 64000 }` (like `perf record --call-graph dwarf,64000`).
+    /// The `flamegraph` command does not use this default: it passes its `--stack-size`, whose
+    /// default is [`crate::options::DEFAULT_STACK_SIZE`] (32 KiB).
     pub call_graph: CallGraph,
     /// Print what was chosen (event, buffer sizes) to stderr. Default: false.
     pub verbose: bool,

@@ -1,4 +1,5 @@
-//! The bundled demo: a small program with a recognizable profile, for the README's first command.
+//! The bundled demo: a small program with a recognizable profile, for the README's first command
+//! (`cargo build --release -p flamegraph -p demo`, then `flamegraph -- target/release/demo`).
 //!
 //! About half the time goes to `count_primes`, a third to `sort_words`, a tenth to `checksum`;
 //! two threads run side by side. Runs about two seconds.
