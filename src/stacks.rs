@@ -18,7 +18,7 @@ use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{Comm, Fork, Mmap2, Record, Sample, SampleFormat, UserRegs};
 use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
 use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
-use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
+use crate::unwind::{self, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
 /// One frame of an aggregated stack, before symbolization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +35,8 @@ enum FrameKey {
     Unknown,
     /// The user stack copy ran out before the outermost frame.
     Truncated,
+    /// The walk reached a function that switched stacks, and the caller could not be found.
+    StackSwitch,
 }
 
 /// Options of the collector.
@@ -233,10 +235,16 @@ impl StackCollector {
         // kernel's frame-pointer walk.
         addresses.clear();
         let mut truncated = false;
+        let mut marker = None;
         match (sample.user_regs, sample.user_stack.is_empty()) {
-            (Some(regs), false) => {
-                truncated = self.unwind_user(sample, &regs, &mut addresses);
-            }
+            (Some(regs), false) => match self.unwind_user(sample, &regs, &mut addresses) {
+                UnwindEnd::Truncated => truncated = true,
+                UnwindEnd::StackSwitch if !continue_with_callchain(sample, &mut addresses) => {
+                    marker = Some(FrameKey::StackSwitch);
+                }
+                UnwindEnd::BadAddress => marker = Some(FrameKey::Unknown),
+                _ => {}
+            },
             _ => {
                 for (i, address) in sample.callchain.user().enumerate() {
                     addresses.push(if i == 0 {
@@ -260,6 +268,7 @@ impl StackCollector {
             self.stats.truncated += 1;
             frames.push(FrameKey::Truncated);
         }
+        frames.extend(marker);
         if frames.is_empty() {
             // No callchain at all: fall back to the sampled ip.
             let space = if sample.misc & 7 == 1 {
@@ -294,26 +303,25 @@ impl StackCollector {
         self.addresses = addresses;
     }
 
-    /// Unwinds the copied user stack; returns whether it was cut short.
+    /// Unwinds the copied user stack; returns how the walk ended.
     fn unwind_user(
         &mut self,
         sample: &Sample<'_>,
         regs: &UserRegs<'_>,
         out: &mut Vec<CodeAddress>,
-    ) -> bool {
-        let Some(regs) = <unwind::NativeArch as SampleRegs>::from_sample(regs) else {
-            return false;
+    ) -> UnwindEnd {
+        let Some(regs) = unwind::regs_from_sample::<unwind::NativeArch>(regs) else {
+            return UnwindEnd::Stopped;
         };
         let stack = StackSnapshot {
-            sp: <unwind::NativeArch as SampleRegs>::sp(&regs),
+            sp: <unwind::NativeArch as unwind::SampleRegs>::sp(&regs),
             bytes: sample.user_stack,
         };
         let lookup = SpaceLookup {
             space: self.processes.space(sample.pid),
             modules: &self.processes.modules,
         };
-        let end = self.unwinder.unwind(&regs, &stack, &lookup, out);
-        end == UnwindEnd::Truncated
+        self.unwinder.unwind(&regs, &stack, &lookup, out)
     }
 
     fn resolve_user(&self, pid: u32, address: CodeAddress) -> FrameKey {
@@ -408,6 +416,7 @@ impl StackCollector {
             }
             FrameKey::Unknown => out.push("[unknown]".into()),
             FrameKey::Truncated => out.push("[truncated]".into()),
+            FrameKey::StackSwitch => out.push("[stack switch]".into()),
         }
     }
 }
@@ -474,7 +483,28 @@ struct SpaceLookup<'a> {
     modules: &'a ModuleTable,
 }
 
+/// Continues a DWARF walk that ended at a stack switch with the kernel's frame-pointer callchain
+/// (Go keeps frame pointers, and the kernel follows them onto the goroutine's stack, which the
+/// stack copy does not hold): the callchain entries after the one equal to the walk's last
+/// address. Returns false, leaving `addresses` alone, when the callchain has no such entry.
+fn continue_with_callchain(sample: &Sample<'_>, addresses: &mut Vec<CodeAddress>) -> bool {
+    let Some(last) = addresses.last().map(|a| a.address()) else {
+        return false;
+    };
+    let mut chain = sample.callchain.user();
+    if chain.by_ref().position(|a| a == last).is_none() {
+        return false;
+    }
+    let before = addresses.len();
+    addresses.extend(chain.map(CodeAddress::ReturnAddress));
+    addresses.len() > before
+}
+
 impl ModuleLookup for SpaceLookup<'_> {
+    fn is_code(&self, avma: u64) -> bool {
+        self.space.is_some_and(|s| s.find(avma).is_some())
+    }
+
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
         let mapping = self.space?.find(avma)?;
         let path = self.modules.path(mapping.module)?;
@@ -482,49 +512,6 @@ impl ModuleLookup for SpaceLookup<'_> {
             range: mapping.range,
             path,
         })
-    }
-}
-
-/// Reading an architecture's unwinding registers out of a sample's REGS_USER.
-trait SampleRegs: Arch {
-    fn from_sample(regs: &UserRegs<'_>) -> Option<Self::Regs>;
-    fn sp(regs: &Self::Regs) -> u64;
-}
-
-/// perf's x86_64 register numbers (`arch/x86/include/uapi/asm/perf_regs.h`).
-const X86_BP: u32 = 6;
-const X86_SP: u32 = 7;
-const X86_IP: u32 = 8;
-/// perf's arm64 register numbers (`arch/arm64/include/uapi/asm/perf_regs.h`).
-const ARM64_X29: u32 = 29;
-const ARM64_LR: u32 = 30;
-const ARM64_SP: u32 = 31;
-const ARM64_PC: u32 = 32;
-
-impl SampleRegs for unwind::X86_64 {
-    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::X86_64Regs> {
-        Some(unwind::X86_64Regs {
-            ip: regs.get(X86_IP)?,
-            sp: regs.get(X86_SP)?,
-            bp: regs.get(X86_BP).unwrap_or(0),
-        })
-    }
-    fn sp(regs: &unwind::X86_64Regs) -> u64 {
-        regs.sp
-    }
-}
-
-impl SampleRegs for unwind::Aarch64 {
-    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::Aarch64Regs> {
-        Some(unwind::Aarch64Regs {
-            pc: regs.get(ARM64_PC)?,
-            sp: regs.get(ARM64_SP)?,
-            lr: regs.get(ARM64_LR).unwrap_or(0),
-            x29: regs.get(ARM64_X29).unwrap_or(0),
-        })
-    }
-    fn sp(regs: &unwind::Aarch64Regs) -> u64 {
-        regs.sp
     }
 }
 

@@ -14,9 +14,12 @@
 //! 3. The rule for `(module, svma)` comes from the rule cache, or else from the module's CFI:
 //!    `.eh_frame` via the `.eh_frame_hdr` binary-search table (or our own sorted FDE index), then
 //!    `.debug_frame`. The row is reduced to a small copyable [`rule::FrameRule`] and cached.
-//! 4. The rule gives the CFA (register + offset, or a DWARF expression evaluated against the
-//!    registers and the snapshot, as PLT stubs need) and the caller's return address, `sp` (the
-//!    CFA unless a rule says otherwise) and frame pointer.
+//! 4. The rule gives the CFA (register + offset, or a DWARF expression evaluated against any
+//!    tracked register and the snapshot, as PLT stubs and `_dl_runtime_resolve_xsavec` need) and
+//!    the caller's return address, `sp` (the CFA unless a rule says otherwise) and registers: the
+//!    callee-saved ones ([`Arch::CALLEE_SAVED`]) from their save slots or unchanged, the others
+//!    unknown. A save slot below the frame's `sp` (an epilogue that already popped it) means the
+//!    register already holds the caller's value.
 //! 5. Code without CFI (JIT code, hand-written assembly, a file that cannot be read) is unwound
 //!    with frame pointers: `[fp]` is the saved frame pointer, `[fp + 8]` the return address and
 //!    `fp + 16` the caller's `sp`, on x86_64 and aarch64 alike.
@@ -32,10 +35,16 @@
 //!   stack pointer that does not strictly move up (except for the first frame on aarch64, whose
 //!   return address may still be in the link register), or more than [`MAX_DEPTH`] frames. As
 //!   `sp` strictly grows, the walk cannot loop.
+//! - It is [`UnwindEnd::StackSwitch`] in a function that runs its callee on another stack (Go's
+//!   `runtime.systemstack`, `runtime.mcall`, `runtime.morestack`, `runtime.asmcgocall`, found by
+//!   symbol in Go binaries): the CFI would read a stale word of the new stack as the caller.
+//! - It is [`UnwindEnd::BadAddress`] when a return address lies in no executable mapping
+//!   ([`ModuleLookup::is_code`]): a wrong caller is worse than none.
 
 pub mod arch;
 mod module;
 mod rule;
+mod sample;
 #[cfg(test)]
 mod tests;
 
@@ -46,9 +55,10 @@ use gimli::UnwindContext;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub use self::arch::NativeArch;
-pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, X86_64};
+pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, MAX_REGS, X86_64};
 use self::module::ModuleInfo;
 use self::rule::{apply_rule, FrameRule, Step};
+pub use self::sample::{regs_from_sample, SampleRegs};
 use crate::elf::MappingRange;
 use crate::frame::CodeAddress;
 use rustc_hash::FxHashMap as FastMap;
@@ -137,6 +147,14 @@ pub struct ModuleRef<'a> {
 pub trait ModuleLookup {
     /// The file-backed mapping containing `avma`, if any.
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>>;
+
+    /// Whether `avma` lies in any executable mapping, file-backed or anonymous (JIT code). A
+    /// return address for which this is false ends the walk ([`UnwindEnd::BadAddress`]). The
+    /// default, for callers that do not know the anonymous mappings, accepts every address.
+    fn is_code(&self, avma: u64) -> bool {
+        let _ = avma;
+        true
+    }
 }
 
 /// How a walk ended.
@@ -148,6 +166,13 @@ pub enum UnwindEnd {
     Truncated,
     /// Gave up: no usable rule and no frame pointer, `sp` did not move up, a bad address, too deep.
     Stopped,
+    /// Reached a function that runs its callee on another stack (Go's `runtime.systemstack`,
+    /// `runtime.mcall`, ...): the caller is on a stack that was not copied. The last frame is
+    /// that function; a caller found from here would be a stale word, not the real caller.
+    StackSwitch,
+    /// A return address outside every executable mapping: not pushed, the walk cannot be
+    /// trusted beyond the last frame.
+    BadAddress,
 }
 
 /// Walks copied stacks; keeps parsed unwind information per file and a rule cache, so it should
@@ -212,6 +237,9 @@ impl<A: Arch> Unwinder<A> {
             } else {
                 CodeAddress::ReturnAddress(pc)
             };
+            if depth > 0 && !modules.is_code(address.lookup_address()) {
+                return UnwindEnd::BadAddress;
+            }
             out.push(address);
             let step = match self.step(address, &regs, stack, modules) {
                 Ok(step) => step,
@@ -291,19 +319,21 @@ impl<A: Arch> Unwinder<A> {
 /// Unwinds one frame with the frame-pointer chain: `[fp]` = caller's fp, `[fp + 8]` = return
 /// address, caller's sp = `fp + 16`.
 fn frame_pointer_step<A: Arch>(regs: &RegFile, stack: &StackSnapshot) -> Result<Step, UnwindEnd> {
-    let fp = regs.fp.ok_or(UnwindEnd::Stopped)?;
+    let fp = regs.get(A::FP).ok_or(UnwindEnd::Stopped)?;
     if fp < regs.sp || fp % 8 != 0 {
         return Err(UnwindEnd::Stopped);
     }
     let saved_fp = stack.read_u64(fp)?;
     let ra = A::strip_code_address(stack.read_u64(fp.wrapping_add(A::FP_RA_OFFSET))?);
+    // Without CFI, only the frame-pointer chain is known: other registers may have been used.
+    let mut caller = RegFile::new(fp.wrapping_add(A::FP_SP_OFFSET));
+    caller.set(A::FP, Some(saved_fp));
+    if let Some(lr) = A::LR {
+        caller.set(lr, Some(ra));
+    }
     Ok(Step {
         pc: ra,
-        regs: RegFile {
-            sp: fp.wrapping_add(A::FP_SP_OFFSET),
-            fp: Some(saved_fp),
-            lr: A::LR.map(|_| ra),
-        },
+        regs: caller,
         signal: false,
     })
 }
