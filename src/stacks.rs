@@ -501,8 +501,10 @@ fn continue_with_callchain(sample: &Sample<'_>, addresses: &mut Vec<CodeAddress>
 }
 
 impl ModuleLookup for SpaceLookup<'_> {
+    /// Any executable mapping, JIT code included; every address of a process whose maps are
+    /// unknown.
     fn is_code(&self, avma: u64) -> bool {
-        self.space.is_some_and(|s| s.find(avma).is_some())
+        self.space.is_none_or(|s| s.find(avma).is_some())
     }
 
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
