@@ -166,11 +166,16 @@ impl FrameRule {
             GimliCfa::Expression(e) => CfaRule::Expr(expr(section, e)),
         };
         let rule = |reg: u16| convert(row.register(Register(reg)), section);
+        // Callee-saved registers first: when a row names more registers than fit (a signal
+        // frame restores all of them), the ones a caller may need are kept.
         let mut saved = SavedRules::default();
-        for (reg, r) in row.registers() {
-            let reg = reg.0;
-            if usize::from(reg) < MAX_REGS && reg != A::SP && reg != ra_column.0 {
-                saved.push(reg, convert(Some(r.clone()), section));
+        for callee_saved in [true, false] {
+            for (reg, r) in row.registers() {
+                let reg = reg.0;
+                let tracked = usize::from(reg) < MAX_REGS && reg != A::SP && reg != ra_column.0;
+                if tracked && (A::CALLEE_SAVED & (1 << reg) != 0) == callee_saved {
+                    saved.push(reg, convert(Some(r.clone()), section));
+                }
             }
         }
         FrameRule {

@@ -314,3 +314,26 @@ fn return_address_outside_every_mapping_is_a_bad_address() {
         ]
     );
 }
+
+#[test]
+fn rules_that_do_not_fit_make_their_registers_unknown() {
+    // More rules than a FrameRule keeps: the registers past the limit are unknown in the caller,
+    // never left at the callee's value.
+    let pairs: Vec<(u16, RegRule)> = (0..16)
+        .filter(|&r| r != 7)
+        .map(|r| (r, RegRule::ValOffset(i64::from(r))))
+        .collect();
+    let rule = FrameRule {
+        saved: SavedRules::of(&pairs),
+        ..x86_rule(7, 8, &[])
+    };
+    let mut regs = RegFile::new(SP);
+    for r in 0..16 {
+        regs.set(r, Some(0x1000 + u64::from(r)));
+    }
+    let mut s = FakeStack::new(64);
+    s.set(0, 0x5000_0100);
+    let step = apply_rule::<X86_64>(&rule, 0x5000_0010, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(step.regs.get(3), Some(SP + 8 + 3)); // kept: the rule's value
+    assert_eq!(step.regs.get(15), None); // did not fit
+}
