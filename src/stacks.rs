@@ -239,7 +239,7 @@ impl StackCollector {
         match (sample.user_regs, sample.user_stack.is_empty()) {
             (Some(regs), false) => match self.unwind_user(sample, &regs, &mut addresses) {
                 UnwindEnd::Truncated => truncated = true,
-                UnwindEnd::StackSwitch if !continue_with_callchain(sample, &mut addresses) => {
+                UnwindEnd::StackSwitch if !self.continue_with_callchain(sample, &mut addresses) => {
                     marker = Some(FrameKey::StackSwitch);
                 }
                 UnwindEnd::BadAddress => marker = Some(FrameKey::Unknown),
@@ -322,6 +322,15 @@ impl StackCollector {
             modules: &self.processes.modules,
         };
         self.unwinder.unwind(&regs, &stack, &lookup, out)
+    }
+
+    /// See [`continue_with_callchain`].
+    fn continue_with_callchain(&self, sample: &Sample<'_>, out: &mut Vec<CodeAddress>) -> bool {
+        let lookup = SpaceLookup {
+            space: self.processes.space(sample.pid),
+            modules: &self.processes.modules,
+        };
+        continue_with_callchain(sample, &lookup, out)
     }
 
     fn resolve_user(&self, pid: u32, address: CodeAddress) -> FrameKey {
@@ -486,8 +495,14 @@ struct SpaceLookup<'a> {
 /// Continues a DWARF walk that ended at a stack switch with the kernel's frame-pointer callchain
 /// (Go keeps frame pointers, and the kernel follows them onto the goroutine's stack, which the
 /// stack copy does not hold): the callchain entries after the one equal to the walk's last
-/// address. Returns false, leaving `addresses` alone, when the callchain has no such entry.
-fn continue_with_callchain(sample: &Sample<'_>, addresses: &mut Vec<CodeAddress>) -> bool {
+/// address, up to the first that lies in no executable mapping (the kernel walks on past the
+/// outermost frame into whatever the last frame pointer points at). Returns false, leaving
+/// `addresses` alone, when the callchain has no such entry.
+fn continue_with_callchain(
+    sample: &Sample<'_>,
+    lookup: &dyn ModuleLookup,
+    addresses: &mut Vec<CodeAddress>,
+) -> bool {
     let Some(last) = addresses.last().map(|a| a.address()) else {
         return false;
     };
@@ -496,7 +511,11 @@ fn continue_with_callchain(sample: &Sample<'_>, addresses: &mut Vec<CodeAddress>
         return false;
     }
     let before = addresses.len();
-    addresses.extend(chain.map(CodeAddress::ReturnAddress));
+    addresses.extend(
+        chain
+            .map(CodeAddress::ReturnAddress)
+            .take_while(|a| lookup.is_code(a.lookup_address())),
+    );
     addresses.len() > before
 }
 

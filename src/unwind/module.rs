@@ -47,12 +47,15 @@ pub(crate) struct ModuleInfo {
 
 /// Go runtime functions that run their callee on another stack (g0 or the signal stack), with
 /// or without the `.abi0` suffix of assembly functions: the caller found by their CFI is a stale
-/// word of the new stack, not the goroutine that called them.
-const GO_STACK_SWITCHES: [&str; 4] = [
+/// word of the new stack, not the goroutine that called them. `nanotime1` and `walltime` move
+/// to the g0 stack around their vDSO call.
+const GO_STACK_SWITCHES: [&str; 6] = [
     "runtime.systemstack",
     "runtime.mcall",
     "runtime.morestack",
     "runtime.asmcgocall",
+    "runtime.nanotime1",
+    "runtime.walltime",
 ];
 
 /// The sorted SVMA ranges of the stack-switching functions of a Go binary (none for other files:
