@@ -57,7 +57,7 @@ use gimli::UnwindContext;
 pub use self::arch::NativeArch;
 pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, MAX_REGS, X86_64};
 use self::module::ModuleInfo;
-use self::rule::{apply_rule, FrameRule, Step};
+use self::rule::{apply_rule_in_place, FrameRule, Step};
 pub use self::sample::{regs_from_sample, SampleRegs};
 use crate::elf::MappingRange;
 use crate::frame::CodeAddress;
@@ -241,26 +241,26 @@ impl<A: Arch> Unwinder<A> {
                 return UnwindEnd::BadAddress;
             }
             out.push(address);
-            let step = match self.step(address, &regs, stack, modules) {
+            let sp = regs.sp;
+            let step = match self.step(address, &mut regs, stack, modules) {
                 Ok(step) => step,
                 Err(end) => return end,
             };
-            let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && step.regs.sp == regs.sp;
-            if step.regs.sp <= regs.sp && !first_in_lr {
+            let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && regs.sp == sp;
+            if regs.sp <= sp && !first_in_lr {
                 return UnwindEnd::Stopped;
             }
             depth += 1;
             exact = step.signal;
             pc = step.pc;
-            regs = step.regs;
         }
     }
 
-    /// Computes the caller of the frame at `address`.
+    /// Computes the caller of the frame at `address`; `regs` become the caller's.
     fn step(
         &mut self,
         address: CodeAddress,
-        regs: &RegFile,
+        regs: &mut RegFile,
         stack: &StackSnapshot,
         modules: &dyn ModuleLookup,
     ) -> Result<Step, UnwindEnd> {
@@ -271,7 +271,7 @@ impl<A: Arch> Unwinder<A> {
                     Some(Some(info)) => info as &dyn rule::ExprSource,
                     _ => &(),
                 };
-                apply_rule::<A>(&rule, pc, regs, stack, exprs)
+                apply_rule_in_place::<A>(&rule, pc, regs, stack, exprs)
             }
             None => frame_pointer_step::<A>(regs, stack),
         }
@@ -317,8 +317,11 @@ impl<A: Arch> Unwinder<A> {
 }
 
 /// Unwinds one frame with the frame-pointer chain: `[fp]` = caller's fp, `[fp + 8]` = return
-/// address, caller's sp = `fp + 16`.
-fn frame_pointer_step<A: Arch>(regs: &RegFile, stack: &StackSnapshot) -> Result<Step, UnwindEnd> {
+/// address, caller's sp = `fp + 16`; `regs` become the caller's.
+fn frame_pointer_step<A: Arch>(
+    regs: &mut RegFile,
+    stack: &StackSnapshot,
+) -> Result<Step, UnwindEnd> {
     let fp = regs.get(A::FP).ok_or(UnwindEnd::Stopped)?;
     if fp < regs.sp || fp % 8 != 0 {
         return Err(UnwindEnd::Stopped);
@@ -326,14 +329,14 @@ fn frame_pointer_step<A: Arch>(regs: &RegFile, stack: &StackSnapshot) -> Result<
     let saved_fp = stack.read_u64(fp)?;
     let ra = A::strip_code_address(stack.read_u64(fp.wrapping_add(A::FP_RA_OFFSET))?);
     // Without CFI, only the frame-pointer chain is known: other registers may have been used.
-    let mut caller = RegFile::new(fp.wrapping_add(A::FP_SP_OFFSET));
-    caller.set(A::FP, Some(saved_fp));
+    regs.retain(0);
+    regs.sp = fp.wrapping_add(A::FP_SP_OFFSET);
+    regs.set(A::FP, Some(saved_fp));
     if let Some(lr) = A::LR {
-        caller.set(lr, Some(ra));
+        regs.set(lr, Some(ra));
     }
     Ok(Step {
         pc: ra,
-        regs: caller,
         signal: false,
     })
 }

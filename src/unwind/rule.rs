@@ -227,14 +227,40 @@ impl ExprSource for () {
     }
 }
 
-/// The caller's frame, as computed from a callee frame.
+/// The caller's frame, as computed from a callee frame (its registers are updated in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Step {
     /// The caller's code address (a return address unless `signal`).
     pub pc: u64,
-    pub regs: RegFile,
     /// The callee was a signal frame: `pc` is an exact instruction pointer.
     pub signal: bool,
+}
+
+/// A step with the caller's registers (tests).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub pc: u64,
+    pub regs: RegFile,
+    pub signal: bool,
+}
+
+/// [`apply_rule_in_place`] on a copy of `regs` (tests).
+#[cfg(test)]
+pub(crate) fn apply_rule<A: Arch>(
+    rule: &FrameRule,
+    pc: u64,
+    regs: &RegFile,
+    stack: &StackSnapshot,
+    exprs: &dyn ExprSource,
+) -> Result<Applied, UnwindEnd> {
+    let mut regs = *regs;
+    let step = apply_rule_in_place::<A>(rule, pc, &mut regs, stack, exprs)?;
+    Ok(Applied {
+        pc: step.pc,
+        regs,
+        signal: step.signal,
+    })
 }
 
 impl From<ReadError> for UnwindEnd {
@@ -246,14 +272,17 @@ impl From<ReadError> for UnwindEnd {
     }
 }
 
-/// Applies `rule` to the frame (`pc`, `regs`), giving the caller's frame.
+/// Applies `rule` to the frame (`pc`, `regs`): gives the caller's code address and turns `regs`
+/// into the caller's registers (in place: a register file is a few hundred bytes, copied for
+/// no frame). On error `regs` is unchanged.
 ///
 /// Ends with `Complete` when the return address is undefined (the outermost frame), `Truncated`
-/// when a needed read is past the copied stack, `Stopped` for anything unrecoverable.
-pub(crate) fn apply_rule<A: Arch>(
+/// when a needed read is past the copied stack, `StackSwitch` in a stack-switching function,
+/// `Stopped` for anything unrecoverable.
+pub(crate) fn apply_rule_in_place<A: Arch>(
     rule: &FrameRule,
     pc: u64,
-    regs: &RegFile,
+    regs: &mut RegFile,
     stack: &StackSnapshot,
     exprs: &dyn ExprSource,
 ) -> Result<Step, UnwindEnd> {
@@ -268,7 +297,7 @@ pub(crate) fn apply_rule<A: Arch>(
         _arch: std::marker::PhantomData,
     };
     let cfa = match rule.cfa {
-        CfaRule::RegOffset { reg, offset } => A::register(regs, pc, reg)
+        CfaRule::RegOffset { reg, offset } => A::register(ctx.regs, pc, reg)
             .ok_or(UnwindEnd::Stopped)?
             .wrapping_add(offset as u64),
         CfaRule::Expr(e) => ctx.evaluate(e, None)?,
@@ -276,7 +305,7 @@ pub(crate) fn apply_rule<A: Arch>(
     // Unspecified or same-value return address: only meaningful for a link register.
     let ra_now = A::LR
         .filter(|&lr| lr == rule.ra_column)
-        .and_then(|lr| regs.get(lr));
+        .and_then(|lr| ctx.regs.get(lr));
     let ra = match rule.ra {
         RegRule::Undefined => return Err(UnwindEnd::Complete),
         r => ctx.recover(r, cfa, ra_now)?.ok_or(UnwindEnd::Stopped)?,
@@ -284,23 +313,28 @@ pub(crate) fn apply_rule<A: Arch>(
     let sp = match rule.sp {
         RegRule::Unspecified => cfa,
         r => ctx
-            .recover(r, cfa, Some(regs.sp))?
+            .recover(r, cfa, Some(ctx.regs.sp))?
             .ok_or(UnwindEnd::Stopped)?,
     };
-    let mut caller = *regs;
-    caller.sp = sp;
-    // Registers a call does not preserve are unknown in the caller unless a rule says otherwise.
-    caller.retain(A::CALLEE_SAVED & !rule.saved.lost);
+    // Every rule reads the callee's registers: stage the caller's values, then write them.
+    let mut staged = [(0u16, None); MAX_SAVED];
+    let mut n = 0;
     for (reg, r) in rule.saved.iter() {
-        caller.set(reg, ctx.recover_saved(r, cfa, regs.get(reg)));
+        staged[n] = (reg, ctx.recover_saved(r, cfa, ctx.regs.get(reg)));
+        n += 1;
+    }
+    regs.sp = sp;
+    // Registers a call does not preserve are unknown in the caller unless a rule says otherwise.
+    regs.retain(A::CALLEE_SAVED & !rule.saved.lost);
+    for &(reg, value) in &staged[..n] {
+        regs.set(reg, value);
     }
     let ra = A::strip_code_address(ra);
     if let Some(lr) = A::LR {
-        caller.set(lr, Some(ra));
+        regs.set(lr, Some(ra));
     }
     Ok(Step {
         pc: ra,
-        regs: caller,
         signal: rule.signal,
     })
 }

@@ -1,7 +1,7 @@
 //! Tests of the unwinder: hand-built rules (any arch), synthetic modules assembled with gcc and
 //! walked over hand-built stacks, and a real walk of the test process's own stack (x86_64).
 
-use super::rule::{apply_rule, CfaRule, CfiSection, FrameRule, RegRule, SavedRules, Step};
+use super::rule::{apply_rule, Applied, CfaRule, CfiSection, FrameRule, RegRule, SavedRules};
 use super::*;
 
 /// Where fake stacks start.
@@ -128,7 +128,8 @@ fn aarch64_leaf_rule_takes_the_link_register() {
     };
     let mut s = FakeStack::new(64);
     s.set(32, SP + 48).set(40, 0x40_2000);
-    let step: Step = apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
+    let step: Applied =
+        apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
     assert_eq!(step.pc, 0x40_2000);
     assert_eq!(step.regs.sp, SP + 48);
     assert_eq!(step.regs.get(29), Some(SP + 48));
