@@ -324,13 +324,13 @@ impl StackCollector {
         self.unwinder.unwind(&regs, &stack, &lookup, out)
     }
 
-    /// See [`continue_with_callchain`].
+    /// See [`unwind::continue_with_callchain`].
     fn continue_with_callchain(&self, sample: &Sample<'_>, out: &mut Vec<CodeAddress>) -> bool {
         let lookup = SpaceLookup {
             space: self.processes.space(sample.pid),
             modules: &self.processes.modules,
         };
-        continue_with_callchain(sample, &lookup, out)
+        unwind::continue_with_callchain(out, sample.callchain.user(), &lookup)
     }
 
     fn resolve_user(&self, pid: u32, address: CodeAddress) -> FrameKey {
@@ -490,33 +490,6 @@ fn tidy_name(name: &str) -> std::borrow::Cow<'_, str> {
 struct SpaceLookup<'a> {
     space: Option<&'a AddressSpace>,
     modules: &'a ModuleTable,
-}
-
-/// Continues a DWARF walk that ended at a stack switch with the kernel's frame-pointer callchain
-/// (Go keeps frame pointers, and the kernel follows them onto the goroutine's stack, which the
-/// stack copy does not hold): the callchain entries after the one equal to the walk's last
-/// address, up to the first that lies in no executable mapping (the kernel walks on past the
-/// outermost frame into whatever the last frame pointer points at). Returns false, leaving
-/// `addresses` alone, when the callchain has no such entry.
-fn continue_with_callchain(
-    sample: &Sample<'_>,
-    lookup: &dyn ModuleLookup,
-    addresses: &mut Vec<CodeAddress>,
-) -> bool {
-    let Some(last) = addresses.last().map(|a| a.address()) else {
-        return false;
-    };
-    let mut chain = sample.callchain.user();
-    if chain.by_ref().position(|a| a == last).is_none() {
-        return false;
-    }
-    let before = addresses.len();
-    addresses.extend(
-        chain
-            .map(CodeAddress::ReturnAddress)
-            .take_while(|a| lookup.is_code(a.lookup_address())),
-    );
-    addresses.len() > before
 }
 
 impl ModuleLookup for SpaceLookup<'_> {

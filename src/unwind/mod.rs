@@ -316,6 +316,33 @@ impl<A: Arch> Unwinder<A> {
     }
 }
 
+/// Continues a walk that ended in [`UnwindEnd::StackSwitch`] with the kernel's frame-pointer
+/// callchain of the same sample (`chain`, leaf first): Go keeps frame pointers, and the kernel
+/// follows them onto the goroutine's stack, which the stack copy does not hold. Appends the
+/// callchain entries after the one equal to the walk's last address, up to the first that lies
+/// in no executable mapping (the kernel walks on past the outermost frame into whatever the last
+/// frame pointer points at). Returns false, leaving `addresses` alone, when the callchain has no
+/// such entry or nothing after it.
+pub fn continue_with_callchain(
+    addresses: &mut Vec<CodeAddress>,
+    mut chain: impl Iterator<Item = u64>,
+    lookup: &dyn ModuleLookup,
+) -> bool {
+    let Some(last) = addresses.last().map(|a| a.address()) else {
+        return false;
+    };
+    if chain.by_ref().position(|a| a == last).is_none() {
+        return false;
+    }
+    let before = addresses.len();
+    addresses.extend(
+        chain
+            .map(CodeAddress::ReturnAddress)
+            .take_while(|a| lookup.is_code(a.lookup_address())),
+    );
+    addresses.len() > before
+}
+
 /// Unwinds one frame with the frame-pointer chain: `[fp]` = caller's fp, `[fp + 8]` = return
 /// address, caller's sp = `fp + 16`; `regs` become the caller's.
 fn frame_pointer_step<A: Arch>(

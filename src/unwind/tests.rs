@@ -338,3 +338,43 @@ fn rules_that_do_not_fit_make_their_registers_unknown() {
     assert_eq!(step.regs.get(3), Some(SP + 8 + 3)); // kept: the rule's value
     assert_eq!(step.regs.get(15), None); // did not fit
 }
+
+#[test]
+fn stack_switch_continues_with_the_kernel_callchain() {
+    // The DWARF walk: leaf, then a return address into runtime.systemstack, where it stopped.
+    let walk = [
+        CodeAddress::InstructionPointer(0x5000_0010),
+        CodeAddress::ReturnAddress(0x5000_0020),
+    ];
+    // The kernel's frame-pointer walk: same leaf and return address, then the goroutine's
+    // callers, then garbage past the outermost frame.
+    let chain = [
+        0x5000_0010,
+        0x5000_0020,
+        0x5000_0030,
+        0x5000_0040,
+        0x7777_0000,
+        0x5000_0050,
+    ];
+    let mut out = walk.to_vec();
+    assert!(continue_with_callchain(
+        &mut out,
+        chain.into_iter(),
+        &OneAnonymousMapping
+    ));
+    assert_eq!(
+        out[2..],
+        [
+            CodeAddress::ReturnAddress(0x5000_0030),
+            CodeAddress::ReturnAddress(0x5000_0040)
+        ]
+    );
+    // A callchain without the walk's last address leaves the walk alone.
+    let mut out = walk.to_vec();
+    assert!(!continue_with_callchain(
+        &mut out,
+        [0x5000_0010, 0x5000_0060].into_iter(),
+        &OneAnonymousMapping
+    ));
+    assert_eq!(out, walk);
+}
