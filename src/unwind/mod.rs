@@ -265,33 +265,37 @@ impl<A: Arch> Unwinder<A> {
         modules: &dyn ModuleLookup,
     ) -> Result<Step, UnwindEnd> {
         let pc = address.address();
-        match self.rule_for(address.lookup_address(), modules) {
-            Some((id, rule)) => {
-                let exprs = match self.modules.get(id as usize) {
+        let Some(key) = self.rule_key(address.lookup_address(), modules) else {
+            return frame_pointer_step::<A>(regs, stack);
+        };
+        // The rule is applied where it lies in the cache: it is a few hundred bytes.
+        match self.rules.get(&key) {
+            Some(Some(rule)) => {
+                let exprs = match self.modules.get(key.0 as usize) {
                     Some(Some(info)) => info as &dyn rule::ExprSource,
                     _ => &(),
                 };
-                apply_rule_in_place::<A>(&rule, pc, regs, stack, exprs)
+                apply_rule_in_place::<A>(rule, pc, regs, stack, exprs)
             }
-            None => frame_pointer_step::<A>(regs, stack),
+            _ => frame_pointer_step::<A>(regs, stack),
         }
     }
 
-    /// The CFI rule at a lookup address, with the id of its module.
-    fn rule_for(&mut self, avma: u64, modules: &dyn ModuleLookup) -> Option<(u32, FrameRule)> {
+    /// The rule-cache key `(module id, svma)` of a lookup address, with its entry filled in
+    /// (`None` in the cache: no CFI covers the address); `None` outside every readable module.
+    fn rule_key(&mut self, avma: u64, modules: &dyn ModuleLookup) -> Option<(u32, u64)> {
         let module = modules.find(avma)?;
         let id = self.module_id(module.path);
         let info = self.modules.get(id as usize)?.as_ref()?;
         let svma = info.svma(&module.range, avma)?;
-        if let Some(cached) = self.rules.get(&(id, svma)) {
-            return cached.map(|rule| (id, rule));
+        if !self.rules.contains_key(&(id, svma)) {
+            let rule = info.find_rule::<A>(svma, &mut self.ctx);
+            if self.rules.len() >= RULE_CACHE_CAPACITY {
+                self.rules.clear();
+            }
+            self.rules.insert((id, svma), rule);
         }
-        let rule = info.find_rule::<A>(svma, &mut self.ctx);
-        if self.rules.len() >= RULE_CACHE_CAPACITY {
-            self.rules.clear();
-        }
-        self.rules.insert((id, svma), rule);
-        rule.map(|rule| (id, rule))
+        Some((id, svma))
     }
 
     /// Puts a rule into the rule cache, as if read from the module at `path` (tests of

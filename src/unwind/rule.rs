@@ -68,6 +68,11 @@ pub(crate) struct SavedRules {
     len: u8,
     /// Registers with a rule that did not fit: unknown in the caller.
     lost: u32,
+    /// Registers with a rule here (bit `n` for register `n`).
+    ruled: u32,
+    /// Whether a rule reads other registers (register and expression rules): the caller's
+    /// values must then be computed before any is written.
+    reads_registers: bool,
 }
 
 impl Default for SavedRules {
@@ -77,6 +82,8 @@ impl Default for SavedRules {
             rules: [RegRule::Unspecified; MAX_SAVED],
             len: 0,
             lost: 0,
+            ruled: 0,
+            reads_registers: false,
         }
     }
 }
@@ -90,6 +97,11 @@ impl SavedRules {
                 self.regs[i] = r;
                 self.rules[i] = rule;
                 self.len += 1;
+                self.ruled |= 1u32.checked_shl(u32::from(reg)).unwrap_or(0);
+                self.reads_registers |= matches!(
+                    rule,
+                    RegRule::Register(_) | RegRule::Expr(_) | RegRule::ValExpr(_)
+                );
             }
             _ => self.lost |= 1u32.checked_shl(u32::from(reg)).unwrap_or(0),
         }
@@ -316,19 +328,27 @@ pub(crate) fn apply_rule_in_place<A: Arch>(
             .recover(r, cfa, Some(ctx.regs.sp))?
             .ok_or(UnwindEnd::Stopped)?,
     };
-    // Every rule reads the callee's registers: stage the caller's values, then write them.
-    let mut staged = [(0u16, None); MAX_SAVED];
-    let mut n = 0;
-    for (reg, r) in rule.saved.iter() {
-        staged[n] = (reg, ctx.recover_saved(r, cfa, ctx.regs.get(reg)));
-        n += 1;
+    if rule.saved.reads_registers {
+        // Rules read the callee's registers: stage the caller's values, then write them.
+        let mut staged = [(0u16, None); MAX_SAVED];
+        let mut n = 0;
+        for (reg, r) in rule.saved.iter() {
+            staged[n] = (reg, ctx.recover_saved(r, cfa, ctx.regs.get(reg)));
+            n += 1;
+        }
+        for &(reg, value) in &staged[..n] {
+            regs.set(reg, value);
+        }
+    } else {
+        // Save slots, same values, undefined: each rule reads only its own register.
+        for (reg, r) in rule.saved.iter() {
+            let value = recover_slot(r, cfa, regs.sp, stack, regs.get(reg));
+            regs.set(reg, value);
+        }
     }
     regs.sp = sp;
     // Registers a call does not preserve are unknown in the caller unless a rule says otherwise.
-    regs.retain(A::CALLEE_SAVED & !rule.saved.lost);
-    for &(reg, value) in &staged[..n] {
-        regs.set(reg, value);
-    }
+    regs.retain((A::CALLEE_SAVED & !rule.saved.lost) | rule.saved.ruled);
     let ra = A::strip_code_address(ra);
     if let Some(lr) = A::LR {
         regs.set(lr, Some(ra));
@@ -337,6 +357,40 @@ pub(crate) fn apply_rule_in_place<A: Arch>(
         pc: ra,
         signal: rule.signal,
     })
+}
+
+/// The caller's value of a saved register (current value `now`) whose rule reads no other
+/// register: see [`EvalCtx::recover_saved`]. `sp` is the frame's stack pointer.
+#[inline]
+fn recover_slot(
+    rule: RegRule,
+    cfa: u64,
+    sp: u64,
+    stack: &StackSnapshot,
+    now: Option<u64>,
+) -> Option<u64> {
+    match rule {
+        RegRule::Offset(n) => read_slot(cfa.wrapping_add(n as u64), sp, stack, now),
+        RegRule::Unspecified | RegRule::SameValue => now,
+        RegRule::ValOffset(n) => Some(cfa.wrapping_add(n as u64)),
+        RegRule::Constant(c) => Some(c),
+        // Undefined, unsupported, and rules that read registers (not handled here).
+        _ => None,
+    }
+}
+
+/// A saved register's value from its save `slot`: `now` when the slot is below the frame's `sp`
+/// (already restored, or not saved yet) or unreadable, unknown past the copied stack.
+#[inline]
+fn read_slot(slot: u64, sp: u64, stack: &StackSnapshot, now: Option<u64>) -> Option<u64> {
+    if slot < sp {
+        return now;
+    }
+    match stack.read_u64(slot) {
+        Ok(v) => Some(v),
+        Err(ReadError::Invalid) => now,
+        Err(ReadError::Truncated) => None,
+    }
 }
 
 /// Everything an expression or register rule may need.
@@ -385,18 +439,15 @@ impl<A: Arch> EvalCtx<'_, A> {
     /// saved it yet) or one that cannot be read keeps `now`; a slot past the copied stack makes
     /// the register unknown; so does an expression that cannot be evaluated.
     fn recover_saved(&self, rule: RegRule, cfa: u64, now: Option<u64>) -> Option<u64> {
-        let slot = match rule {
-            RegRule::Offset(n) => cfa.wrapping_add(n as u64),
-            RegRule::Expr(e) => self.evaluate(e, Some(cfa)).ok()?,
-            r => return self.recover(r, cfa, now).ok().flatten(),
-        };
-        if slot < self.regs.sp {
-            return now;
-        }
-        match self.stack.read_u64(slot) {
-            Ok(v) => Some(v),
-            Err(ReadError::Invalid) => now,
-            Err(ReadError::Truncated) => None,
+        match rule {
+            RegRule::Expr(e) => {
+                let slot = self.evaluate(e, Some(cfa)).ok()?;
+                read_slot(slot, self.regs.sp, self.stack, now)
+            }
+            RegRule::Register(_) | RegRule::ValExpr(_) => {
+                self.recover(rule, cfa, now).ok().flatten()
+            }
+            r => recover_slot(r, cfa, self.regs.sp, self.stack, now),
         }
     }
 
