@@ -237,13 +237,14 @@ impl<A: Arch> Unwinder<A> {
             } else {
                 CodeAddress::ReturnAddress(pc)
             };
-            if depth > 0 && !modules.is_code(address.lookup_address()) {
-                return UnwindEnd::BadAddress;
-            }
             out.push(address);
             let sp = regs.sp;
-            let step = match self.step(address, &mut regs, stack, modules) {
+            let step = match self.step(address, depth > 0, &mut regs, stack, modules) {
                 Ok(step) => step,
+                Err(UnwindEnd::BadAddress) => {
+                    out.pop();
+                    return UnwindEnd::BadAddress;
+                }
                 Err(end) => return end,
             };
             let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && regs.sp == sp;
@@ -257,15 +258,25 @@ impl<A: Arch> Unwinder<A> {
     }
 
     /// Computes the caller of the frame at `address`; `regs` become the caller's.
+    /// `BadAddress` when `check_code` and the address lies in no executable mapping.
     fn step(
         &mut self,
         address: CodeAddress,
+        check_code: bool,
         regs: &mut RegFile,
         stack: &StackSnapshot,
         modules: &dyn ModuleLookup,
     ) -> Result<Step, UnwindEnd> {
         let pc = address.address();
-        let Some(key) = self.rule_key(address.lookup_address(), modules) else {
+        let avma = address.lookup_address();
+        let Some(module) = modules.find(avma) else {
+            // Not in a file: JIT code (unwound with frame pointers) or no mapping at all.
+            if check_code && !modules.is_code(avma) {
+                return Err(UnwindEnd::BadAddress);
+            }
+            return frame_pointer_step::<A>(regs, stack);
+        };
+        let Some(key) = self.rule_key(module, avma) else {
             return frame_pointer_step::<A>(regs, stack);
         };
         // The rule is applied where it lies in the cache: it is a few hundred bytes.
@@ -281,10 +292,10 @@ impl<A: Arch> Unwinder<A> {
         }
     }
 
-    /// The rule-cache key `(module id, svma)` of a lookup address, with its entry filled in
-    /// (`None` in the cache: no CFI covers the address); `None` outside every readable module.
-    fn rule_key(&mut self, avma: u64, modules: &dyn ModuleLookup) -> Option<(u32, u64)> {
-        let module = modules.find(avma)?;
+    /// The rule-cache key `(module id, svma)` of a lookup address in `module`, with its entry
+    /// filled in (`None` in the cache: no CFI covers the address); `None` when the module cannot
+    /// be read.
+    fn rule_key(&mut self, module: ModuleRef<'_>, avma: u64) -> Option<(u32, u64)> {
         let id = self.module_id(module.path);
         let info = self.modules.get(id as usize)?.as_ref()?;
         let svma = info.svma(&module.range, avma)?;
