@@ -276,37 +276,18 @@ impl<A: Arch> Unwinder<A> {
             }
             return frame_pointer_step::<A>(regs, stack);
         };
-        let Some(key) = self.rule_key(module, avma) else {
+        let id = self.module_id(module.path);
+        let Some(Some(info)) = self.modules.get(id as usize) else {
             return frame_pointer_step::<A>(regs, stack);
         };
-        // The rule is applied where it lies in the cache: it is a few hundred bytes.
-        match self.rules.get(&key) {
-            Some(Some(rule)) => {
-                let exprs = match self.modules.get(key.0 as usize) {
-                    Some(Some(info)) => info as &dyn rule::ExprSource,
-                    _ => &(),
-                };
-                apply_rule_in_place::<A>(rule, pc, regs, stack, exprs)
-            }
-            _ => frame_pointer_step::<A>(regs, stack),
+        let Some(svma) = info.svma(&module.range, avma) else {
+            return frame_pointer_step::<A>(regs, stack);
+        };
+        // Applied where it lies in the cache (a rule is a few hundred bytes): one hash lookup.
+        match cached_rule::<A>(&mut self.rules, info, id, svma, &mut self.ctx) {
+            Some(rule) => apply_rule_in_place::<A>(rule, pc, regs, stack, info),
+            None => frame_pointer_step::<A>(regs, stack),
         }
-    }
-
-    /// The rule-cache key `(module id, svma)` of a lookup address in `module`, with its entry
-    /// filled in (`None` in the cache: no CFI covers the address); `None` when the module cannot
-    /// be read.
-    fn rule_key(&mut self, module: ModuleRef<'_>, avma: u64) -> Option<(u32, u64)> {
-        let id = self.module_id(module.path);
-        let info = self.modules.get(id as usize)?.as_ref()?;
-        let svma = info.svma(&module.range, avma)?;
-        if !self.rules.contains_key(&(id, svma)) {
-            let rule = info.find_rule::<A>(svma, &mut self.ctx);
-            if self.rules.len() >= RULE_CACHE_CAPACITY {
-                self.rules.clear();
-            }
-            self.rules.insert((id, svma), rule);
-        }
-        Some((id, svma))
     }
 
     /// Puts a rule into the rule cache, as if read from the module at `path` (tests of
@@ -329,6 +310,24 @@ impl<A: Arch> Unwinder<A> {
         self.module_ids.insert(key.into(), id);
         id
     }
+}
+
+/// The rule of `(id, svma)` from the cache, computed from `info` on a miss (`None`: no CFI
+/// covers the address).
+fn cached_rule<'r, A: Arch>(
+    rules: &'r mut FastMap<(u32, u64), Option<FrameRule>>,
+    info: &ModuleInfo,
+    id: u32,
+    svma: u64,
+    ctx: &mut UnwindContext<usize>,
+) -> Option<&'r FrameRule> {
+    if rules.len() >= RULE_CACHE_CAPACITY && !rules.contains_key(&(id, svma)) {
+        rules.clear();
+    }
+    rules
+        .entry((id, svma))
+        .or_insert_with(|| info.find_rule::<A>(svma, ctx))
+        .as_ref()
 }
 
 /// Continues a walk that ended in [`UnwindEnd::StackSwitch`] with the kernel's frame-pointer
