@@ -82,22 +82,36 @@ mod linux {
     /// Registers and stack copy of the calling thread.
     struct Capture {
         regs: X86_64Regs,
+        /// The registers as a sample's REGS_USER carries them (`regs_x86_64::UNWIND_MASK`).
+        perf_regs: [u64; 17],
         bytes: Vec<u8>,
     }
 
     #[inline(never)]
     fn capture_stack(maps: &SelfMaps) -> Capture {
-        let (ip, sp, bp): (u64, u64, u64);
-        // SAFETY: reads rip (of the local label), rsp and rbp into registers; touches no memory.
+        let (ip, sp, bp, bx): (u64, u64, u64, u64);
+        let (r12, r13, r14, r15): (u64, u64, u64, u64);
+        // SAFETY: reads rip (of the local label) and the callee-saved registers into registers;
+        // touches no memory.
         unsafe {
             std::arch::asm!(
                 "lea 2f(%rip), {ip}",
                 "2:",
                 "mov %rsp, {sp}",
                 "mov %rbp, {bp}",
+                "mov %rbx, {bx}",
+                "mov %r12, {r12}",
+                "mov %r13, {r13}",
+                "mov %r14, {r14}",
+                "mov %r15, {r15}",
                 ip = out(reg) ip,
                 sp = out(reg) sp,
                 bp = out(reg) bp,
+                bx = out(reg) bx,
+                r12 = out(reg) r12,
+                r13 = out(reg) r13,
+                r14 = out(reg) r14,
+                r15 = out(reg) r15,
                 options(att_syntax, nostack, nomem, preserves_flags),
             );
         }
@@ -107,8 +121,17 @@ mod linux {
         // SAFETY: [sp, sp + len) lies in this thread's mapped stack (checked against
         // /proc/self/maps) and above the current stack pointer, so it is readable.
         unsafe { std::ptr::copy_nonoverlapping(sp as *const u8, bytes.as_mut_ptr(), len) };
+        // REGS_USER in perf order (ax bx cx dx si di bp sp ip r8..r15); unsampled ones 0.
+        let perf_regs = [
+            0, bx, 0, 0, 0, 0, bp, sp, ip, 0, 0, 0, 0, r12, r13, r14, r15,
+        ];
+        let mut regs = X86_64Regs::new(ip, sp, bp);
+        for (dwarf, value) in [(3, bx), (12, r12), (13, r13), (14, r14), (15, r15)] {
+            regs.file.set(dwarf, Some(value));
+        }
         Capture {
-            regs: X86_64Regs { ip, sp, bp },
+            regs,
+            perf_regs,
             bytes,
         }
     }
@@ -159,10 +182,8 @@ mod linux {
                 0xffff_ffff_8100_2000,
             ],
         );
-        words(
-            &mut body,
-            &[regs_abi::ABI_64, c.regs.bp, c.regs.sp, c.regs.ip],
-        );
+        words(&mut body, &[regs_abi::ABI_64]);
+        words(&mut body, &c.perf_regs);
         words(&mut body, &[c.bytes.len() as u64]);
         body.extend_from_slice(&c.bytes);
         words(&mut body, &[c.bytes.len() as u64]);
@@ -215,7 +236,7 @@ mod linux {
                 for capture in &f.captures {
                     out.clear();
                     let stack = StackSnapshot {
-                        sp: capture.regs.sp,
+                        sp: capture.regs.file.sp,
                         bytes: &capture.bytes,
                     };
                     black_box(unwinder.unwind(&capture.regs, &stack, &f.maps, &mut out));

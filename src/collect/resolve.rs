@@ -77,6 +77,10 @@ impl<'a> Resolver<'a> {
                 self.names.push("[truncated]".into());
                 (FrameKind::Marker, None, None)
             }
+            FrameKey::StackSwitch => {
+                self.names.push("[stack switch]".into());
+                (FrameKind::Marker, None, None)
+            }
         };
         for (i, name) in self.names.iter().enumerate() {
             let name = match kind {

@@ -7,7 +7,7 @@ use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{Sample, UserRegs};
 use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
-use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
+use crate::unwind::{self, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
 /// One frame of an aggregated stack, before symbolization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +24,8 @@ pub(super) enum FrameKey {
     Unknown,
     /// The user stack copy ran out before the outermost frame.
     Truncated,
+    /// The walk reached a function that switched stacks, and the caller could not be found.
+    StackSwitch,
 }
 
 /// What became of a sample's user stack.
@@ -59,10 +61,16 @@ impl StackWalker {
         push_kernel(sample, frames);
         self.addresses.clear();
         let mut walk = UserWalk { truncated: false };
+        let mut marker = None;
         match (sample.user_regs, sample.user_stack.is_empty()) {
-            (Some(regs), false) => {
-                walk.truncated = self.unwind_user(sample, &regs, processes);
-            }
+            (Some(regs), false) => match self.unwind_user(sample, &regs, processes) {
+                UnwindEnd::Truncated => walk.truncated = true,
+                UnwindEnd::StackSwitch if !self.continue_with_callchain(sample, processes) => {
+                    marker = Some(FrameKey::StackSwitch);
+                }
+                UnwindEnd::BadAddress => marker = Some(FrameKey::Unknown),
+                _ => {}
+            },
             _ => push_user_callchain(sample, &mut self.addresses),
         }
         for a in &self.addresses {
@@ -75,6 +83,7 @@ impl StackWalker {
         if walk.truncated {
             frames.push(FrameKey::Truncated);
         }
+        frames.extend(marker);
         if frames.is_empty() {
             // No callchain at all: fall back to the sampled ip.
             frames.push(match sample_space(sample) {
@@ -89,28 +98,36 @@ impl StackWalker {
         walk
     }
 
-    /// Unwinds the copied user stack into `self.addresses`; returns whether it was cut short.
+    /// Unwinds the copied user stack into `self.addresses`; returns how the walk ended.
     fn unwind_user(
         &mut self,
         sample: &Sample<'_>,
         regs: &UserRegs<'_>,
         processes: &Processes,
-    ) -> bool {
-        let Some(regs) = <unwind::NativeArch as SampleRegs>::from_sample(regs) else {
-            return false;
+    ) -> UnwindEnd {
+        let Some(regs) = unwind::regs_from_sample::<unwind::NativeArch>(regs) else {
+            return UnwindEnd::Stopped;
         };
         let stack = StackSnapshot {
-            sp: <unwind::NativeArch as SampleRegs>::sp(&regs),
+            sp: <unwind::NativeArch as unwind::SampleRegs>::sp(&regs),
             bytes: sample.user_stack,
         };
         let lookup = SpaceLookup {
             space: processes.space(sample.pid),
             modules: &processes.modules,
         };
-        let end = self
-            .unwinder
-            .unwind(&regs, &stack, &lookup, &mut self.addresses);
-        end == UnwindEnd::Truncated
+        self.unwinder
+            .unwind(&regs, &stack, &lookup, &mut self.addresses)
+    }
+
+    /// After a stack switch, the kernel's frame-pointer walk may know the callers: see
+    /// [`unwind::continue_with_callchain`].
+    fn continue_with_callchain(&mut self, sample: &Sample<'_>, processes: &Processes) -> bool {
+        let lookup = SpaceLookup {
+            space: processes.space(sample.pid),
+            modules: &processes.modules,
+        };
+        unwind::continue_with_callchain(&mut self.addresses, sample.callchain.user(), &lookup)
     }
 }
 
@@ -187,6 +204,12 @@ struct SpaceLookup<'a> {
 }
 
 impl ModuleLookup for SpaceLookup<'_> {
+    /// Any executable mapping, JIT code included; every address of a process whose maps are
+    /// unknown.
+    fn is_code(&self, avma: u64) -> bool {
+        self.space.is_none_or(|s| s.find(avma).is_some())
+    }
+
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
         let mapping = self.space?.find(avma)?;
         let path = self.modules.path(mapping.module)?;
@@ -194,47 +217,5 @@ impl ModuleLookup for SpaceLookup<'_> {
             range: mapping.range,
             path,
         })
-    }
-}
-/// Reading an architecture's unwinding registers out of a sample's REGS_USER.
-trait SampleRegs: Arch {
-    fn from_sample(regs: &UserRegs<'_>) -> Option<Self::Regs>;
-    fn sp(regs: &Self::Regs) -> u64;
-}
-
-/// perf's x86_64 register numbers (`arch/x86/include/uapi/asm/perf_regs.h`).
-const X86_BP: u32 = 6;
-const X86_SP: u32 = 7;
-const X86_IP: u32 = 8;
-/// perf's arm64 register numbers (`arch/arm64/include/uapi/asm/perf_regs.h`).
-const ARM64_X29: u32 = 29;
-const ARM64_LR: u32 = 30;
-const ARM64_SP: u32 = 31;
-const ARM64_PC: u32 = 32;
-
-impl SampleRegs for unwind::X86_64 {
-    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::X86_64Regs> {
-        Some(unwind::X86_64Regs {
-            ip: regs.get(X86_IP)?,
-            sp: regs.get(X86_SP)?,
-            bp: regs.get(X86_BP).unwrap_or(0),
-        })
-    }
-    fn sp(regs: &unwind::X86_64Regs) -> u64 {
-        regs.sp
-    }
-}
-
-impl SampleRegs for unwind::Aarch64 {
-    fn from_sample(regs: &UserRegs<'_>) -> Option<unwind::Aarch64Regs> {
-        Some(unwind::Aarch64Regs {
-            pc: regs.get(ARM64_PC)?,
-            sp: regs.get(ARM64_SP)?,
-            lr: regs.get(ARM64_LR).unwrap_or(0),
-            x29: regs.get(ARM64_X29).unwrap_or(0),
-        })
-    }
-    fn sp(regs: &unwind::Aarch64Regs) -> u64 {
-        regs.sp
     }
 }

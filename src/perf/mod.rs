@@ -104,14 +104,26 @@ pub mod regs_abi {
 
 /// Register numbers of `sample_regs_user` on x86_64 (`arch/x86/include/uapi/asm/perf_regs.h`).
 pub mod regs_x86_64 {
+    pub const AX: u32 = 0;
+    pub const BX: u32 = 1;
+    pub const CX: u32 = 2;
+    pub const DX: u32 = 3;
+    pub const SI: u32 = 4;
+    pub const DI: u32 = 5;
     pub const BP: u32 = 6;
     pub const SP: u32 = 7;
     pub const IP: u32 = 8;
-    /// The registers a stack-copy unwinder needs: ip, sp, bp.
-    pub const UNWIND_MASK: u64 = (1 << IP) | (1 << SP) | (1 << BP);
+    /// `r8`; `r9` to `r15` follow (`R8 + n` is `r(8 + n)`).
+    pub const R8: u32 = 16;
+    pub const R15: u32 = 23;
+    /// The registers a stack-copy unwinder samples: ip and the 16 general-purpose registers
+    /// (as `perf record --call-graph dwarf`, without flags and segment registers), so a CFA or
+    /// rule based on any of them (rbx in `_dl_runtime_resolve_xsavec`) can be evaluated.
+    pub const UNWIND_MASK: u64 = 0xff | (1 << IP) | (0xff << R8);
 }
 
-/// Register numbers of `sample_regs_user` on aarch64 (`arch/arm64/include/uapi/asm/perf_regs.h`).
+/// Register numbers of `sample_regs_user` on aarch64 (`arch/arm64/include/uapi/asm/perf_regs.h`):
+/// `xN` is N.
 pub mod regs_aarch64 {
     /// The frame pointer.
     pub const X29: u32 = 29;
@@ -119,6 +131,6 @@ pub mod regs_aarch64 {
     pub const LR: u32 = 30;
     pub const SP: u32 = 31;
     pub const PC: u32 = 32;
-    /// The registers a stack-copy unwinder needs: pc, lr, sp, x29.
-    pub const UNWIND_MASK: u64 = (1 << PC) | (1 << LR) | (1 << SP) | (1 << X29);
+    /// The registers a stack-copy unwinder samples: x0 to x30, sp and pc (as perf does).
+    pub const UNWIND_MASK: u64 = (1 << 33) - 1;
 }

@@ -14,9 +14,12 @@
 //! 3. The rule for `(module, svma)` comes from the rule cache, or else from the module's CFI:
 //!    `.eh_frame` via the `.eh_frame_hdr` binary-search table (or our own sorted FDE index), then
 //!    `.debug_frame`. The row is reduced to a small copyable [`rule::FrameRule`] and cached.
-//! 4. The rule gives the CFA (register + offset, or a DWARF expression evaluated against the
-//!    registers and the snapshot, as PLT stubs need) and the caller's return address, `sp` (the
-//!    CFA unless a rule says otherwise) and frame pointer.
+//! 4. The rule gives the CFA (register + offset, or a DWARF expression evaluated against any
+//!    tracked register and the snapshot, as PLT stubs and `_dl_runtime_resolve_xsavec` need) and
+//!    the caller's return address, `sp` (the CFA unless a rule says otherwise) and registers: the
+//!    callee-saved ones ([`Arch::CALLEE_SAVED`]) from their save slots or unchanged, the others
+//!    unknown. A save slot below the frame's `sp` (an epilogue that already popped it) means the
+//!    register already holds the caller's value.
 //! 5. Code without CFI (JIT code, hand-written assembly, a file that cannot be read) is unwound
 //!    with frame pointers: `[fp]` is the saved frame pointer, `[fp + 8]` the return address and
 //!    `fp + 16` the caller's `sp`, on x86_64 and aarch64 alike.
@@ -32,10 +35,16 @@
 //!   stack pointer that does not strictly move up (except for the first frame on aarch64, whose
 //!   return address may still be in the link register), or more than [`MAX_DEPTH`] frames. As
 //!   `sp` strictly grows, the walk cannot loop.
+//! - It is [`UnwindEnd::StackSwitch`] in a function that runs its callee on another stack (Go's
+//!   `runtime.systemstack`, `runtime.mcall`, `runtime.morestack`, `runtime.asmcgocall`, found by
+//!   symbol in Go binaries): the CFI would read a stale word of the new stack as the caller.
+//! - It is [`UnwindEnd::BadAddress`] when a return address lies in no executable mapping
+//!   ([`ModuleLookup::is_code`]): a wrong caller is worse than none.
 
 pub mod arch;
 mod module;
 mod rule;
+mod sample;
 #[cfg(test)]
 mod tests;
 
@@ -46,9 +55,10 @@ use gimli::UnwindContext;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub use self::arch::NativeArch;
-pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, X86_64};
+pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, MAX_REGS, X86_64};
 use self::module::ModuleInfo;
-use self::rule::{apply_rule, FrameRule, Step};
+use self::rule::{apply_rule_in_place, FrameRule, Step};
+pub use self::sample::{regs_from_sample, SampleRegs};
 use crate::elf::MappingRange;
 use crate::frame::CodeAddress;
 use rustc_hash::FxHashMap as FastMap;
@@ -139,6 +149,14 @@ pub struct ModuleRef<'a> {
 pub trait ModuleLookup {
     /// The file-backed mapping containing `avma`, if any.
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>>;
+
+    /// Whether `avma` lies in any executable mapping, file-backed or anonymous (JIT code). A
+    /// return address for which this is false ends the walk ([`UnwindEnd::BadAddress`]). The
+    /// default, for callers that do not know the anonymous mappings, accepts every address.
+    fn is_code(&self, avma: u64) -> bool {
+        let _ = avma;
+        true
+    }
 }
 
 /// How a walk ended.
@@ -150,6 +168,13 @@ pub enum UnwindEnd {
     Truncated,
     /// Gave up: no usable rule and no frame pointer, `sp` did not move up, a bad address, too deep.
     Stopped,
+    /// Reached a function that runs its callee on another stack (Go's `runtime.systemstack`,
+    /// `runtime.mcall`, ...): the caller is on a stack that was not copied. The last frame is
+    /// that function; a caller found from here would be a stale word, not the real caller.
+    StackSwitch,
+    /// A return address outside every executable mapping: not pushed, the walk cannot be
+    /// trusted beyond the last frame.
+    BadAddress,
 }
 
 /// Walks copied stacks; keeps parsed unwind information per file and a rule cache, so it should
@@ -215,57 +240,56 @@ impl<A: Arch> Unwinder<A> {
                 CodeAddress::ReturnAddress(pc)
             };
             out.push(address);
-            let step = match self.step(address, &regs, stack, modules) {
+            let sp = regs.sp;
+            let step = match self.step(address, depth > 0, &mut regs, stack, modules) {
                 Ok(step) => step,
+                Err(UnwindEnd::BadAddress) => {
+                    out.pop();
+                    return UnwindEnd::BadAddress;
+                }
                 Err(end) => return end,
             };
-            let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && step.regs.sp == regs.sp;
-            if step.regs.sp <= regs.sp && !first_in_lr {
+            let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && regs.sp == sp;
+            if regs.sp <= sp && !first_in_lr {
                 return UnwindEnd::Stopped;
             }
             depth += 1;
             exact = step.signal;
             pc = step.pc;
-            regs = step.regs;
         }
     }
 
-    /// Computes the caller of the frame at `address`.
+    /// Computes the caller of the frame at `address`; `regs` become the caller's.
+    /// `BadAddress` when `check_code` and the address lies in no executable mapping.
     fn step(
         &mut self,
         address: CodeAddress,
-        regs: &RegFile,
+        check_code: bool,
+        regs: &mut RegFile,
         stack: &StackSnapshot,
         modules: &dyn ModuleLookup,
     ) -> Result<Step, UnwindEnd> {
         let pc = address.address();
-        match self.rule_for(address.lookup_address(), modules) {
-            Some((id, rule)) => {
-                let exprs = match self.modules.get(id as usize) {
-                    Some(Some(info)) => info as &dyn rule::ExprSource,
-                    _ => &(),
-                };
-                apply_rule::<A>(&rule, pc, regs, stack, exprs)
+        let avma = address.lookup_address();
+        let Some(module) = modules.find(avma) else {
+            // Not in a file: JIT code (unwound with frame pointers) or no mapping at all.
+            if check_code && !modules.is_code(avma) {
+                return Err(UnwindEnd::BadAddress);
             }
+            return frame_pointer_step::<A>(regs, stack);
+        };
+        let id = self.module_id(module.path);
+        let Some(Some(info)) = self.modules.get(id as usize) else {
+            return frame_pointer_step::<A>(regs, stack);
+        };
+        let Some(svma) = info.svma(&module.range, avma) else {
+            return frame_pointer_step::<A>(regs, stack);
+        };
+        // Applied where it lies in the cache (a rule is a few hundred bytes): one hash lookup.
+        match cached_rule::<A>(&mut self.rules, info, id, svma, &mut self.ctx) {
+            Some(rule) => apply_rule_in_place::<A>(rule, pc, regs, stack, info),
             None => frame_pointer_step::<A>(regs, stack),
         }
-    }
-
-    /// The CFI rule at a lookup address, with the id of its module.
-    fn rule_for(&mut self, avma: u64, modules: &dyn ModuleLookup) -> Option<(u32, FrameRule)> {
-        let module = modules.find(avma)?;
-        let id = self.module_id(module.path);
-        let info = self.modules.get(id as usize)?.as_ref()?;
-        let svma = info.svma(&module.range, avma)?;
-        if let Some(cached) = self.rules.get(&(id, svma)) {
-            return cached.map(|rule| (id, rule));
-        }
-        let rule = info.find_rule::<A>(svma, &mut self.ctx);
-        if self.rules.len() >= RULE_CACHE_CAPACITY {
-            self.rules.clear();
-        }
-        self.rules.insert((id, svma), rule);
-        rule.map(|rule| (id, rule))
     }
 
     /// Puts a rule into the rule cache, as if read from the module at `path` (tests of
@@ -290,22 +314,72 @@ impl<A: Arch> Unwinder<A> {
     }
 }
 
+/// The rule of `(id, svma)` from the cache, computed from `info` on a miss (`None`: no CFI
+/// covers the address).
+fn cached_rule<'r, A: Arch>(
+    rules: &'r mut FastMap<(u32, u64), Option<FrameRule>>,
+    info: &ModuleInfo,
+    id: u32,
+    svma: u64,
+    ctx: &mut UnwindContext<usize>,
+) -> Option<&'r FrameRule> {
+    if rules.len() >= RULE_CACHE_CAPACITY && !rules.contains_key(&(id, svma)) {
+        rules.clear();
+    }
+    rules
+        .entry((id, svma))
+        .or_insert_with(|| info.find_rule::<A>(svma, ctx))
+        .as_ref()
+}
+
+/// Continues a walk that ended in [`UnwindEnd::StackSwitch`] with the kernel's frame-pointer
+/// callchain of the same sample (`chain`, leaf first): Go keeps frame pointers, and the kernel
+/// follows them onto the goroutine's stack, which the stack copy does not hold. Appends the
+/// callchain entries after the one equal to the walk's last address, up to the first that lies
+/// in no executable mapping (the kernel walks on past the outermost frame into whatever the last
+/// frame pointer points at). Returns false, leaving `addresses` alone, when the callchain has no
+/// such entry or nothing after it.
+pub fn continue_with_callchain(
+    addresses: &mut Vec<CodeAddress>,
+    mut chain: impl Iterator<Item = u64>,
+    lookup: &dyn ModuleLookup,
+) -> bool {
+    let Some(last) = addresses.last().map(|a| a.address()) else {
+        return false;
+    };
+    if chain.by_ref().position(|a| a == last).is_none() {
+        return false;
+    }
+    let before = addresses.len();
+    addresses.extend(
+        chain
+            .map(CodeAddress::ReturnAddress)
+            .take_while(|a| lookup.is_code(a.lookup_address())),
+    );
+    addresses.len() > before
+}
+
 /// Unwinds one frame with the frame-pointer chain: `[fp]` = caller's fp, `[fp + 8]` = return
-/// address, caller's sp = `fp + 16`.
-fn frame_pointer_step<A: Arch>(regs: &RegFile, stack: &StackSnapshot) -> Result<Step, UnwindEnd> {
-    let fp = regs.fp.ok_or(UnwindEnd::Stopped)?;
+/// address, caller's sp = `fp + 16`; `regs` become the caller's.
+fn frame_pointer_step<A: Arch>(
+    regs: &mut RegFile,
+    stack: &StackSnapshot,
+) -> Result<Step, UnwindEnd> {
+    let fp = regs.get(A::FP).ok_or(UnwindEnd::Stopped)?;
     if fp < regs.sp || fp % 8 != 0 {
         return Err(UnwindEnd::Stopped);
     }
     let saved_fp = stack.read_u64(fp)?;
     let ra = A::strip_code_address(stack.read_u64(fp.wrapping_add(A::FP_RA_OFFSET))?);
+    // Without CFI, only the frame-pointer chain is known: other registers may have been used.
+    regs.retain(0);
+    regs.sp = fp.wrapping_add(A::FP_SP_OFFSET);
+    regs.set(A::FP, Some(saved_fp));
+    if let Some(lr) = A::LR {
+        regs.set(lr, Some(ra));
+    }
     Ok(Step {
         pc: ra,
-        regs: RegFile {
-            sp: fp.wrapping_add(A::FP_SP_OFFSET),
-            fp: Some(saved_fp),
-            lr: A::LR.map(|_| ra),
-        },
         signal: false,
     })
 }

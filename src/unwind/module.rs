@@ -40,6 +40,42 @@ pub(crate) struct ModuleInfo {
     eh_index: Vec<FdeEntry>,
     debug_frame: Vec<u8>,
     debug_index: Vec<FdeEntry>,
+    /// SVMA ranges `[start, end)` of functions that switch stacks (Go's `runtime.systemstack`,
+    /// `runtime.mcall`, ...), sorted: their CFI finds the caller on the wrong stack.
+    stack_switches: Vec<(u64, u64)>,
+}
+
+/// Go runtime functions that run their callee on another stack (g0 or the signal stack), with
+/// or without the `.abi0` suffix of assembly functions: the caller found by their CFI is a stale
+/// word of the new stack, not the goroutine that called them. `nanotime1` and `walltime` move
+/// to the g0 stack around their vDSO call.
+const GO_STACK_SWITCHES: [&str; 6] = [
+    "runtime.systemstack",
+    "runtime.mcall",
+    "runtime.morestack",
+    "runtime.asmcgocall",
+    "runtime.nanotime1",
+    "runtime.walltime",
+];
+
+/// The sorted SVMA ranges of the stack-switching functions of a Go binary (none for other files:
+/// only Go binaries have a `.gopclntab` section).
+fn stack_switch_ranges(file: &object::File) -> Vec<(u64, u64)> {
+    use object::ObjectSymbol;
+    if file.section_by_name(".gopclntab").is_none() {
+        return Vec::new();
+    }
+    let mut ranges: Vec<(u64, u64)> = file
+        .symbols()
+        .filter(|s| {
+            s.name()
+                .is_ok_and(|n| GO_STACK_SWITCHES.contains(&n.strip_suffix(".abi0").unwrap_or(n)))
+        })
+        .filter(|s| s.size() > 0)
+        .map(|s| (s.address(), s.address().saturating_add(s.size())))
+        .collect();
+    ranges.sort_unstable();
+    ranges
 }
 
 impl ModuleInfo {
@@ -85,6 +121,7 @@ impl ModuleInfo {
         }
         let mut info = ModuleInfo {
             seg_map: SegmentMap::from_object(&file),
+            stack_switches: stack_switch_ranges(&file),
             ..Default::default()
         };
         if let Some((addr, bytes)) = section(".eh_frame") {
@@ -160,14 +197,26 @@ impl ModuleInfo {
         s
     }
 
-    /// The unwind rule at `svma`, or `None` when no FDE covers it (or its CFI is unusable).
+    /// The unwind rule at `svma`, or `None` when no FDE covers it (or its CFI is unusable). In a
+    /// stack-switching function, a rule that ends the walk.
     pub fn find_rule<A: Arch>(
         &self,
         svma: u64,
         ctx: &mut UnwindContext<usize>,
     ) -> Option<FrameRule> {
+        if self.switches_stack(svma) {
+            return Some(FrameRule::stack_switch::<A>());
+        }
         self.eh_frame_rule::<A>(svma, ctx)
             .or_else(|| self.debug_frame_rule::<A>(svma, ctx))
+    }
+
+    /// Whether `svma` lies in a function that switches stacks.
+    fn switches_stack(&self, svma: u64) -> bool {
+        let i = self
+            .stack_switches
+            .partition_point(|&(start, _)| start <= svma);
+        i > 0 && svma < self.stack_switches[i - 1].1
     }
 
     fn eh_frame_rule<A: Arch>(
@@ -244,7 +293,9 @@ impl ExprSource for ModuleInfo {
             CfiSection::EhFrame => &self.eh_frame,
             CfiSection::DebugFrame => &self.debug_frame,
         };
-        section.get(e.offset..e.offset.checked_add(e.len)?)
+        let start = usize::try_from(e.offset).ok()?;
+        let len = usize::try_from(e.len).ok()?;
+        section.get(start..start.checked_add(len)?)
     }
 }
 

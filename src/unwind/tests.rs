@@ -1,7 +1,7 @@
 //! Tests of the unwinder: hand-built rules (any arch), synthetic modules assembled with gcc and
 //! walked over hand-built stacks, and a real walk of the test process's own stack (x86_64).
 
-use super::rule::{apply_rule, CfaRule, CfiSection, FrameRule, RegRule, Step};
+use super::rule::{apply_rule, Applied, CfaRule, CfiSection, FrameRule, RegRule, SavedRules};
 use super::*;
 
 /// Where fake stacks start.
@@ -59,11 +59,7 @@ fn frame_pointer_chain_without_modules() {
     let mut s = FakeStack::new(64);
     s.set(16, SP + 48).set(24, 0x5000_0020);
     s.set(48, 0).set(56, 0); // outermost: return address 0
-    let regs = X86_64Regs {
-        ip: 0x5000_0010,
-        sp: SP,
-        bp: SP + 16,
-    };
+    let regs = X86_64Regs::new(0x5000_0010, SP, SP + 16);
     let mut out = Vec::new();
     let end = Unwinder::<X86_64>::new().unwind(&regs, &s.snapshot(64), &NoModules, &mut out);
     assert_eq!(
@@ -87,11 +83,7 @@ fn frame_pointer_pointing_down_stops() {
     let mut s = FakeStack::new(64);
     // The second record's saved fp points below the caller's sp.
     s.set(16, SP + 8).set(24, 0x5000_0020);
-    let regs = X86_64Regs {
-        ip: 0x5000_0010,
-        sp: SP,
-        bp: SP + 16,
-    };
+    let regs = X86_64Regs::new(0x5000_0010, SP, SP + 16);
     let mut out = Vec::new();
     let end = Unwinder::<X86_64>::new().unwind(&regs, &s.snapshot(64), &NoModules, &mut out);
     assert_eq!(end, UnwindEnd::Stopped);
@@ -106,19 +98,19 @@ fn aarch64_leaf_rule_takes_the_link_register() {
         ra: RegRule::Unspecified,
         ra_column: 30,
         sp: RegRule::Unspecified,
-        fp: RegRule::Unspecified,
+        saved: SavedRules::default(),
         signal: false,
+        stack_switch: false,
     };
-    let regs = RegFile {
-        sp: SP,
-        fp: Some(SP + 32),
-        lr: Some(0xffff_0000_0040_1234), // signed with a PAC in the high bits
-    };
+    // The link register is signed with a PAC in the high bits.
+    let regs = RegFile::new(SP)
+        .with(29, SP + 32)
+        .with(30, 0xffff_0000_0040_1234);
     let s = FakeStack::new(64);
     let step = apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
     assert_eq!(step.pc, 0x40_1234);
     assert_eq!(step.regs.sp, SP);
-    assert_eq!(step.regs.fp, Some(SP + 32));
+    assert_eq!(step.regs.get(29), Some(SP + 32));
 
     // A framed function: stp x29, x30, [sp, #-16]!; mov x29, sp  → CFA = x29 + 16,
     // x29 at CFA-16, x30 at CFA-8.
@@ -130,16 +122,18 @@ fn aarch64_leaf_rule_takes_the_link_register() {
         ra: RegRule::Offset(-8),
         ra_column: 30,
         sp: RegRule::Unspecified,
-        fp: RegRule::Offset(-16),
+        saved: SavedRules::of(&[(29, RegRule::Offset(-16))]),
         signal: false,
+        stack_switch: false,
     };
     let mut s = FakeStack::new(64);
     s.set(32, SP + 48).set(40, 0x40_2000);
-    let step: Step = apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
+    let step: Applied =
+        apply_rule::<Aarch64>(&rule, 0x40_1000, &regs, &s.snapshot(64), &()).unwrap();
     assert_eq!(step.pc, 0x40_2000);
     assert_eq!(step.regs.sp, SP + 48);
-    assert_eq!(step.regs.fp, Some(SP + 48));
-    assert_eq!(step.regs.lr, Some(0x40_2000));
+    assert_eq!(step.regs.get(29), Some(SP + 48));
+    assert_eq!(step.regs.get(30), Some(0x40_2000));
 
     // An undefined return address ends the walk.
     let outer = FrameRule {
@@ -167,12 +161,7 @@ fn aarch64_frame_pointer_walk() {
     let mut s = FakeStack::new(64);
     s.set(16, SP + 32).set(24, 0xff00_0000_0040_2000);
     s.set(32, 0).set(40, 0);
-    let regs = Aarch64Regs {
-        pc: 0x40_1000,
-        lr: 0x40_3000,
-        sp: SP,
-        x29: SP + 16,
-    };
+    let regs = Aarch64Regs::new(0x40_1000, SP, 0x40_3000, SP + 16);
     let mut out = Vec::new();
     let end = Unwinder::<Aarch64>::new().unwind(&regs, &s.snapshot(64), &NoModules, &mut out);
     assert_eq!(end, UnwindEnd::Complete);
@@ -206,4 +195,186 @@ fn vdso_is_read_from_this_process() {
     let mut ctx = gimli::UnwindContext::new();
     let rule = info.find_rule::<NativeArch>(gettime.address() + 1, &mut ctx);
     assert!(rule.is_some(), "no CFI for {:?}", gettime.name());
+}
+
+/// An x86_64 rule: CFA = `reg` + `offset`, return address at CFA-8, `saved` register rules.
+fn x86_rule(reg: u16, offset: i64, saved: &[(u16, RegRule)]) -> FrameRule {
+    FrameRule {
+        cfa: CfaRule::RegOffset { reg, offset },
+        ra: RegRule::Offset(-8),
+        ra_column: 16,
+        sp: RegRule::Unspecified,
+        saved: SavedRules::of(saved),
+        signal: false,
+        stack_switch: false,
+    }
+}
+
+#[test]
+fn epilogue_slot_below_sp_keeps_the_register() {
+    // After `pop %rbx; pop %rbp`: CFA = rsp + 8, yet the CFI still says rbx at CFA-24 and rbp
+    // at CFA-16, slots now below sp. Both registers already hold the caller's values.
+    let rule = x86_rule(
+        7,
+        8,
+        &[(3, RegRule::Offset(-24)), (6, RegRule::Offset(-16))],
+    );
+    let mut s = FakeStack::new(64);
+    s.set(0, 0x5000_0100);
+    let regs = RegFile::new(SP).with(3, 0x33).with(6, 0x66);
+    let step = apply_rule::<X86_64>(&rule, 0x5000_0010, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(step.pc, 0x5000_0100);
+    assert_eq!(step.regs.sp, SP + 8);
+    assert_eq!(
+        (step.regs.get(3), step.regs.get(6)),
+        (Some(0x33), Some(0x66))
+    );
+
+    // In the body, the same slots are above sp: the saved values are read.
+    let rule = x86_rule(
+        7,
+        32,
+        &[(3, RegRule::Offset(-24)), (6, RegRule::Offset(-16))],
+    );
+    s.set(8, 0x333).set(16, 0x666).set(24, 0x5000_0200);
+    let step = apply_rule::<X86_64>(&rule, 0x5000_0010, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(
+        (step.regs.get(3), step.regs.get(6)),
+        (Some(0x333), Some(0x666))
+    );
+    assert_eq!((step.pc, step.regs.sp), (0x5000_0200, SP + 32));
+
+    // A slot past the copied bytes: the register is unknown, the walk goes on.
+    let rule = x86_rule(7, 8, &[(3, RegRule::Offset(64))]);
+    let step = apply_rule::<X86_64>(&rule, 0x5000_0010, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(step.regs.get(3), None);
+}
+
+#[test]
+fn cfa_from_rbx_and_caller_saved_registers() {
+    // `_dl_runtime_resolve_xsavec`: push %rbx; mov %rsp, %rbx; CFA = rbx + 16, rbx at CFA-16.
+    let rule = x86_rule(3, 16, &[(3, RegRule::Offset(-16))]);
+    let mut s = FakeStack::new(4096);
+    s.set(2048, 0xb0b0).set(2056, 0x5000_0300);
+    let regs = RegFile::new(SP)
+        .with(3, SP + 2048)
+        .with(0, 0xaa)
+        .with(12, 0x12);
+    let step = apply_rule::<X86_64>(&rule, 0x5000_0010, &regs, &s.snapshot(4096), &()).unwrap();
+    assert_eq!((step.pc, step.regs.sp), (0x5000_0300, SP + 2064));
+    assert_eq!(step.regs.get(3), Some(0xb0b0));
+    // r12 is callee-saved without a rule: unchanged; rax is not preserved by a call: unknown.
+    assert_eq!((step.regs.get(12), step.regs.get(0)), (Some(0x12), None));
+
+    // Without rbx sampled, the CFA cannot be computed.
+    let end = apply_rule::<X86_64>(
+        &rule,
+        0x5000_0010,
+        &RegFile::new(SP),
+        &s.snapshot(4096),
+        &(),
+    );
+    assert_eq!(end, Err(UnwindEnd::Stopped));
+}
+
+#[test]
+fn stack_switch_rule_ends_the_walk() {
+    let rule = FrameRule::stack_switch::<X86_64>();
+    let s = FakeStack::new(64);
+    let end = apply_rule::<X86_64>(&rule, 0x5000_0010, &RegFile::new(SP), &s.snapshot(64), &());
+    assert_eq!(end, Err(UnwindEnd::StackSwitch));
+}
+
+/// A process whose only executable memory is `[0x5000_0000, 0x5001_0000)`, without files.
+struct OneAnonymousMapping;
+
+impl ModuleLookup for OneAnonymousMapping {
+    fn find(&self, _: u64) -> Option<ModuleRef<'_>> {
+        None
+    }
+    fn is_code(&self, avma: u64) -> bool {
+        (0x5000_0000..0x5001_0000).contains(&avma)
+    }
+}
+
+#[test]
+fn return_address_outside_every_mapping_is_a_bad_address() {
+    let mut s = FakeStack::new(64);
+    s.set(16, SP + 32).set(24, 0x5000_0020); // in the mapping
+    s.set(32, SP + 48).set(40, 0x7777_0000); // in no mapping
+    let regs = X86_64Regs::new(0x5000_0010, SP, SP + 16);
+    let mut out = Vec::new();
+    let end =
+        Unwinder::<X86_64>::new().unwind(&regs, &s.snapshot(64), &OneAnonymousMapping, &mut out);
+    assert_eq!(end, UnwindEnd::BadAddress);
+    assert_eq!(
+        out,
+        [
+            CodeAddress::InstructionPointer(0x5000_0010),
+            CodeAddress::ReturnAddress(0x5000_0020)
+        ]
+    );
+}
+
+#[test]
+fn rules_that_do_not_fit_make_their_registers_unknown() {
+    // More rules than a FrameRule keeps: the registers past the limit are unknown in the caller,
+    // never left at the callee's value.
+    let pairs: Vec<(u16, RegRule)> = (0..16)
+        .filter(|&r| r != 7)
+        .map(|r| (r, RegRule::ValOffset(i64::from(r))))
+        .collect();
+    let rule = FrameRule {
+        saved: SavedRules::of(&pairs),
+        ..x86_rule(7, 8, &[])
+    };
+    let mut regs = RegFile::new(SP);
+    for r in 0..16 {
+        regs.set(r, Some(0x1000 + u64::from(r)));
+    }
+    let mut s = FakeStack::new(64);
+    s.set(0, 0x5000_0100);
+    let step = apply_rule::<X86_64>(&rule, 0x5000_0010, &regs, &s.snapshot(64), &()).unwrap();
+    assert_eq!(step.regs.get(3), Some(SP + 8 + 3)); // kept: the rule's value
+    assert_eq!(step.regs.get(15), None); // did not fit
+}
+
+#[test]
+fn stack_switch_continues_with_the_kernel_callchain() {
+    // The DWARF walk: leaf, then a return address into runtime.systemstack, where it stopped.
+    let walk = [
+        CodeAddress::InstructionPointer(0x5000_0010),
+        CodeAddress::ReturnAddress(0x5000_0020),
+    ];
+    // The kernel's frame-pointer walk: same leaf and return address, then the goroutine's
+    // callers, then garbage past the outermost frame.
+    let chain = [
+        0x5000_0010,
+        0x5000_0020,
+        0x5000_0030,
+        0x5000_0040,
+        0x7777_0000,
+        0x5000_0050,
+    ];
+    let mut out = walk.to_vec();
+    assert!(continue_with_callchain(
+        &mut out,
+        chain.into_iter(),
+        &OneAnonymousMapping
+    ));
+    assert_eq!(
+        out[2..],
+        [
+            CodeAddress::ReturnAddress(0x5000_0030),
+            CodeAddress::ReturnAddress(0x5000_0040)
+        ]
+    );
+    // A callchain without the walk's last address leaves the walk alone.
+    let mut out = walk.to_vec();
+    assert!(!continue_with_callchain(
+        &mut out,
+        [0x5000_0010, 0x5000_0060].into_iter(),
+        &OneAnonymousMapping
+    ));
+    assert_eq!(out, walk);
 }

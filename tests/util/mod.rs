@@ -40,6 +40,11 @@ pub enum Variant {
     RustFramePointers,
     /// `fixtures/rust/NAME.rs` with `-C force-frame-pointers=no`.
     RustNoFramePointers,
+    /// `fixtures/c/NAME.c` as a shared library: `-shared -fPIC -Wl,-z,lazy`, no frame pointers
+    /// (not in [`Variant::ALL`]).
+    CSharedLibrary,
+    /// `fixtures/go/NAME.go` with `go build` (Go keeps frame pointers; not in [`Variant::ALL`]).
+    Go,
 }
 
 impl Variant {
@@ -62,6 +67,8 @@ impl Variant {
             Variant::CNoFramePointers => "c-nofp",
             Variant::RustFramePointers => "rust-fp",
             Variant::RustNoFramePointers => "rust-nofp",
+            Variant::CSharedLibrary => "c-lib",
+            Variant::Go => "go",
         }
     }
 
@@ -75,13 +82,18 @@ impl Variant {
 
     /// True for the variants built with frame pointers.
     pub fn has_frame_pointers(self) -> bool {
-        matches!(self, Variant::CFramePointers | Variant::RustFramePointers)
+        matches!(
+            self,
+            Variant::CFramePointers | Variant::RustFramePointers | Variant::Go
+        )
     }
 
     /// The source file of fixture `name` for this variant (it may not exist).
     pub fn source(self, name: &str) -> PathBuf {
         if self.is_rust() {
             fixtures_dir().join("rust").join(format!("{name}.rs"))
+        } else if self == Variant::Go {
+            fixtures_dir().join("go").join(format!("{name}.go"))
         } else {
             fixtures_dir().join("c").join(format!("{name}.c"))
         }
@@ -90,6 +102,13 @@ impl Variant {
     /// The compiler command that builds `src` into `out`.
     fn compile_command(self, src: &Path, out: &Path) -> Command {
         let mut cmd;
+        if self == Variant::Go {
+            // A cache of our own: HOME may be unset or read-only under CI.
+            cmd = Command::new("go");
+            cmd.env("GOCACHE", fixtures_build_dir().join("go-cache"));
+            cmd.args(["build", "-o"]).arg(out).arg(src);
+            return cmd;
+        }
         if self.is_rust() {
             cmd = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
             cmd.args(["--edition", "2021", "-O", "-g"]);
@@ -108,6 +127,9 @@ impl Variant {
             } else {
                 "-fomit-frame-pointer"
             });
+            if self == Variant::CSharedLibrary {
+                cmd.args(["-shared", "-fPIC", "-Wl,-z,lazy"]);
+            }
         }
         cmd.arg("-o").arg(out).arg(src);
         cmd
@@ -749,6 +771,23 @@ pub fn unescape_xml(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// True when `program` runs with `args` (e.g. `("go", &["version"])`); else [`skip`]s naming
+/// `reason` (a failure with `CI=true`).
+#[track_caller]
+pub fn require_tool(program: &str, args: &[&str], reason: &str) -> bool {
+    let runs = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(
+        runs,
+        &format!("`{program}` is not runnable here ({reason})"),
+    )
 }
 
 /// True under CI (`CI=true`), where a test that lacks perf, gcc or root must fail, not skip.

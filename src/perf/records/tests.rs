@@ -28,7 +28,8 @@ fn full_format() -> SampleFormat {
             | st::CALLCHAIN
             | st::REGS_USER
             | st::STACK_USER,
-        sample_regs_user: regs_x86_64::UNWIND_MASK,
+        // bp, sp and ip only: three registers.
+        sample_regs_user: (1 << regs_x86_64::BP) | (1 << regs_x86_64::SP) | (1 << regs_x86_64::IP),
         read_format: 0,
         branch_sample_type: 0,
         sample_id_all: true,

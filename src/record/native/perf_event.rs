@@ -97,9 +97,9 @@ fn build_attr(settings: &EventSettings, choice: Choice) -> perf_event_attr {
     }
     if let CallGraph::Dwarf { stack_size } = settings.call_graph {
         attr.sample_stack_user = stack_size & !7;
-        // The user part comes from unwinding the copied stack: skip the kernel's frame-pointer
-        // walk of user memory (as `perf record --call-graph dwarf` does). Kernel frames stay.
-        attr.set_exclude_callchain_user(1);
+        // The user part comes from unwinding the copied stack; the kernel's frame-pointer walk of
+        // user memory is kept too: where the DWARF walk meets a stack switch (Go's
+        // runtime.systemstack), it carries on from there, across stacks the copy does not hold.
     }
     attr.__bindgen_anon_1.sample_freq = u64::from(settings.frequency);
     attr.__bindgen_anon_2.wakeup_watermark = settings.wakeup_bytes.max(1);

@@ -88,7 +88,7 @@ fn capture_stack(maps: &SelfMaps) -> Capture {
     // and above the current stack pointer, so it is readable; the copy is a plain byte copy.
     unsafe { std::ptr::copy_nonoverlapping(sp as *const u8, bytes.as_mut_ptr(), len) };
     Capture {
-        regs: X86_64Regs { ip, sp, bp },
+        regs: X86_64Regs::new(ip, sp, bp),
         bytes,
     }
 }
@@ -145,7 +145,7 @@ fn real_stack_unwinds_through_the_test_functions() {
     let maps = SelfMaps::read();
     let capture = e2e_level_one(&maps);
     let snapshot = StackSnapshot {
-        sp: capture.regs.sp,
+        sp: capture.regs.file.sp,
         bytes: &capture.bytes,
     };
     let mut unwinder = Unwinder::<X86_64>::new();
@@ -173,7 +173,7 @@ fn real_stack_unwinds_through_the_test_functions() {
 
     // Cut to a few hundred bytes: the walk stops early, marked truncated, on the same frames.
     let cut = StackSnapshot {
-        sp: capture.regs.sp,
+        sp: capture.regs.file.sp,
         bytes: &capture.bytes[..300],
     };
     let mut short = Vec::new();
@@ -233,7 +233,7 @@ fn real_signal_frame_is_crossed() {
     raise_sigusr2();
     let capture = IN_HANDLER.lock().unwrap().take().unwrap();
     let snapshot = StackSnapshot {
-        sp: capture.regs.sp,
+        sp: capture.regs.file.sp,
         bytes: &capture.bytes,
     };
     let mut frames = Vec::new();

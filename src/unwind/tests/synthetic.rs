@@ -111,11 +111,7 @@ fn basic_stack(lib: &Synth) -> (X86_64Regs, FakeStack) {
     s.set(0, lib.at("f_sized_ret")); // f_leaf: CFA = SP+8
     s.set(48, lib.at("f_frame_ret")); // f_sized: CFA = SP+56
     s.set(88, 0x1234).set(96, lib.at("f_outer_ret")); // f_frame: rbp = SP+88, CFA = SP+104
-    let regs = X86_64Regs {
-        ip: lib.at("f_leaf_ip"),
-        sp: SP,
-        bp: SP + 88,
-    };
+    let regs = X86_64Regs::new(lib.at("f_leaf_ip"), SP, SP + 88);
     (regs, s)
 }
 
@@ -191,11 +187,7 @@ fn signal_frame_gives_an_exact_instruction_pointer() {
     s.set(32, SP + 280); // saved rbp (f_frame's)
     s.set(240, lib.at("f_frame_ret")); // f_sized: CFA = SP+248
     s.set(280, 0x1234).set(288, lib.at("f_outer_ret"));
-    let regs = X86_64Regs {
-        ip: lib.at("f_leaf_ip"),
-        sp: SP,
-        bp: 0xdead,
-    };
+    let regs = X86_64Regs::new(lib.at("f_leaf_ip"), SP, 0xdead);
     let got = walk(&mut Unwinder::new(), &lib.lookup(), regs, &s, 320);
     // f_sized_body is looked up as is: at f_sized_body - 1 the CFA would be rsp + 8.
     let expected = vec![
@@ -216,7 +208,7 @@ fn plt_cfa_expression_uses_rip_and_rsp() {
     for (ip, ra_offset) in [(plt + 2, 0), (plt + 12, 8)] {
         let mut s = FakeStack::new(64);
         s.set(ra_offset, lib.at("f_outer_ret"));
-        let regs = X86_64Regs { ip, sp: SP, bp: 0 };
+        let regs = X86_64Regs::new(ip, SP, 0);
         let got = walk(&mut u, &lib.lookup(), regs, &s, 64);
         let expected = vec![Ip(ip), Ra(lib.at("f_outer_ret"))];
         assert_eq!(
@@ -235,11 +227,7 @@ fn code_without_cfi_falls_back_to_frame_pointers() {
     s.set(0, lib.at("f_nocfi_ret")); // f_leaf (CFI): CFA = SP+8
     s.set(8, SP + 56).set(16, lib.at("f_frame_ret")); // f_nocfi: rbp = SP+8
     s.set(56, 0x1234).set(64, lib.at("f_outer_ret")); // f_frame: rbp = SP+56
-    let regs = X86_64Regs {
-        ip: lib.at("f_leaf_ip"),
-        sp: SP,
-        bp: SP + 8,
-    };
+    let regs = X86_64Regs::new(lib.at("f_leaf_ip"), SP, SP + 8);
     let got = walk(&mut Unwinder::new(), &lib.lookup(), regs, &s, 96);
     let expected = vec![
         Ip(lib.at("f_leaf_ip")),
@@ -265,11 +253,7 @@ fn module_stripped_of_cfi_unwinds_with_frame_pointers() {
     let mut s = FakeStack::new(64);
     s.set(8, SP + 32).set(16, lib.at("f_frame_ret"));
     s.set(32, 0).set(40, 0);
-    let regs = X86_64Regs {
-        ip: lib.at("f_nocfi_ret"),
-        sp: SP + 8,
-        bp: SP + 8,
-    };
+    let regs = X86_64Regs::new(lib.at("f_nocfi_ret"), SP + 8, SP + 8);
     let stack = FakeStack {
         bytes: s.bytes[8..].to_vec(),
     };
@@ -301,11 +285,7 @@ fn garbage_or_missing_file_does_not_panic() {
         let mut s = FakeStack::new(64);
         s.set(16, SP + 48).set(24, BASE + 0x20);
         s.set(48, 0).set(56, 0);
-        let regs = X86_64Regs {
-            ip: BASE + 0x10,
-            sp: SP,
-            bp: SP + 16,
-        };
+        let regs = X86_64Regs::new(BASE + 0x10, SP, SP + 16);
         let got = walk(&mut Unwinder::new(), &modules, regs, &s, 64);
         let expected = vec![Ip(BASE + 0x10), Ra(BASE + 0x20)];
         assert_eq!(got, (expected, UnwindEnd::Complete), "{}", path.display());
@@ -318,11 +298,7 @@ fn return_address_is_looked_up_one_byte_before() {
     let mut s = FakeStack::new(64);
     s.set(0, lib.at("f_after")); // f_noreturn's call returns to f_after's first byte
     s.set(32, lib.at("f_outer_ret")); // f_noreturn: CFA = SP+40
-    let regs = X86_64Regs {
-        ip: lib.at("f_leaf_ip"),
-        sp: SP,
-        bp: 0,
-    };
+    let regs = X86_64Regs::new(lib.at("f_leaf_ip"), SP, 0);
     let got = walk(&mut Unwinder::new(), &lib.lookup(), regs, &s, 64);
     let expected = vec![
         Ip(lib.at("f_leaf_ip")),
@@ -339,11 +315,7 @@ fn stack_pointer_moving_down_stops() {
     s.set(0, lib.at("f_sigtramp_ret"));
     s.set(16, lib.at("f_sized_body"));
     s.set(24, SP); // the trampoline claims the interrupted sp is below its own
-    let regs = X86_64Regs {
-        ip: lib.at("f_leaf_ip"),
-        sp: SP,
-        bp: 0,
-    };
+    let regs = X86_64Regs::new(lib.at("f_leaf_ip"), SP, 0);
     let (frames, end) = walk(&mut Unwinder::new(), &lib.lookup(), regs, &s, 64);
     assert_eq!(end, UnwindEnd::Stopped);
     assert_eq!(frames.len(), 2);
@@ -353,7 +325,7 @@ fn stack_pointer_moving_down_stops() {
 /// segment map; the rules are hand-built aarch64 ones.
 #[test]
 fn aarch64_leaf_keeps_sp_only_in_the_first_frame() {
-    use crate::unwind::rule::{CfaRule, FrameRule, RegRule};
+    use crate::unwind::rule::{CfaRule, FrameRule, RegRule, SavedRules};
     use crate::unwind::{Aarch64, Aarch64Regs};
     let lib = Synth::build("", &[]);
     let leaf = FrameRule {
@@ -361,8 +333,9 @@ fn aarch64_leaf_keeps_sp_only_in_the_first_frame() {
         ra: RegRule::Unspecified,
         ra_column: 30,
         sp: RegRule::Unspecified,
-        fp: RegRule::Unspecified,
+        saved: SavedRules::default(),
         signal: false,
+        stack_switch: false,
     };
     let framed = FrameRule {
         cfa: CfaRule::RegOffset {
@@ -370,17 +343,12 @@ fn aarch64_leaf_keeps_sp_only_in_the_first_frame() {
             offset: 16,
         },
         ra: RegRule::Offset(-8),
-        fp: RegRule::Offset(-16),
+        saved: SavedRules::of(&[(29, RegRule::Offset(-16))]),
         ..leaf
     };
     let mut s = FakeStack::new(64);
     s.set(16, 0).set(24, 0); // the caller's frame record: the outermost frame
-    let regs = Aarch64Regs {
-        pc: BASE + 0x1030,
-        lr: BASE + 0x1010,
-        sp: SP,
-        x29: SP + 16,
-    };
+    let regs = Aarch64Regs::new(BASE + 0x1030, SP, BASE + 0x1010, SP + 16);
     for (caller_rule, expected_end) in [(framed, UnwindEnd::Complete), (leaf, UnwindEnd::Stopped)] {
         let mut u = Unwinder::<Aarch64>::new();
         u.insert_rule(&lib.path, 0x1030, Some(leaf));
