@@ -8,6 +8,8 @@ pub mod elf;
 pub mod error;
 pub mod fold;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod options;
 pub mod perf;
 pub mod process;

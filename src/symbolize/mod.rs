@@ -264,6 +264,24 @@ impl Symbolizer {
     }
 }
 
+/// Symbolizes `file_offsets` in an object file held in memory (no separate debug file is searched),
+/// as [`Symbolizer::symbolize_file`] does for a file on disk. For the fuzz targets.
+pub(crate) fn symbolize_image(
+    bytes: Vec<u8>,
+    file_offsets: &[u64],
+    options: SymbolizeOptions,
+) -> Vec<String> {
+    let mut module = Module {
+        name: "image".into(),
+        binary: Binary::from_bytes(bytes),
+    };
+    let mut out = Vec::new();
+    for &offset in file_offsets {
+        module.symbolize(offset, options, &mut out);
+    }
+    out
+}
+
 impl Default for Symbolizer {
     fn default() -> Self {
         Self::new(SymbolizeOptions::default())
