@@ -99,9 +99,7 @@ fn use_record(record: Record<'_>) -> u64 {
                 .map(|(_, a)| a)
                 .fold(0, u64::wrapping_add);
             let kernel = s.callchain.kernel().count() + s.callchain.user().count();
-            let regs = s
-                .user_regs
-                .map_or(0, |r| r.iter().map(|(_, v)| v).sum::<u64>());
+            let regs = (s.user_regs.iter().flat_map(|r| r.iter())).fold(0, |a, (_, v)| a ^ v);
             chain ^ regs ^ kernel as u64 ^ s.user_stack.len() as u64
         }
         Record::Mmap2(m) => m.address ^ m.filename.len() as u64,
