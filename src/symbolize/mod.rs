@@ -82,6 +82,14 @@ pub enum SymbolizeError {
         #[source]
         source: object::Error,
     },
+    #[error(
+        "section {section} claims {size} bytes once decompressed from {compressed}: not debug info"
+    )]
+    SectionSize {
+        section: &'static str,
+        size: u64,
+        compressed: usize,
+    },
     #[error("bad DWARF: {0}")]
     Dwarf(#[from] gimli::Error),
     #[error("no vdso image in this process")]
