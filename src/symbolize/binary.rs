@@ -341,7 +341,10 @@ mod tests {
         let file = object::File::parse(&input[17..]).unwrap();
         let bomb = file
             .sections()
-            .find(|s| s.compressed_data().is_ok_and(|c| c.uncompressed_size > 1 << 40))
+            .find(|s| {
+                s.compressed_data()
+                    .is_ok_and(|c| c.uncompressed_size > 1 << 40)
+            })
             .unwrap();
         let result = bounded_uncompressed_data(&bomb, ".debug_info");
         assert!(
