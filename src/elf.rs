@@ -29,6 +29,16 @@ pub struct Segment {
     pub address: u64,
 }
 
+impl Segment {
+    /// Whether the file range of the segment holds `file_offset` (without overflow: the fields
+    /// come from the file, which may be hostile).
+    fn covers_file_offset(&self, file_offset: u64) -> bool {
+        file_offset
+            .checked_sub(self.offset)
+            .is_some_and(|d| d < self.file_size)
+    }
+}
+
 /// The loadable segments of an object file, to translate file offsets into SVMAs.
 #[derive(Clone, Debug, Default)]
 pub struct SegmentMap {
@@ -65,7 +75,7 @@ impl SegmentMap {
         let seg = self
             .segments
             .iter()
-            .find(|s| file_offset >= s.offset && file_offset < s.offset + s.file_size)
+            .find(|s| s.covers_file_offset(file_offset))
             .or_else(|| self.segments.first())?;
         Some(
             file_offset
@@ -79,8 +89,8 @@ impl SegmentMap {
         let seg = self
             .segments
             .iter()
-            .find(|s| svma >= s.address && svma < s.address + s.file_size)?;
-        Some(svma - seg.address + seg.offset)
+            .find(|s| svma.checked_sub(s.address).is_some_and(|d| d < s.file_size))?;
+        (svma - seg.address).checked_add(seg.offset)
     }
 }
 
@@ -96,9 +106,10 @@ pub struct MappingRange {
 }
 
 impl MappingRange {
-    /// The file offset of an AVMA inside this mapping.
+    /// The file offset of an AVMA inside this mapping (wrapping: `pgoff` comes from the kernel
+    /// or a perf.data file, which may be hostile).
     pub fn file_offset(&self, avma: u64) -> u64 {
-        avma - self.start + self.pgoff
+        avma.wrapping_sub(self.start).wrapping_add(self.pgoff)
     }
 
     pub fn contains(&self, avma: u64) -> bool {
@@ -178,6 +189,35 @@ mod tests {
             map.svma_for_file_offset(m.file_offset(0x5555_5555_5234)),
             Some(0x1234)
         );
+    }
+
+    /// Found by the `symbolize` fuzz target: a segment whose `p_offset + p_filesz` overflows
+    /// made the lookup panic (fuzz/corpus/symbolize/crash-c1f5fb88...).
+    #[test]
+    fn hostile_segment_ranges_do_not_overflow() {
+        let map = SegmentMap::from_segments(vec![
+            Segment {
+                offset: 0x1000,
+                file_size: 0x1000,
+                address: u64::MAX - 0x10,
+            },
+            Segment {
+                offset: u64::MAX - 0x10,
+                file_size: 0x1000,
+                address: 0x1000,
+            },
+        ]);
+        assert_eq!(map.svma_for_file_offset(u64::MAX - 8), Some(0x1008));
+        assert_eq!(map.svma_for_file_offset(0x800), Some(u64::MAX - 0x810));
+        assert_eq!(map.file_offset_for_svma(0x1008), Some(u64::MAX - 8));
+        assert_eq!(map.file_offset_for_svma(0x1020), None);
+        assert_eq!(map.file_offset_for_svma(u64::MAX - 8), Some(0x1008));
+        let m = MappingRange {
+            start: 0x1000,
+            end: 0x2000,
+            pgoff: u64::MAX,
+        };
+        assert_eq!(m.file_offset(0x1001), 0);
     }
 
     #[test]

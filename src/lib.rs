@@ -10,6 +10,8 @@ pub mod elf;
 pub mod error;
 pub mod fold;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod options;
 pub mod output;
 pub mod perf;

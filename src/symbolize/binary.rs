@@ -321,6 +321,35 @@ fn load_dwarf(
     Ok(DwarfNames::new(dwarf))
 }
 
+/// Largest expansion accepted for a compressed section: zlib's own limit (1032:1). A header that
+/// claims more is a decompression bomb (`object` would allocate the claimed size up front).
+const MAX_EXPANSION: u64 = 1032;
+
+/// The uncompressed content of `section`, refused when its compression header claims more than
+/// [`MAX_EXPANSION`] times the compressed bytes.
+fn bounded_uncompressed_data<'data>(
+    section: &object::Section<'data, '_>,
+    name: &'static str,
+) -> Result<Cow<'data, [u8]>, SymbolizeError> {
+    let error = |source| SymbolizeError::Section {
+        section: name,
+        source,
+    };
+    let compressed = section.compressed_data().map_err(error)?;
+    let limit = (compressed.data.len() as u64)
+        .saturating_mul(MAX_EXPANSION)
+        .saturating_add(4096);
+    if compressed.format != object::CompressionFormat::None && compressed.uncompressed_size > limit
+    {
+        return Err(SymbolizeError::SectionSize {
+            section: name,
+            size: compressed.uncompressed_size,
+            compressed: compressed.data.len(),
+        });
+    }
+    compressed.decompress().map_err(error)
+}
+
 /// The content of DWARF section `id` of `object`, empty if absent or unused.
 fn load_section(
     object: &object::File<'static>,
@@ -334,17 +363,41 @@ fn load_section(
     };
     let data = match object.section_by_name(id.name()) {
         _ if UNUSED_SECTIONS.contains(&id) => &[],
-        Some(section) => match section.uncompressed_data() {
-            Ok(Cow::Borrowed(data)) => data,
-            Ok(Cow::Owned(data)) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
-            Err(source) => {
-                return Err(SymbolizeError::Section {
-                    section: id.name(),
-                    source,
-                })
-            }
+        Some(section) => match bounded_uncompressed_data(&section, id.name())? {
+            Cow::Borrowed(data) => data,
+            Cow::Owned(data) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
         },
         None => &[],
     };
     Ok(EndianSlice::new(data, endian))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `symbolize` fuzz target: a compressed section whose header claims
+    /// 0x1080_0000_0000 bytes made `object` allocate them up front.
+    #[test]
+    fn compressed_section_bomb_is_refused() {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/symbolize/crash-189d8f1d0ac9f493647640d703524bbf568d04bf"
+        ))
+        .unwrap();
+        // After the fuzz input's flags and offsets (see `crate::fuzzing`).
+        let file = object::File::parse(&input[17..]).unwrap();
+        let bomb = file
+            .sections()
+            .find(|s| {
+                s.compressed_data()
+                    .is_ok_and(|c| c.uncompressed_size > 1 << 40)
+            })
+            .unwrap();
+        let result = bounded_uncompressed_data(&bomb, ".debug_info");
+        assert!(
+            matches!(result, Err(SymbolizeError::SectionSize { .. })),
+            "{result:?}"
+        );
+    }
 }

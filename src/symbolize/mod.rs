@@ -86,6 +86,14 @@ pub enum SymbolizeError {
         #[source]
         source: object::Error,
     },
+    #[error(
+        "section {section} claims {size} bytes once decompressed from {compressed}: not debug info"
+    )]
+    SectionSize {
+        section: &'static str,
+        size: u64,
+        compressed: usize,
+    },
     #[error("bad DWARF: {0}")]
     Dwarf(#[from] gimli::Error),
     #[error("no vdso image in this process")]
@@ -313,6 +321,24 @@ fn owners(pid: u32) -> Vec<u32> {
         owners.push(meta.uid());
     }
     owners
+}
+
+/// Symbolizes `file_offsets` in an object file held in memory (no separate debug file is searched),
+/// as [`Symbolizer::symbolize_file`] does for a file on disk. For the fuzz targets.
+pub(crate) fn symbolize_image(
+    bytes: Vec<u8>,
+    file_offsets: &[u64],
+    options: SymbolizeOptions,
+) -> Vec<String> {
+    let mut module = Module {
+        name: "image".into(),
+        binary: Binary::from_bytes(bytes),
+    };
+    let mut out = Vec::new();
+    for &offset in file_offsets {
+        module.symbolize(offset, options, &mut out);
+    }
+    out
 }
 
 impl Default for Symbolizer {
