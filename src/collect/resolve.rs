@@ -84,7 +84,7 @@ impl<'a> Resolver<'a> {
                         "[anon]".to_owned()
                     }
                 };
-                let build_id = || file.and_then(|f| crate::elf::build_id_hex(f));
+                let build_id = || file.and_then(crate::elf::build_id_hex);
                 (
                     FrameKind::User,
                     Some(builder.module(&path, build_id)),

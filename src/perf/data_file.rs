@@ -164,6 +164,9 @@ pub struct PerfDataHeader<'a> {
     pub os_release: Option<&'a str>,
 }
 
+/// The callback shown the header: it answers with the event whose samples are wanted.
+pub type OnHeader<'c> = dyn FnMut(&PerfDataHeader<'_>) -> Option<usize> + 'c;
+
 /// Streams every kernel record of the perf.data file at `path` to `on_record`, in timestamp
 /// order (see the module doc), with the [`SampleFormat`] of the record's event.
 pub fn read_perf_data(
@@ -446,7 +449,7 @@ impl Arena {
 struct Sink<'c> {
     on_record: &'c mut dyn FnMut(&SampleFormat, Record<'_>),
     /// Shown the header before the first record, then dropped.
-    on_header: Option<&'c mut dyn FnMut(&PerfDataHeader<'_>) -> Option<usize>>,
+    on_header: Option<&'c mut OnHeader<'c>>,
     /// The event whose samples are delivered (`None`: all).
     chosen: Option<usize>,
     summary: PerfDataSummary,

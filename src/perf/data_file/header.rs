@@ -200,9 +200,8 @@ pub(super) fn detect(map: &[u8]) -> Result<Layout, PerfDataError> {
             FILE_HEADER_SIZE | FILE_HEADER_SIZE_V1 => Ok(Layout::FileV1),
             other => Err(PerfDataError::Unsupported {
                 what: format!(
-                    "legacy PERFFILE header of size {other} (a perf older than 3.0 or another \
-                     byte order): convert it with the perf that recorded it: \
-                     `perf inject -i OLD -o NEW` writes the current format"
+                    "legacy PERFFILE header of {other} bytes (convert the file with perf 3.0 or \
+                     later: `perf inject -i OLD -o NEW` writes the current PERFILE2 format)"
                 ),
                 at: At::File(8),
             }),
