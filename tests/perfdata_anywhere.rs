@@ -463,3 +463,16 @@ fn legacy_and_unfinished_headers() {
 fn build_id_hex_round_trips() {
     assert_eq!(hex(&unhex(ORIGINAL_ID)), ORIGINAL_ID);
 }
+
+/// `-e` chooses the event drawn from a perf.data file; for recording it is refused in one line.
+#[test]
+fn event_flag_is_refused_for_recording() {
+    let output = util::run_with_timeout(
+        util::flamegraph().args(["-e", "task-clock", "--", "true"]),
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+}

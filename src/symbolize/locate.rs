@@ -6,10 +6,11 @@
 //! rest), the candidates are, in this order (perf's search):
 //!
 //! 1. `SYMFS/PATH`, with `--symfs SYMFS`;
-//! 2. perf's build-id cache: `~/.debug/.build-id/ab/cdef…/elf`, `~/.debug/PATH/ID/elf`, and the
+//! 2. `PATH` itself (before the cache, unlike perf: its `.gnu_debuglink` is then looked up next
+//!    to it, where the debug packages put it);
+//! 3. perf's build-id cache: `~/.debug/.build-id/ab/cdef…/elf`, `~/.debug/PATH/ID/elf`, and the
 //!    older layout's `~/.debug/.build-id/ab/cdef…` file (`perf archive` on the recording machine
 //!    packs these);
-//! 3. `PATH` itself;
 //! 4. the debug file `/usr/lib/debug/.build-id/ab/cdef….debug`.
 //!
 //! The first whose build-id matches is used; when the recording has no build-id for a file
@@ -77,13 +78,13 @@ impl Locator {
         };
         let hex = to_hex(expected.iter().copied().take(significant_len(expected)));
         let mut candidates: Vec<PathBuf> = symfs.into_iter().collect();
+        candidates.push(path.to_owned());
         if let (Some(cache), Some((first, rest))) = (&self.cache, split_hex(&hex)) {
             let id_dir = cache.join(".build-id").join(first).join(rest);
             candidates.push(id_dir.join("elf"));
             candidates.push(under(cache, path).join(&hex).join("elf"));
             candidates.push(id_dir);
         }
-        candidates.push(path.to_owned());
         if let Some((first, rest)) = split_hex(&hex) {
             let name = format!("{rest}.debug");
             candidates.push(self.debug_root.join(".build-id").join(first).join(name));
