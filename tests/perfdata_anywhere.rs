@@ -476,3 +476,47 @@ fn event_flag_is_refused_for_recording() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("not supported yet"), "{stderr}");
 }
+
+/// `perf record --buildid-mmap`: the build-id comes with each MMAP2 record; a rebuilt binary is
+/// not used, the original under --symfs is.
+#[test]
+fn mmap2_build_ids_are_checked_too() {
+    use flamegraph::perf::{MmapFileId, Record};
+    let Some(f) = fixture() else { return };
+    let data = f.path("mmap.data");
+    if !f.record(&data, &["--buildid-mmap"], "0.2") {
+        skip("this perf has no --buildid-mmap");
+        return;
+    }
+    let busy = f.busy.as_os_str().as_encoded_bytes().to_vec();
+    let mut ids = Vec::new();
+    read_perf_data(&data, &mut |_, record| {
+        if let Record::Mmap2(m) = record {
+            if let (true, MmapFileId::BuildId(id)) = (m.filename == busy, m.file_id) {
+                ids.push(hex(id));
+            }
+        }
+    })
+    .unwrap();
+    assert!(
+        ids.iter().any(|id| id == ORIGINAL_ID),
+        "MMAP2 build-ids: {ids:?}"
+    );
+
+    let original = f.path("original");
+    std::fs::copy(&f.busy, &original).unwrap();
+    assert!(f.build(REBUILT_ID), "rebuild failed");
+    let (folded, stderr) = f.draw(&data, &f.home, &[]);
+    assert!(
+        !frames(&folded).any(|fr| fr == "anywhere_work"),
+        "{folded:?}"
+    );
+    assert!(stderr.contains(&*f.busy.to_string_lossy()), "{stderr}");
+
+    let symfs = f.path("symfs");
+    let at = symfs.join(f.busy.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::copy(&original, &at).unwrap();
+    let (folded, stderr) = f.draw(&data, &f.home, &["--symfs", symfs.to_str().unwrap()]);
+    assert_named(&folded, &stderr, "--symfs, MMAP2 build-id");
+}

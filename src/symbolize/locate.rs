@@ -262,6 +262,41 @@ mod tests {
     }
 
     #[test]
+    fn kernel_names_only_for_the_recorded_kernel() {
+        let kernel = |id: Vec<u8>| vec![(u32::MAX, id, PathBuf::from(KERNEL_ENTRY))];
+        let fake = kernel(vec![0xee; 20]);
+        assert!(matches!(
+            kernel_names(&fake, None, None, None),
+            KernelNames::Unnamed(_)
+        ));
+        let file = Path::new("/some/kallsyms");
+        assert_eq!(
+            kernel_names(&fake, None, Some(file), None),
+            KernelNames::File(file.to_owned())
+        );
+        if let Some(running) = running_kernel_build_id() {
+            assert_eq!(
+                kernel_names(&kernel(running), None, None, None),
+                KernelNames::Running
+            );
+        }
+        if let Some(release) = running_release() {
+            assert_eq!(
+                kernel_names(&[], Some(&release), None, None),
+                KernelNames::Running
+            );
+            assert!(matches!(
+                kernel_names(&[], Some("2.6.32-old"), None, None),
+                KernelNames::Unnamed(_)
+            ));
+        }
+        assert!(matches!(
+            kernel_names(&[], None, None, None),
+            KernelNames::Unnamed(_)
+        ));
+    }
+
+    #[test]
     fn a_mismatched_file_is_not_located() {
         let exe = std::env::current_exe().unwrap();
         let own = file_build_id(&exe).expect("the test binary has a build-id");
