@@ -119,7 +119,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
             });
         }
     }
-    let folded = script(&tool, &output, options.inline, graph)?;
+    let folded = script(&tool, &output, options, graph)?;
     Ok(Recording {
         interrupted,
         ..Recording::from_folded(&folded, Some(status))
@@ -133,11 +133,16 @@ pub fn script_file(
     path: &Path,
 ) -> Result<Recording> {
     let tool = perf_tool(options);
-    let folded = script(&tool, path, options.inline, graph)?;
+    let folded = script(&tool, path, options, graph)?;
     Ok(Recording::from_folded(&folded, None))
 }
 
-fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Result<Folded> {
+fn script(
+    tool: &Tool,
+    data: &Path,
+    options: &RecordOptions,
+    graph: &GraphOptions,
+) -> Result<Folded> {
     // Without the period field, inferno counts one per sample: the graph counts samples, as the
     // native backend's does, not nanoseconds of cpu-clock. Mangled names, so that our demangler,
     // which knows Rust from C++, applies the naming rules.
@@ -148,8 +153,18 @@ fn script(tool: &Tool, data: &Path, inline: bool, graph: &GraphOptions) -> Resul
         "-period".into(),
         "--no-demangle".into(),
     ];
-    if !inline {
+    if !options.inline {
         args.push("--no-inline".into());
+    }
+    // A perf.data file from another machine: perf's own options for its files and kernel.
+    for (flag, value) in [
+        ("--symfs", &options.symfs),
+        ("--kallsyms", &options.kallsyms),
+    ] {
+        if let Some(value) = value {
+            args.push(flag.into());
+            args.push(value.into());
+        }
     }
     args.push("-i".into());
     args.push(data.into());
