@@ -208,7 +208,11 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
             event_names = header.event_names.to_vec();
             choice = choose_event(header.event_names, options.event.as_deref());
             *collector.borrow_mut() = Some(perf_data_collector(config, header));
-            choice.as_ref().ok().copied().flatten().or(Some(usize::MAX))
+            // An unknown -e NAME draws nothing; the error is returned after the read.
+            match &choice {
+                Ok(chosen) => *chosen,
+                Err(_) => Some(usize::MAX),
+            }
         },
         &mut |format, record| {
             if let Some(collector) = collector.borrow_mut().as_mut() {
