@@ -107,6 +107,21 @@ pub struct CommonArgs {
     #[arg(long, value_name = "BYTES")]
     pub stack_size: Option<u32>,
 
+    /// The event to draw from a --perfdata file with several (as `perf evlist` names it)
+    /// [default: the first]; choosing the event to record is not supported yet
+    #[arg(short = 'e', long = "event", value_name = "NAME")]
+    pub event: Option<String>,
+
+    /// With --perfdata: look up the recording machine's files under DIR (DIR/usr/lib/libc.so.6
+    /// for /usr/lib/libc.so.6), as perf's --symfs; only files whose build-id matches are used
+    #[arg(long, value_name = "DIR")]
+    pub symfs: Option<PathBuf>,
+
+    /// With --perfdata: the recording kernel's symbols (a copy of its /proc/kallsyms), for when
+    /// the running kernel is not the recorded one
+    #[arg(long, value_name = "FILE")]
+    pub kallsyms: Option<PathBuf>,
+
     #[command(flatten)]
     pub views: ViewArgs,
 }
@@ -398,6 +413,22 @@ impl CommonArgs {
                     .into(),
             ));
         }
+        if !matches!(workload, Workload::PerfData(_)) {
+            if self.event.is_some() {
+                return Err(Error::InvalidOptions(
+                    "-e/--event picks the event to draw from a --perfdata file; choosing the \
+                     event to record is not supported yet (recording uses cpu-clock)"
+                        .into(),
+                ));
+            }
+            if self.symfs.is_some() || self.kallsyms.is_some() {
+                return Err(Error::InvalidOptions(
+                    "--symfs and --kallsyms apply to --perfdata files only (a live recording \
+                     reads this machine's files)"
+                        .into(),
+                ));
+            }
+        }
         let defaults = RecordOptions::default();
         let record = RecordOptions {
             backend,
@@ -418,6 +449,9 @@ impl CommonArgs {
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
             stdout_to_stderr: self.output.iter().any(|o| crate::sink::shares_stdout(o)),
             run_as: None,
+            event: self.event,
+            symfs: self.symfs,
+            kallsyms: self.kallsyms,
         };
 
         let output = output_options(self.output, self.views.format, self.open, self.post_process)?;

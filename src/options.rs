@@ -90,6 +90,15 @@ pub struct RecordOptions {
     /// Native sampler, launch mode: run the program as this user (uid, gid) while recording with
     /// our own privileges; set when `--root` re-runs the recorder under sudo. Default: none.
     pub run_as: Option<(u32, u32)>,
+    /// `-e/--event`: the event to draw from a perf.data file with several (by name, as `perf
+    /// evlist` shows it, modifiers such as `:u` optional). Default: the first.
+    pub event: Option<String>,
+    /// `--symfs DIR`: the recording machine's files, at their recorded paths under `DIR`
+    /// (perf.data only). Default: none.
+    pub symfs: Option<PathBuf>,
+    /// `--kallsyms FILE`: the recording kernel's symbols (perf.data only). Default: none (the
+    /// running kernel's, if it is the one that was recorded).
+    pub kallsyms: Option<PathBuf>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -118,6 +127,9 @@ impl Default for RecordOptions {
             stack_size: DEFAULT_STACK_SIZE,
             stdout_to_stderr: false,
             run_as: None,
+            event: None,
+            symfs: None,
+            kallsyms: None,
         }
     }
 }

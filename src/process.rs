@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::elf::MappingRange;
+use crate::symbolize::locate::Locator;
 
 /// Index of a module in the [`ModuleTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,13 +32,29 @@ pub enum ModuleKind {
 pub struct ModuleTable {
     modules: Vec<ModuleKind>,
     index: HashMap<ModuleKind, ModuleId>,
+    /// For a recording made elsewhere (a perf.data file): finds each file by its build-id.
+    locator: Option<Arc<Locator>>,
+    /// With a locator, per module: the file found for it (`None`: no file matches).
+    files: Vec<Option<PathBuf>>,
 }
 
 impl ModuleTable {
     /// The id of `kind`, interning it on first sight.
     pub fn intern(&mut self, kind: ModuleKind) -> ModuleId {
+        self.intern_with_build_id(kind, None)
+    }
+
+    /// [`ModuleTable::intern`], with the build-id its MMAP2 record carried, if any: with a
+    /// locator, a new file module is looked up by that build-id (else the recorded table's).
+    pub fn intern_with_build_id(&mut self, kind: ModuleKind, build_id: Option<&[u8]>) -> ModuleId {
         if let Some(&id) = self.index.get(&kind) {
             return id;
+        }
+        if let Some(locator) = &self.locator {
+            self.files.push(match &kind {
+                ModuleKind::File(path) => locator.locate(path, build_id),
+                _ => None,
+            });
         }
         let id = ModuleId(self.modules.len() as u32);
         self.modules.push(kind.clone());
@@ -49,12 +66,26 @@ impl ModuleTable {
         &self.modules[id.0 as usize]
     }
 
-    /// The file path of a file-backed module.
+    /// The file path of a file-backed module, as recorded.
     pub fn path(&self, id: ModuleId) -> Option<&Path> {
         match self.get(id) {
             ModuleKind::File(p) => Some(p),
             _ => None,
         }
+    }
+
+    /// The file to read for a file-backed module: its path, or with a locator the file found
+    /// with the recorded build-id (`None` when none matches, see [`ModuleTable::unmatched`]).
+    pub fn file(&self, id: ModuleId) -> Option<&Path> {
+        match &self.locator {
+            None => self.path(id),
+            Some(_) => self.files.get(id.0 as usize)?.as_deref(),
+        }
+    }
+
+    /// A file-backed module for which no file carries the recorded build-id.
+    pub fn unmatched(&self, id: ModuleId) -> bool {
+        self.locator.is_some() && self.path(id).is_some() && self.file(id).is_none()
     }
 }
 
@@ -130,6 +161,13 @@ pub struct Processes {
 }
 
 impl Processes {
+    /// A process model for a recording made elsewhere: files are found by `locator`.
+    pub fn with_locator(locator: Arc<Locator>) -> Self {
+        let mut processes = Processes::default();
+        processes.modules.locator = Some(locator);
+        processes
+    }
+
     /// The address space of process `pid` (empty if unknown).
     pub fn space(&self, pid: u32) -> Option<&AddressSpace> {
         self.spaces.get(&pid)
@@ -146,8 +184,19 @@ impl Processes {
 
     /// An executable mapping appeared in `pid`.
     pub fn on_mmap(&mut self, pid: u32, range: MappingRange, filename: &[u8]) {
+        self.on_mmap_with_build_id(pid, range, filename, None)
+    }
+
+    /// [`Processes::on_mmap`] for an MMAP2 record that carries the file's build-id.
+    pub fn on_mmap_with_build_id(
+        &mut self,
+        pid: u32,
+        range: MappingRange,
+        filename: &[u8],
+        build_id: Option<&[u8]>,
+    ) {
         let kind = module_kind(filename);
-        let module = self.modules.intern(kind);
+        let module = self.modules.intern_with_build_id(kind, build_id);
         self.spaces
             .entry(pid)
             .or_default()

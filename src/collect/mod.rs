@@ -22,6 +22,7 @@ use crate::process::Processes;
 use crate::profile::{Measure, Profile, ProfileBuilder, Thread, WeightUnit};
 use sample::{FrameKey, StackWalker};
 
+use crate::symbolize::locate::{KernelNames, Locator};
 use crate::symbolize::{SymbolizeOptions, Symbolizer};
 pub use warmer::symbolizer;
 
@@ -42,6 +43,11 @@ pub struct CollectOptions {
     pub split_threads: bool,
     /// Keep the generic arguments of Rust names (`--full-names`). Default: false.
     pub full_names: bool,
+    /// Where kernel names come from. Default: the running kernel's `/proc/kallsyms`.
+    pub kernel: KernelNames,
+    /// For a recording made elsewhere (perf.data): finds each file by the build-id recorded for
+    /// it. Default: none (files are read at their paths, as in a live recording).
+    pub locator: Option<Arc<Locator>>,
 }
 
 impl CollectOptions {
@@ -113,10 +119,14 @@ pub struct StackCollector {
 impl StackCollector {
     /// A collector; it starts a symbolizer thread that works while samples arrive.
     pub fn new(options: CollectOptions) -> Self {
+        let load_kallsyms = options.kernel == KernelNames::Running;
+        let symbolizer = Symbolizer::new(symbolize_options(&options));
         StackCollector {
-            warmer: warmer::Warmer::start(Symbolizer::new(symbolize_options(&options))),
+            warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
+            processes: (options.locator.clone()).map_or_else(Processes::default, |locator| {
+                Processes::with_locator(locator)
+            }),
             options,
-            processes: Processes::default(),
             walker: StackWalker::new(),
             threads: Vec::new(),
             thread_ids: FxHashMap::default(),
@@ -146,7 +156,11 @@ impl StackCollector {
             Record::Sample(sample) => self.on_sample(&sample),
             Record::Mmap2(m) => {
                 if let Some(range) = sample::exec_mapping(&m) {
-                    self.processes.on_mmap(m.pid, range, m.filename);
+                    let build_id = match m.file_id {
+                        crate::perf::records::MmapFileId::BuildId(id) => Some(id),
+                        _ => None,
+                    };
+                    (self.processes).on_mmap_with_build_id(m.pid, range, m.filename, build_id);
                 }
             }
             Record::Comm(Comm {
@@ -202,8 +216,9 @@ impl StackCollector {
         let walk = self
             .walker
             .walk(sample, processes, &mut frames, |module, offset| {
-                if let Some(path) = processes.modules.path(module) {
-                    warmer.warm(module, path, offset);
+                let modules = &processes.modules;
+                if let (Some(file), Some(path)) = (modules.file(module), modules.path(module)) {
+                    warmer.warm(module, file, path, offset);
                 }
             });
         if walk.truncated {
@@ -242,6 +257,9 @@ impl StackCollector {
     pub fn finish_with_notes(mut self) -> (Profile, Vec<String>) {
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
         let mut symbolizer = warmer.finish(symbolize_options(&self.options));
+        if let KernelNames::File(path) = &self.options.kernel {
+            symbolizer.set_kernel_symbols(crate::symbolize::KernelSymbols::from_file(path));
+        }
         let (unit, measure) = match self.event.as_str() {
             "cpu-clock" | "task-clock" => (WeightUnit::Nanoseconds, Measure::Count),
             other => (WeightUnit::Events(other.to_owned()), Measure::Weight),
@@ -250,6 +268,7 @@ impl StackCollector {
         builder.set_event(self.event.clone());
         builder.set_time_ordered(self.options.time_ordered);
         let mut resolver = resolve::Resolver::new(&mut symbolizer, &self.processes);
+        resolver.kernel_unnamed = matches!(self.options.kernel, KernelNames::Unnamed(_));
         let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
             FxHashMap::default();
         // Per stack id: its profile stack and thread.
@@ -290,7 +309,50 @@ impl StackCollector {
                 }
             }
         }
+        let mut notes = self.elsewhere_notes(&resolver);
         drop(resolver);
-        (builder.finish(), symbolizer.notes().to_vec())
+        notes.extend_from_slice(symbolizer.notes());
+        (builder.finish(), notes)
+    }
+
+    /// For a recording made elsewhere: one note naming the files that kept `FILE+0xOFFSET`
+    /// frames for want of a matching build-id, and saying why kernel frames are unnamed.
+    fn elsewhere_notes(&self, resolver: &resolve::Resolver<'_>) -> Vec<String> {
+        const SHOWN: usize = 5;
+        let unmatched = &resolver.unmatched;
+        let mut parts = Vec::new();
+        let mut fixes = Vec::new();
+        if !unmatched.is_empty() {
+            let mut names: Vec<String> = (unmatched.iter().take(SHOWN))
+                .map(|p| p.display().to_string())
+                .collect();
+            if unmatched.len() > SHOWN {
+                names.push(format!("and {} more", unmatched.len() - SHOWN));
+            }
+            let one = unmatched.len() == 1;
+            parts.push(format!(
+                "{} file{} with the build-id the recording gives {} not found, so {} frames \
+                 stay FILE+0xOFFSET: {}",
+                unmatched.len(),
+                if one { "" } else { "s" },
+                if one { "was" } else { "were" },
+                if one { "its" } else { "their" },
+                names.join(", ")
+            ));
+            fixes.push(
+                "give the recording machine's files with --symfs DIR, or unpack its \
+                 `perf archive` into ~/.debug",
+            );
+        }
+        if let (KernelNames::Unnamed(why), true) = (&self.options.kernel, resolver.kernel_frames) {
+            parts.push(format!("kernel frames are [kernel]: {why}"));
+            fixes.push(
+                "give its kernel symbols (a copy of its /proc/kallsyms) with --kallsyms FILE",
+            );
+        }
+        if parts.is_empty() {
+            return Vec::new();
+        }
+        vec![format!("{}; {}", parts.join("; "), fixes.join("; "))]
     }
 }

@@ -13,6 +13,12 @@ pub(super) struct Resolver<'a> {
     pub symbolizer: &'a mut Symbolizer,
     pub processes: &'a Processes,
     names: Vec<String>,
+    /// Name every kernel frame `[kernel]` (the recording's kernel is unknown here).
+    pub kernel_unnamed: bool,
+    /// Some kernel frame was resolved.
+    pub kernel_frames: bool,
+    /// The recorded paths of modules no file with the recorded build-id was found for.
+    pub unmatched: std::collections::BTreeSet<std::path::PathBuf>,
 }
 
 impl<'a> Resolver<'a> {
@@ -21,7 +27,17 @@ impl<'a> Resolver<'a> {
             symbolizer,
             processes,
             names: Vec::new(),
+            kernel_unnamed: false,
+            kernel_frames: false,
+            unmatched: Default::default(),
         }
+    }
+
+    /// The frame of a module whose recorded build-id no file here has: `NAME+0xOFFSET`.
+    fn unmatched_frame(&mut self, path: &std::path::Path, offset: u64) {
+        let name = path.file_name().unwrap_or(path.as_os_str());
+        (self.names).push(format!("{}+{offset:#x}", name.to_string_lossy()));
+        self.unmatched.insert(path.to_owned());
     }
 
     /// Pushes the frames of `key`, outermost first, interned in `builder`.
@@ -35,16 +51,28 @@ impl<'a> Resolver<'a> {
         let (kind, module, address) = match key {
             FrameKey::Thread(_) => return,
             FrameKey::Kernel(address) => {
-                self.symbolizer.symbolize_kernel(address, &mut self.names);
+                self.kernel_frames = true;
+                if self.kernel_unnamed {
+                    self.names.push("[kernel]".into());
+                } else {
+                    self.symbolizer.symbolize_kernel(address, &mut self.names);
+                }
                 (FrameKind::Kernel, None, Some(address))
             }
             FrameKey::Module { module, offset } => {
                 let mut file = None;
                 let path = match self.processes.modules.get(module) {
                     ModuleKind::File(path) => {
-                        self.symbolizer
-                            .symbolize_file(path, offset, &mut self.names);
-                        file = Some(path);
+                        file = self.processes.modules.file(module);
+                        match file {
+                            Some(found) => (self.symbolizer).symbolize_file_as(
+                                found,
+                                path,
+                                offset,
+                                &mut self.names,
+                            ),
+                            None => self.unmatched_frame(path, offset),
+                        }
                         path.to_string_lossy().into_owned()
                     }
                     ModuleKind::Vdso => {
@@ -56,7 +84,7 @@ impl<'a> Resolver<'a> {
                         "[anon]".to_owned()
                     }
                 };
-                let build_id = || file.and_then(|f| crate::elf::build_id_hex(f));
+                let build_id = || file.and_then(crate::elf::build_id_hex);
                 (
                     FrameKind::User,
                     Some(builder.module(&path, build_id)),

@@ -212,7 +212,7 @@ impl ModuleLookup for SpaceLookup<'_> {
 
     fn find(&self, avma: u64) -> Option<ModuleRef<'_>> {
         let mapping = self.space?.find(avma)?;
-        let path = self.modules.path(mapping.module)?;
+        let path = self.modules.file(mapping.module)?;
         Some(ModuleRef {
             range: mapping.range,
             path,

@@ -13,30 +13,34 @@ use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 const WARMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(super) struct Warmer {
-    requests: Option<mpsc::Sender<(PathBuf, u64)>>,
+    /// (file to read, path as recorded, file offset).
+    requests: Option<mpsc::Sender<(PathBuf, PathBuf, u64)>>,
     thread: Option<std::thread::JoinHandle<Symbolizer>>,
     /// Per module id: already sent.
     sent: Vec<bool>,
 }
 
 impl Warmer {
-    pub(super) fn start(mut symbolizer: Symbolizer) -> Self {
-        let (tx, rx) = mpsc::channel::<(PathBuf, u64)>();
+    /// Starts the thread; it loads `/proc/kallsyms` too when `load_kallsyms`.
+    pub(super) fn start(mut symbolizer: Symbolizer, load_kallsyms: bool) -> Self {
+        let (tx, rx) = mpsc::channel::<(PathBuf, PathBuf, u64)>();
         let thread = std::thread::Builder::new()
             .name("flamegraph-symbolizer".into())
             .spawn(move || {
                 lower_priority();
                 // Reading /proc/kallsyms is slow in the kernel: overlap it with debug info too.
-                let kernel = std::thread::spawn(|| {
-                    lower_priority();
-                    KernelSymbols::load()
+                let kernel = load_kallsyms.then(|| {
+                    std::thread::spawn(|| {
+                        lower_priority();
+                        KernelSymbols::load()
+                    })
                 });
                 let mut scratch = Vec::new();
-                for (path, offset) in rx {
+                for (file, path, offset) in rx {
                     scratch.clear();
-                    symbolizer.symbolize_file(&path, offset, &mut scratch);
+                    symbolizer.symbolize_file_as(&file, &path, offset, &mut scratch);
                 }
-                if let Ok(kernel) = kernel.join() {
+                if let Some(Ok(kernel)) = kernel.map(|k| k.join()) {
                     symbolizer.set_kernel_symbols(kernel);
                 }
                 symbolizer
@@ -59,7 +63,7 @@ impl Warmer {
     }
 
     /// Asks for `module`'s debug info to be parsed, once per module.
-    pub(super) fn warm(&mut self, module: ModuleId, path: &Path, offset: u64) {
+    pub(super) fn warm(&mut self, module: ModuleId, file: &Path, path: &Path, offset: u64) {
         let i = module.0 as usize;
         if self.sent.len() <= i {
             self.sent.resize(i + 1, false);
@@ -69,7 +73,7 @@ impl Warmer {
         }
         self.sent[i] = true;
         if let Some(tx) = &self.requests {
-            let _ = tx.send((path.to_path_buf(), offset));
+            let _ = tx.send((file.to_path_buf(), path.to_path_buf(), offset));
         }
     }
 

@@ -80,6 +80,10 @@ pub struct PerfDataSummary {
     pub build_ids: Vec<(u32, Vec<u8>, PathBuf)>,
     /// The `perf record` command line (`HEADER_CMDLINE`), empty if absent.
     pub cmdline: Vec<String>,
+    /// The recording kernel's release (`HEADER_OSRELEASE`, `uname -r` there), if recorded.
+    pub os_release: Option<String>,
+    /// Samples of events other than the one chosen by the header callback, skipped.
+    pub other_samples: u64,
     /// One line per problem the read worked around: a truncated file, a read stopped by a bad
     /// record (saying where, and how many records and samples came before it), unreadable
     /// feature sections. Empty for an intact file.
@@ -146,10 +150,39 @@ pub enum PerfDataError {
     },
 }
 
+/// What the header of a perf.data file says, shown to the caller of [`read_perf_data_with`]
+/// before the first record is delivered.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PerfDataHeader<'a> {
+    /// One name per event, in attribute order (see [`PerfDataSummary::event_names`]).
+    pub event_names: &'a [String],
+    /// The build-id table read so far: pid, build id, file name. In a regular file it is
+    /// complete; a pipe-mode stream may send more entries after its records.
+    pub build_ids: &'a [(u32, Vec<u8>, PathBuf)],
+    /// The recording kernel's release, if recorded.
+    pub os_release: Option<&'a str>,
+}
+
+/// The callback shown the header: it answers with the event whose samples are wanted.
+pub type OnHeader<'c> = dyn FnMut(&PerfDataHeader<'_>) -> Option<usize> + 'c;
+
 /// Streams every kernel record of the perf.data file at `path` to `on_record`, in timestamp
 /// order (see the module doc), with the [`SampleFormat`] of the record's event.
 pub fn read_perf_data(
     path: &Path,
+    on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+) -> Result<PerfDataSummary, PerfDataError> {
+    read_perf_data_with(path, &mut |_| None, on_record)
+}
+
+/// [`read_perf_data`], first showing the header to `on_header` (once, before the first record),
+/// which answers with the index of the one event whose samples are wanted (`None`: all). The
+/// other events' samples are skipped and counted in [`PerfDataSummary::other_samples`]; records
+/// that are not samples (maps, names) are delivered whatever their event.
+pub fn read_perf_data_with(
+    path: &Path,
+    on_header: &mut dyn FnMut(&PerfDataHeader<'_>) -> Option<usize>,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<PerfDataSummary, PerfDataError> {
     let io_error = |source| PerfDataError::Io {
@@ -200,7 +233,7 @@ pub fn read_perf_data(
         #[cfg(not(unix))]
         let _ = range;
     };
-    read_data(&map, Some(&release), on_record)
+    read_data(&map, Some(&release), on_header, on_record)
 }
 
 /// [`read_perf_data`] over bytes already in memory.
@@ -208,7 +241,7 @@ pub fn read_perf_data_bytes(
     bytes: &[u8],
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<PerfDataSummary, PerfDataError> {
-    read_data(bytes, None, on_record)
+    read_data(bytes, None, &mut |_| None, on_record)
 }
 
 /// How much of the file is read between two calls of the release callback.
@@ -222,10 +255,11 @@ pub const MAX_QUEUED: usize = 64 << 20;
 fn read_data(
     bytes: &[u8],
     release: Option<&dyn Fn(Range<usize>)>,
+    on_header: &mut dyn FnMut(&PerfDataHeader<'_>) -> Option<usize>,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<PerfDataSummary, PerfDataError> {
     let (data, attrs, features, warnings) = match header::detect(bytes)? {
-        header::Layout::File => {
+        header::Layout::File | header::Layout::FileV1 => {
             let h = header::parse_file_header(bytes)?;
             (h.data, h.attrs, h.features, h.warnings)
         }
@@ -246,6 +280,8 @@ fn read_data(
         forced_flushes: 0,
         sink: Sink {
             on_record,
+            on_header: Some(on_header),
+            chosen: None,
             summary: PerfDataSummary {
                 warnings,
                 ..PerfDataSummary::default()
@@ -295,15 +331,29 @@ impl Events {
 
     /// The format of a kernel record, found by its sample id when there are several events.
     fn format(&self, kind: u32, body: &[u8]) -> Option<&SampleFormat> {
+        self.event(kind, body).map(|(_, format)| format)
+    }
+
+    /// The index and format of the event of a kernel record.
+    fn event(&self, kind: u32, body: &[u8]) -> Option<(usize, &SampleFormat)> {
         let first = self.attrs.first()?;
         if self.attrs.len() == 1 {
-            return Some(&first.format);
+            return Some((0, &first.format));
         }
         let index = self
             .record_id(&first.format, kind, body)
             .and_then(|id| self.ids.binary_search_by_key(&id, |&(i, _)| i).ok())
             .map_or(0, |found| self.ids[found].1);
-        Some(&self.attrs[index].format)
+        Some((index, &self.attrs[index].format))
+    }
+
+    /// One name per event: from `HEADER_EVENT_DESC` when it names them all, else derived.
+    fn names(&self, features: &Features) -> Vec<String> {
+        if features.event_names.len() == self.attrs.len() {
+            features.event_names.clone()
+        } else {
+            self.attrs.iter().map(header::fallback_name).collect()
+        }
     }
 
     /// The sample id of a record, located as perf does with the first event's layout: counted
@@ -398,20 +448,42 @@ impl Arena {
 /// The callback and the counters of what it was given.
 struct Sink<'c> {
     on_record: &'c mut dyn FnMut(&SampleFormat, Record<'_>),
+    /// Shown the header before the first record, then dropped.
+    on_header: Option<&'c mut OnHeader<'c>>,
+    /// The event whose samples are delivered (`None`: all).
+    chosen: Option<usize>,
     summary: PerfDataSummary,
 }
 
 impl Sink<'_> {
     /// Parses a whole record (header included) and hands it to the callback.
-    fn deliver(&mut self, events: &Events, record: &[u8], at: At) -> Result<(), PerfDataError> {
+    fn deliver(
+        &mut self,
+        events: &Events,
+        features: &Features,
+        record: &[u8],
+        at: At,
+    ) -> Result<(), PerfDataError> {
+        if let Some(on_header) = self.on_header.take() {
+            let names = events.names(features);
+            self.chosen = on_header(&PerfDataHeader {
+                event_names: &names,
+                build_ids: &features.build_ids,
+                os_release: features.os_release.as_deref(),
+            });
+        }
         let (kind, misc, body) = split_record(record);
-        let Some(format) = events.format(kind, body) else {
+        let Some((event, format)) = events.event(kind, body) else {
             return Err(PerfDataError::Malformed {
                 section: "data section",
                 at,
                 detail: "record before any event attribute".into(),
             });
         };
+        if kind == record_kind::SAMPLE && self.chosen.is_some_and(|c| c != event) {
+            self.summary.other_samples += 1;
+            return Ok(());
+        }
         let parsed = parse_record(format, kind, misc, body)
             .map_err(|source| PerfDataError::Record { at, source })?;
         let summary = &mut self.summary;
@@ -740,7 +812,8 @@ impl Reader<'_, '_> {
                         Some(time) => self.queue_record(time, Loc::Decompressed(start)),
                         None => {
                             let record = &self.arena.from(start)[..size];
-                            self.sink.deliver(&self.events, record, at)?;
+                            self.sink
+                                .deliver(&self.events, &self.features, record, at)?;
                         }
                     }
                 }
@@ -766,7 +839,7 @@ impl Reader<'_, '_> {
             None => {
                 let record = &self.map[pos..pos + 8 + body.len()];
                 self.sink
-                    .deliver(&self.events, record, At::File(pos as u64))
+                    .deliver(&self.events, &self.features, record, At::File(pos as u64))
             }
         }
     }
@@ -810,8 +883,8 @@ impl Reader<'_, '_> {
             let size = record
                 .get(6..8)
                 .map_or(0, |b| usize::from(u16::from_ne_bytes([b[0], b[1]])));
-            if let Err(e) = (self.sink).deliver(&self.events, record.get(..size).unwrap_or(&[]), at)
-            {
+            let record = record.get(..size).unwrap_or(&[]);
+            if let Err(e) = (self.sink).deliver(&self.events, &self.features, record, at) {
                 self.stop.get_or_insert(e);
             }
         }
@@ -847,19 +920,12 @@ impl Reader<'_, '_> {
                 self.forced_flushes
             ));
         }
+        summary.event_names = self.events.names(&self.features);
         let features = self.features;
         summary.compressed = features.compressed;
         summary.build_ids = features.build_ids;
         summary.cmdline = features.cmdline;
-        summary.event_names = if features.event_names.len() == self.events.attrs.len() {
-            features.event_names
-        } else {
-            self.events
-                .attrs
-                .iter()
-                .map(header::fallback_name)
-                .collect()
-        };
+        summary.os_release = features.os_release;
         Ok(summary)
     }
 }

@@ -217,29 +217,135 @@ fn new_collector(config: &Config) -> crate::collect::StackCollector {
 }
 
 /// Reads a perf.data file with our own parser and folds it through the same unwinder,
-/// symbolizer and folder as live recording: no perf binary involved.
-/// A file that is not perf.data (by its magic) is read as folded stacks.
+/// symbolizer and folder as live recording: no perf binary involved. The recording may come from
+/// another machine: files are used only with the build-id it recorded, the running kernel's
+/// symbols only if it is the recorded kernel (see `symbolize/locate.rs`). A file that is not
+/// perf.data (by its magic) is read as folded stacks.
 fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
     if !is_perf_data(path)? {
         let folded = crate::output::diff::read_folded_or_pprof(path)?;
         return Ok(Recording::from_folded(&folded, None));
     }
-    let mut collector = new_collector(config);
+    let options = &config.record;
+    // Made when the header has been read (its build-ids, kernel and events decide how).
+    let collector = std::cell::RefCell::new(None);
+    let mut choice = Ok(None);
+    let mut event_names = Vec::new();
     let mut progress = crate::progress::Progress::new("reading perf.data");
-    let summary = crate::perf::data_file::read_perf_data(path, &mut |format, record| {
-        if let crate::perf::records::Record::Sample(_) = record {
-            progress.add(1);
-        }
-        collector.on_record(format, record)
-    })
-    .map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
+    let read = crate::perf::data_file::read_perf_data_with(
+        path,
+        &mut |header| {
+            event_names = header.event_names.to_vec();
+            choice = choose_event(header.event_names, options.event.as_deref());
+            *collector.borrow_mut() = Some(perf_data_collector(config, header));
+            // An unknown -e NAME draws nothing; the error is returned after the read.
+            match &choice {
+                Ok(chosen) => *chosen,
+                Err(_) => Some(usize::MAX),
+            }
+        },
+        &mut |format, record| {
+            if let crate::perf::records::Record::Sample(_) = record {
+                progress.add(1);
+            }
+            if let Some(collector) = collector.borrow_mut().as_mut() {
+                collector.on_record(format, record)
+            }
+        },
+    );
+    let summary = read.map_err(|e| crate::error::Error::Malformed(e.to_string()))?;
     progress.phase("symbolizing");
+    let chosen = choice.map_err(crate::error::Error::InvalidOptions)?;
+    let mut collector = (collector.into_inner()).unwrap_or_else(|| new_collector(config));
+    let mut notes = summary.warnings.clone();
+    if let Some(index) = chosen {
+        let name = &event_names[index];
+        collector.set_event(name.split(':').next().unwrap_or(name));
+        if event_names.len() > 1 {
+            notes.push(format!(
+                "{path} has {} events ({}): drawing {name}{}",
+                event_names.len(),
+                event_names.join(", "),
+                if options.event.is_none() {
+                    " (the first); pick another with -e NAME"
+                } else {
+                    ""
+                },
+                path = path.display(),
+            ));
+        }
+    }
     let stats = collector.stats();
     let (profile, symbolizer_notes) = collector.finish_with_notes();
     progress.finish();
     // A damaged file is drawn as far as it could be read; the warnings say where it stopped.
-    let mut notes = summary.warnings.clone();
     notes.extend(symbolizer_notes);
+    notes.extend(perf_data_notes(config, path, &summary, stats));
+    Ok(Recording {
+        profile,
+        status: None,
+        interrupted: false,
+        notes,
+        info: crate::output::RecordingInfo {
+            duration: stats.duration(),
+            lost: summary.lost,
+            truncated: stats.truncated,
+        },
+    })
+}
+
+/// The index of the event to draw: the one named `wanted` (exactly, or without its modifiers:
+/// `cpu-clock` for `cpu-clock:u`), else the first; an error naming the events if none matches.
+fn choose_event(
+    names: &[String],
+    wanted: Option<&str>,
+) -> std::result::Result<Option<usize>, String> {
+    let Some(wanted) = wanted else {
+        return Ok((!names.is_empty()).then_some(0));
+    };
+    let base = |n: &str| n.split(':').next().unwrap_or(n).to_owned();
+    (names.iter().position(|n| n == wanted))
+        .or_else(|| names.iter().position(|n| base(n) == base(wanted)))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "-e {wanted}: the perf.data file has no such event; it has: {}",
+                names.join(", ")
+            )
+        })
+}
+
+/// A collector for a perf.data file whose header is `header`: files located by build-id, kernel
+/// names only from the recorded kernel.
+fn perf_data_collector(
+    config: &Config,
+    header: &crate::perf::data_file::PerfDataHeader<'_>,
+) -> crate::collect::StackCollector {
+    use crate::symbolize::locate::{kernel_names, Locator};
+    let options = &config.record;
+    let locator = Locator::new(header.build_ids, options.symfs.clone());
+    let cache = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".debug"));
+    let mut collect = crate::collect::CollectOptions::new(options.inline);
+    collect.time_ordered = config.graph.flame_chart;
+    collect.full_names = config.graph.full_names;
+    collect.kernel = kernel_names(
+        header.build_ids,
+        header.os_release,
+        options.kallsyms.as_deref(),
+        cache.as_deref(),
+    );
+    collect.locator = Some(std::sync::Arc::new(locator));
+    crate::collect::StackCollector::new(collect)
+}
+
+/// What the user should know about a perf.data file read, besides its warnings.
+fn perf_data_notes(
+    config: &Config,
+    path: &std::path::Path,
+    summary: &crate::perf::data_file::PerfDataSummary,
+    stats: crate::collect::CollectStats,
+) -> Vec<String> {
+    let mut notes = Vec::new();
     if config.record.verbose {
         notes.push(format!(
             "read {} samples ({} records{}) from {}",
@@ -265,17 +371,7 @@ fn perf_data(config: &Config, path: &std::path::Path) -> Result<Recording> {
             stats.truncated, stats.samples
         ));
     }
-    Ok(Recording {
-        profile,
-        status: None,
-        interrupted: false,
-        notes,
-        info: crate::output::RecordingInfo {
-            duration: stats.duration(),
-            lost: summary.lost,
-            truncated: stats.truncated,
-        },
-    })
+    notes
 }
 
 /// Whether `path` starts with perf.data's magic (`PERFILE2`).

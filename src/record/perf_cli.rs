@@ -120,7 +120,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions, roots: Roots) -> Re
             });
         }
     }
-    let folded = script(&tool, &output, options.inline, graph, roots)?;
+    let folded = script(&tool, &output, options, graph, roots)?;
     Ok(Recording {
         interrupted,
         ..Recording::from_folded(&folded, Some(status))
@@ -135,14 +135,14 @@ pub fn script_file(
     path: &Path,
 ) -> Result<Recording> {
     let tool = perf_tool(options);
-    let folded = script(&tool, path, options.inline, graph, roots)?;
+    let folded = script(&tool, path, options, graph, roots)?;
     Ok(Recording::from_folded(&folded, None))
 }
 
 fn script(
     tool: &Tool,
     data: &Path,
-    inline: bool,
+    options: &RecordOptions,
     graph: &GraphOptions,
     roots: Roots,
 ) -> Result<Folded> {
@@ -161,8 +161,18 @@ fn script(
         fields.into(),
         "--no-demangle".into(),
     ];
-    if !inline {
+    if !options.inline {
         args.push("--no-inline".into());
+    }
+    // A perf.data file from another machine: perf's own options for its files and kernel.
+    for (flag, value) in [
+        ("--symfs", &options.symfs),
+        ("--kallsyms", &options.kallsyms),
+    ] {
+        if let Some(value) = value {
+            args.push(flag.into());
+            args.push(value.into());
+        }
     }
     args.push("-i".into());
     args.push(data.into());

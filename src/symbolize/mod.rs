@@ -39,6 +39,7 @@ mod demangle;
 mod dwarf;
 mod fde;
 mod kallsyms;
+pub mod locate;
 pub mod names;
 mod perfmap;
 mod symtab;
@@ -61,6 +62,15 @@ impl KernelSymbols {
     /// Reads `/proc/kallsyms` (an empty table when it cannot be read).
     pub fn load() -> Self {
         KernelSymbols(Kallsyms::load(Path::new("/proc/kallsyms")))
+    }
+
+    /// Reads a kallsyms file saved elsewhere (`--kallsyms FILE`); an empty table when it is not
+    /// a readable regular file.
+    pub fn from_file(path: &Path) -> Self {
+        match crate::elf::open_regular(path) {
+            Ok(_) => KernelSymbols(Kallsyms::load(path)),
+            Err(_) => KernelSymbols(Kallsyms::default()),
+        }
     }
 }
 use perfmap::PerfMap;
@@ -146,8 +156,9 @@ struct Module {
 }
 
 impl Module {
-    fn open(path: &Path, debug_root: &Path) -> Self {
-        let name = path
+    /// Opens the file at `path`, named after `display` (the path the recording gave it).
+    fn open(path: &Path, display: &Path, debug_root: &Path) -> Self {
+        let name = display
             .file_name()
             .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
         Module {
@@ -233,13 +244,26 @@ impl Symbolizer {
     /// return addresses: `avma - mapping start + mapping pgoff`). Never fails: an address that
     /// cannot be named, or a file that cannot be read (tried only once), gives `NAME+0xOFFSET`.
     pub fn symbolize_file(&mut self, path: &Path, file_offset: u64, out: &mut Vec<String>) {
+        self.symbolize_file_as(path, path, file_offset, out)
+    }
+
+    /// [`Symbolizer::symbolize_file`] for the file at `path` standing for the file recorded at
+    /// `display` (a copy found by build-id elsewhere): placeholders use `display`'s name. A file
+    /// is named after the `display` of its first lookup.
+    pub fn symbolize_file_as(
+        &mut self,
+        path: &Path,
+        display: &Path,
+        file_offset: u64,
+        out: &mut Vec<String>,
+    ) {
         let options = self.options;
         let module = match self.files.get_mut(path.as_os_str()) {
             Some(module) => module,
             None => self
                 .files
                 .entry(path.as_os_str().to_owned())
-                .or_insert_with(|| Module::open(path, &self.debug_root)),
+                .or_insert_with(|| Module::open(path, display, &self.debug_root)),
         };
         module.symbolize(file_offset, options, out);
     }

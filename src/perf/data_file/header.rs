@@ -13,6 +13,10 @@ use crate::perf::SampleFormat;
 
 /// `PERFILE2` read as a native-endian u64 from a file written on a machine of the same endianness.
 const MAGIC: u64 = u64::from_ne_bytes(*b"PERFILE2");
+/// The legacy (version 1) magic of perf 3.x and older, the same bytes in either byte order.
+const MAGIC_V1: u64 = u64::from_ne_bytes(*b"PERFFILE");
+/// A version 1 header may end before the feature bitmap (`offsetof(adds_features)`).
+const FILE_HEADER_SIZE_V1: u64 = 72;
 /// Size of `struct perf_file_header` in a regular file.
 const FILE_HEADER_SIZE: u64 = 104;
 /// Size of `struct perf_pipe_file_header` (magic + size) in a pipe-mode file.
@@ -27,6 +31,8 @@ const FEATURE_BITS: usize = 256;
 /// Feature bits (`enum HEADER_*` in perf's header.h) that this reader uses.
 pub(super) mod feature {
     pub const BUILD_ID: u64 = 2;
+    pub const HOSTNAME: u64 = 3;
+    pub const OSRELEASE: u64 = 4;
     pub const CMDLINE: u64 = 11;
     pub const EVENT_DESC: u64 = 12;
     pub const COMPRESSED: u64 = 27;
@@ -48,6 +54,8 @@ pub(super) struct Features {
     pub build_ids: Vec<(u32, Vec<u8>, PathBuf)>,
     pub cmdline: Vec<String>,
     pub compressed: bool,
+    /// `HEADER_OSRELEASE`: the recording kernel's `uname -r`.
+    pub os_release: Option<String>,
 }
 
 /// The parsed file header and everything it points to, except the records.
@@ -172,6 +180,9 @@ pub(super) fn parse_attr(bytes: &[u8], ids: Vec<u64>) -> Attr {
 pub(super) enum Layout {
     File,
     Pipe,
+    /// A `PERFFILE` (version 1) file of perf 3.x or older: the same layout, the feature bitmap
+    /// possibly missing or (before `HEADER_HOSTNAME` existed) valid only for the build-id bit.
+    FileV1,
 }
 
 /// Checks the magic and tells a regular file from a pipe-mode stream.
@@ -183,6 +194,18 @@ pub(super) fn detect(map: &[u8]) -> Result<Layout, PerfDataError> {
             what: "perf.data written on a machine of the other byte order".into(),
             at: At::File(0),
         });
+    }
+    if magic == MAGIC_V1 {
+        return match c.u64("header size")? {
+            FILE_HEADER_SIZE | FILE_HEADER_SIZE_V1 => Ok(Layout::FileV1),
+            other => Err(PerfDataError::Unsupported {
+                what: format!(
+                    "legacy PERFFILE header of {other} bytes (convert the file with perf 3.0 or \
+                     later: `perf inject -i OLD -o NEW` writes the current PERFILE2 format)"
+                ),
+                at: At::File(8),
+            }),
+        };
     }
     if magic != MAGIC {
         return Err(PerfDataError::NotPerfData);
@@ -203,12 +226,27 @@ pub(super) fn detect(map: &[u8]) -> Result<Layout, PerfDataError> {
 /// Parses the header of a regular (seekable) perf.data file.
 pub(super) fn parse_file_header(map: &[u8]) -> Result<FileHeader, PerfDataError> {
     let mut c = Cursor::new(map, At::File(0), "file header");
-    c.bytes(16, "magic and size")?;
+    c.bytes(8, "magic")?;
+    let header_size = c.u64("header size")?;
     let attr_size = c.u64("attr_size")?;
     let attrs = c.section("attrs section", map.len())?;
     let (data, mut warnings) = data_section(&mut c, map.len())?;
     c.section("event_types section", map.len())?;
-    let bitmap = c.bytes(FEATURE_BITS / 8, "feature bitmap")?;
+    let mut bitmap = [0u8; FEATURE_BITS / 8];
+    if header_size == FILE_HEADER_SIZE {
+        bitmap.copy_from_slice(c.bytes(FEATURE_BITS / 8, "feature bitmap")?);
+    }
+    // perf's rule for version 1 files: before HEADER_HOSTNAME existed, the only feature
+    // section a file could have was the build-id table (the other bits may be garbage).
+    let has = |bit: u64| bitmap[bit as usize / 8] & (1 << (bit % 8)) != 0;
+    if map.starts_with(b"PERFFILE") && !has(feature::HOSTNAME) {
+        let build_ids = has(feature::BUILD_ID);
+        bitmap = [0; FEATURE_BITS / 8];
+        if build_ids {
+            bitmap[0] = 1 << feature::BUILD_ID;
+        }
+    }
+    let bitmap = &bitmap[..];
     let attrs = parse_attrs(map, attrs, attr_size)?;
     // The feature sections follow the data: a truncated or unfinished file has none.
     let features = if !warnings.is_empty() {
@@ -354,6 +392,10 @@ pub(super) fn parse_feature(
         }
         feature::EVENT_DESC => features.event_names = parse_event_desc(data, at)?,
         feature::COMPRESSED => features.compressed = true,
+        feature::OSRELEASE => {
+            let mut c = Cursor::new(data, at, "osrelease feature");
+            features.os_release = Some(c.string("os release")?);
+        }
         _ => {}
     }
     Ok(())
