@@ -86,6 +86,11 @@ pub struct CommonArgs {
     #[arg(long = "no-inline")]
     pub no_inline: bool,
 
+    /// Add each frame's source file and line (`work_a c/split.c:47`): one frame per line of a
+    /// function. Native backend and perf.data files only
+    #[arg(long)]
+    pub lines: bool,
+
     /// Run a command to process the folded stacks, taking the input from stdin and outputting to
     /// stdout.
     #[arg(long)]
@@ -259,6 +264,13 @@ impl CommonArgs {
                 )));
             }
         }
+        if self.lines && backend != Backend::Native {
+            return Err(Error::InvalidOptions(format!(
+                "--lines needs the native backend (this run uses {}: perf script's srcline \
+                 lookups take minutes, dtrace gives no lines): drop --backend/-c or --lines",
+                backend.name()
+            )));
+        }
         if crate::sink::is_stdout(&self.output) && self.open {
             return Err(Error::InvalidOptions(
                 "--open has nothing to open with -o - (standard output): name a file with -o"
@@ -274,6 +286,7 @@ impl CommonArgs {
             compression_level: self.compression_level,
             root: if self.sudo_child { None } else { self.root },
             inline: !self.no_inline,
+            lines: self.lines,
             ignore_status: self.ignore_status,
             verbose: self.verbose,
             call_graph: match self.call_graph {

@@ -42,6 +42,9 @@ pub struct CollectOptions {
     pub split_threads: bool,
     /// Keep the generic arguments of Rust names (`--full-names`). Default: false.
     pub full_names: bool,
+    /// Give each user frame its source file and line (`--lines`), read from the line tables of
+    /// the sampled modules only. Default: false (line tables are never read).
+    pub lines: bool,
 }
 
 impl CollectOptions {
@@ -232,7 +235,8 @@ impl StackCollector {
         let mut builder = ProfileBuilder::new(unit, measure);
         builder.set_event(self.event.clone());
         builder.set_time_ordered(self.options.time_ordered);
-        let mut resolver = resolve::Resolver::new(&mut symbolizer, &self.processes);
+        let mut resolver =
+            resolve::Resolver::new(&mut symbolizer, &self.processes, self.options.lines);
         let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
             FxHashMap::default();
         // Per stack id: its profile stack and thread.

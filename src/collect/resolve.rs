@@ -6,21 +6,49 @@ use std::sync::Arc;
 use super::sample::FrameKey;
 use crate::process::{ModuleKind, Processes};
 use crate::profile::{fold::KERNEL_SUFFIX, Frame, FrameId, FrameKind, ProfileBuilder};
-use crate::symbolize::Symbolizer;
+use crate::symbolize::{SourceLocation, SymbolFrame, Symbolizer};
 
 /// Symbolizes frame keys into the profile's frame table, caching each key's frames.
 pub(super) struct Resolver<'a> {
     pub symbolizer: &'a mut Symbolizer,
     pub processes: &'a Processes,
+    /// Look up source lines of frames in files (`--lines`).
+    lines: bool,
     names: Vec<String>,
+    /// With `lines`: per entry of `names`, its location if known.
+    locations: Vec<Option<SourceLocation>>,
+    symbol_frames: Vec<SymbolFrame>,
 }
 
 impl<'a> Resolver<'a> {
-    pub(super) fn new(symbolizer: &'a mut Symbolizer, processes: &'a Processes) -> Self {
+    pub(super) fn new(
+        symbolizer: &'a mut Symbolizer,
+        processes: &'a Processes,
+        lines: bool,
+    ) -> Self {
         Resolver {
             symbolizer,
             processes,
+            lines,
             names: Vec::new(),
+            locations: Vec::new(),
+            symbol_frames: Vec::new(),
+        }
+    }
+
+    /// Symbolizes `offset` in the file at `path` into `names` (and `locations` with `lines`).
+    fn symbolize_file(&mut self, path: &std::path::Path, offset: u64) {
+        if !self.lines {
+            self.symbolizer
+                .symbolize_file(path, offset, &mut self.names);
+            return;
+        }
+        self.symbol_frames.clear();
+        self.symbolizer
+            .symbolize_file_with_lines(path, offset, &mut self.symbol_frames);
+        for frame in self.symbol_frames.drain(..) {
+            self.names.push(frame.name);
+            self.locations.push(frame.location);
         }
     }
 
@@ -32,6 +60,7 @@ impl<'a> Resolver<'a> {
         out: &mut Vec<FrameId>,
     ) {
         self.names.clear();
+        self.locations.clear();
         let (kind, module, address) = match key {
             FrameKey::Thread(_) => return,
             FrameKey::Kernel(address) => {
@@ -42,8 +71,7 @@ impl<'a> Resolver<'a> {
                 let mut file = None;
                 let path = match self.processes.modules.get(module) {
                     ModuleKind::File(path) => {
-                        self.symbolizer
-                            .symbolize_file(path, offset, &mut self.names);
+                        self.symbolize_file(path, offset);
                         file = Some(path);
                         path.to_string_lossy().into_owned()
                     }
@@ -84,12 +112,13 @@ impl<'a> Resolver<'a> {
                 _ => name,
             };
             let function: Arc<str> = crate::symbolize::names::tidy(name).into();
+            let location = self.locations.get(i).cloned().flatten();
             out.push(builder.frame(Frame {
                 function,
                 module,
                 address,
-                file: None,
-                line: None,
+                line: location.as_ref().map(|l| l.line),
+                file: location.map(|l| l.file),
                 inline: i > 0,
                 kind,
             }));

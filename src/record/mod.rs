@@ -189,6 +189,7 @@ fn new_collector(config: &Config) -> crate::collect::StackCollector {
     let mut options = crate::collect::CollectOptions::new(config.record.inline);
     options.time_ordered = config.graph.flame_chart;
     options.full_names = config.graph.full_names;
+    options.lines = config.record.lines;
     crate::collect::StackCollector::new(options)
 }
 
