@@ -155,3 +155,47 @@ pub fn root_name(thread: &Thread, roots: Roots) -> String {
     };
     name.replace(';', ":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_files_keep_the_telling_part() {
+        let cases = [
+            (
+                "/rustc/0123456789abcdef0123456789abcdef01234567/library/core/src/iter/range.rs",
+                "core/src/iter/range.rs",
+            ),
+            (
+                "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/regex-1.10.2/src/lib.rs",
+                "regex-1.10.2/src/lib.rs",
+            ),
+            (
+                "/home/u/.cargo/git/checkouts/gimli-0a1b2c/7d8e9f0/src/read/line.rs",
+                "src/read/line.rs",
+            ),
+            ("/work/proj/src/collect/resolve.rs", "src/collect/resolve.rs"),
+            ("/usr/include/c++/12/bits/stl_algo.h", "bits/stl_algo.h"),
+            ("/elsewhere/fixtures/c/split.c", "c/split.c"),
+            ("split.c", "split.c"),
+            ("/split.c", "/split.c"),
+        ];
+        for (path, short) in cases {
+            assert_eq!(short_file_in(path, Some("/work/proj")), short, "{path}");
+        }
+        // The working directory itself is not a file name.
+        assert_eq!(short_file_in("/work/proj", Some("/work/proj")), "work/proj");
+    }
+
+    #[test]
+    fn frames_with_a_location_name_it() {
+        let mut frame = Frame::named("work_a", FrameKind::User);
+        assert_eq!(frame_name(&frame), "work_a");
+        frame.file = Some("/x/fixtures/c/split.c".into());
+        frame.line = Some(49);
+        assert_eq!(frame_name(&frame), "work_a c/split.c:49");
+        frame.file = Some("/x/we;ird/a.c".into());
+        assert_eq!(frame_name(&frame), "work_a we:ird/a.c:49");
+    }
+}
