@@ -28,6 +28,11 @@
 //!   absolute address, since kallsyms has no base to subtract.
 //! - **JIT**: the perf map's name as written (demangled if it is a mangled name).
 //!
+//! Source lines (`--lines`) are a separate entry point,
+//! [`Symbolizer::symbolize_file_with_lines`]: the same names, each with its file and line from
+//! the DWARF line tables (`lines.rs`, `addr2line` over the sections the name index loaded),
+//! parsed per binary on its first such lookup, never on the default path.
+//!
 //! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
 //! be given) and by
 //! `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`), see
