@@ -88,6 +88,11 @@ pub struct CommonArgs {
     #[arg(long = "no-inline")]
     pub no_inline: bool,
 
+    /// Add each frame's source file and line (`work_a c/split.c:47`): one frame per line of a
+    /// function. Native backend and perf.data files only
+    #[arg(long)]
+    pub lines: bool,
+
     /// Run a command to process the folded stacks, taking the input from stdin and outputting to
     /// stdout.
     #[arg(long)]
@@ -402,6 +407,13 @@ impl CommonArgs {
                 )));
             }
         }
+        if self.lines && backend != Backend::Native {
+            return Err(Error::InvalidOptions(format!(
+                "--lines needs the native backend (this run uses {}: perf script's srcline \
+                 lookups take minutes, dtrace gives no lines): drop --backend/-c or --lines",
+                backend.name()
+            )));
+        }
         if self
             .output
             .first()
@@ -438,6 +450,7 @@ impl CommonArgs {
             compression_level: self.compression_level,
             root: if self.sudo_child { None } else { self.root },
             inline: !self.no_inline,
+            lines: self.lines,
             ignore_status: self.ignore_status,
             verbose: self.verbose,
             call_graph: match self.call_graph {

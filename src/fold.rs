@@ -134,7 +134,10 @@ impl Folded {
             let frames: Vec<&str> = stack.split(';').collect();
             let cut = frames
                 .iter()
-                .rposition(|f| names.iter().any(|n| n == f))
+                .rposition(|f| {
+                    let function = without_location(f);
+                    names.iter().any(|n| n == f || n == function)
+                })
                 .unwrap_or(0);
             let new_stack = frames[cut..].join(";");
             match merged.get_mut(&new_stack) {
@@ -152,6 +155,20 @@ impl Folded {
                 (s, w)
             })
             .collect();
+    }
+}
+
+/// `frame` without the ` FILE:LINE` that `--lines` adds (`main src/main.rs:3` → `main`), so that
+/// `--skip-after main` finds it.
+fn without_location(frame: &str) -> &str {
+    let is_location = |loc: &str| {
+        loc.rsplit_once(':').is_some_and(|(file, line)| {
+            !file.is_empty() && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit())
+        })
+    };
+    match frame.rsplit_once(' ') {
+        Some((function, loc)) if is_location(loc) => function,
+        _ => frame,
     }
 }
 
@@ -217,6 +234,15 @@ mod tests {
         assert!(full
             .to_text()
             .contains("p;fold<usize, core::ops::range::Range<u64>>_[i] 4"));
+    }
+
+    #[test]
+    fn skip_after_finds_frames_with_lines() {
+        let mut f = Folded::parse("p;main a.c:3;init a.c:9;work a.c:20 5\n").unwrap();
+        f.skip_after(&["init".to_string()]);
+        assert_eq!(f.to_text(), "init a.c:9;work a.c:20 5\n");
+        assert_eq!(without_location("operator new"), "operator new");
+        assert_eq!(without_location("f x:y"), "f x:y");
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct RecordOptions {
     pub root: Option<Option<String>>,
     /// Resolve inlined frames. Default: true (`--no-inline` turns it off).
     pub inline: bool,
+    /// Native backend and perf.data files: add each user frame's source `file:line` (`--lines`),
+    /// read from the DWARF line tables of sampled modules only. Default: false.
+    pub lines: bool,
     /// Succeed even if the profiled program (or perf) exits with an error. Default: false.
     pub ignore_status: bool,
     /// Print the commands run and the events chosen. Default: false.
@@ -117,6 +120,7 @@ impl Default for RecordOptions {
             compression_level: None,
             root: None,
             inline: true,
+            lines: false,
             ignore_status: false,
             verbose: false,
             call_graph: if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {

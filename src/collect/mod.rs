@@ -48,6 +48,9 @@ pub struct CollectOptions {
     /// For a recording made elsewhere (perf.data): finds each file by the build-id recorded for
     /// it. Default: none (files are read at their paths, as in a live recording).
     pub locator: Option<Arc<Locator>>,
+    /// Give each user frame its source file and line (`--lines`), read from the line tables of
+    /// the sampled modules only. Default: false (line tables are never read).
+    pub lines: bool,
 }
 
 impl CollectOptions {
@@ -267,7 +270,8 @@ impl StackCollector {
         let mut builder = ProfileBuilder::new(unit, measure);
         builder.set_event(self.event.clone());
         builder.set_time_ordered(self.options.time_ordered);
-        let mut resolver = resolve::Resolver::new(&mut symbolizer, &self.processes);
+        let mut resolver =
+            resolve::Resolver::new(&mut symbolizer, &self.processes, self.options.lines);
         resolver.kernel_unnamed = matches!(self.options.kernel, KernelNames::Unnamed(_));
         let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
             FxHashMap::default();

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use super::sample::FrameKey;
 use crate::process::{ModuleKind, Processes};
 use crate::profile::{fold::KERNEL_SUFFIX, Frame, FrameId, FrameKind, ProfileBuilder};
-use crate::symbolize::Symbolizer;
+use crate::symbolize::{SourceLocation, SymbolFrame, Symbolizer};
 
 /// Symbolizes frame keys into the profile's frame table, caching each key's frames.
 pub(super) struct Resolver<'a> {
     pub symbolizer: &'a mut Symbolizer,
     pub processes: &'a Processes,
+    /// Look up source lines of frames in files (`--lines`).
+    lines: bool,
     names: Vec<String>,
     /// Name every kernel frame `[kernel]` (the recording's kernel is unknown here).
     pub kernel_unnamed: bool,
@@ -19,17 +21,48 @@ pub(super) struct Resolver<'a> {
     pub kernel_frames: bool,
     /// The recorded paths of modules no file with the recorded build-id was found for.
     pub unmatched: std::collections::BTreeSet<std::path::PathBuf>,
+    /// With `lines`: per entry of `names`, its location if known.
+    locations: Vec<Option<SourceLocation>>,
+    symbol_frames: Vec<SymbolFrame>,
 }
 
 impl<'a> Resolver<'a> {
-    pub(super) fn new(symbolizer: &'a mut Symbolizer, processes: &'a Processes) -> Self {
+    pub(super) fn new(
+        symbolizer: &'a mut Symbolizer,
+        processes: &'a Processes,
+        lines: bool,
+    ) -> Self {
         Resolver {
             symbolizer,
             processes,
+            lines,
             names: Vec::new(),
             kernel_unnamed: false,
             kernel_frames: false,
             unmatched: Default::default(),
+            locations: Vec::new(),
+            symbol_frames: Vec::new(),
+        }
+    }
+
+    /// Symbolizes `offset` in the file at `path`, found for the file recorded at `display`, into
+    /// `names` (and `locations` with `lines`).
+    fn symbolize_file(&mut self, path: &std::path::Path, display: &std::path::Path, offset: u64) {
+        if !self.lines {
+            self.symbolizer
+                .symbolize_file_as(path, display, offset, &mut self.names);
+            return;
+        }
+        self.symbol_frames.clear();
+        self.symbolizer.symbolize_file_as_with_lines(
+            path,
+            display,
+            offset,
+            &mut self.symbol_frames,
+        );
+        for frame in self.symbol_frames.drain(..) {
+            self.names.push(frame.name);
+            self.locations.push(frame.location);
         }
     }
 
@@ -48,6 +81,7 @@ impl<'a> Resolver<'a> {
         out: &mut Vec<FrameId>,
     ) {
         self.names.clear();
+        self.locations.clear();
         let (kind, module, address) = match key {
             FrameKey::Thread(_) => return,
             FrameKey::Kernel(address) => {
@@ -65,12 +99,7 @@ impl<'a> Resolver<'a> {
                     ModuleKind::File(path) => {
                         file = self.processes.modules.file(module);
                         match file {
-                            Some(found) => (self.symbolizer).symbolize_file_as(
-                                found,
-                                path,
-                                offset,
-                                &mut self.names,
-                            ),
+                            Some(found) => self.symbolize_file(found, path, offset),
                             None => self.unmatched_frame(path, offset),
                         }
                         path.to_string_lossy().into_owned()
@@ -116,12 +145,13 @@ impl<'a> Resolver<'a> {
                 _ => name,
             };
             let function: Arc<str> = crate::symbolize::names::tidy(name).into();
+            let location = self.locations.get(i).cloned().flatten();
             out.push(builder.frame(Frame {
                 function,
                 module,
                 address,
-                file: None,
-                line: None,
+                line: location.as_ref().map(|l| l.line),
+                file: location.map(|l| l.file),
                 inline: i > 0,
                 kind,
             }));

@@ -73,13 +73,71 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
     }
 }
 
-/// A frame's name in folded text: `;` would split it, so it becomes `:`.
+/// A frame's name in folded text: `;` would split it, so it becomes `:`. A frame with a source
+/// location (`--lines`) is `FUNCTION FILE:LINE`, the file shortened by [`short_file`].
 pub fn frame_name(frame: &Frame) -> String {
-    let mut name = frame.function.replace(';', ":");
+    let mut name = match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!("{} {}:{line}", frame.function, short_file(file)),
+        _ => frame.function.to_string(),
+    };
+    if name.contains(';') {
+        name = name.replace(';', ":");
+    }
     if frame.kind == FrameKind::Kernel {
         name.push_str(KERNEL_SUFFIX);
     }
     name
+}
+
+/// A source path as frame names show it, always a suffix of `path`: after the Rust toolchain's
+/// `/rustc/HASH/library/` (`core/src/iter/range.rs`) or Cargo's
+/// `.cargo/registry/src/INDEX/` and `.cargo/git/checkouts/REPO/REV/` (`regex-1.10.2/src/lib.rs`);
+/// else relative to the working directory when under it (`src/main.rs`); else its last two
+/// components (`bits/stl_algo.h`, `c/split.c`).
+pub fn short_file(path: &str) -> &str {
+    static CWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let cwd = CWD.get_or_init(|| {
+        let dir = std::env::current_dir()
+            .ok()?
+            .into_os_string()
+            .into_string()
+            .ok()?;
+        Some(dir.trim_end_matches('/').to_owned()).filter(|d| !d.is_empty())
+    });
+    short_file_in(path, cwd.as_deref())
+}
+
+/// [`short_file`] with the working directory given.
+fn short_file_in<'a>(path: &'a str, cwd: Option<&str>) -> &'a str {
+    // The part after `marker` followed by `skip` more components.
+    let after = |marker: &str, skip: usize| {
+        let at = path.find(marker)? + marker.len();
+        let mut rest = &path[at..];
+        for _ in 0..skip {
+            rest = rest.split_once('/')?.1;
+        }
+        Some(rest).filter(|r| !r.is_empty())
+    };
+    if let Some(rest) = path
+        .strip_prefix("/rustc/")
+        .and_then(|_| after("/rustc/", 1))
+    {
+        return rest.strip_prefix("library/").unwrap_or(rest);
+    }
+    if let Some(rest) =
+        after("/.cargo/registry/src/", 1).or_else(|| after("/.cargo/git/checkouts/", 2))
+    {
+        return rest;
+    }
+    if let Some(rest) = cwd.and_then(|d| path.strip_prefix(d)?.strip_prefix('/')) {
+        if !rest.is_empty() {
+            return rest;
+        }
+    }
+    match path.rmatch_indices('/').nth(1) {
+        Some((at, _)) => &path[at + 1..],
+        None => path,
+    }
 }
 
 /// The root frame for a thread.
@@ -96,4 +154,48 @@ pub fn root_name(thread: &Thread, roots: Roots) -> String {
         },
     };
     name.replace(';', ":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_files_keep_the_telling_part() {
+        let cases = [
+            (
+                "/rustc/0123456789abcdef0123456789abcdef01234567/library/core/src/iter/range.rs",
+                "core/src/iter/range.rs",
+            ),
+            (
+                "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/regex-1.10.2/src/lib.rs",
+                "regex-1.10.2/src/lib.rs",
+            ),
+            (
+                "/home/u/.cargo/git/checkouts/gimli-0a1b2c/7d8e9f0/src/read/line.rs",
+                "src/read/line.rs",
+            ),
+            ("/work/proj/src/collect/resolve.rs", "src/collect/resolve.rs"),
+            ("/usr/include/c++/12/bits/stl_algo.h", "bits/stl_algo.h"),
+            ("/elsewhere/fixtures/c/split.c", "c/split.c"),
+            ("split.c", "split.c"),
+            ("/split.c", "/split.c"),
+        ];
+        for (path, short) in cases {
+            assert_eq!(short_file_in(path, Some("/work/proj")), short, "{path}");
+        }
+        // The working directory itself is not a file name.
+        assert_eq!(short_file_in("/work/proj", Some("/work/proj")), "work/proj");
+    }
+
+    #[test]
+    fn frames_with_a_location_name_it() {
+        let mut frame = Frame::named("work_a", FrameKind::User);
+        assert_eq!(frame_name(&frame), "work_a");
+        frame.file = Some("/x/fixtures/c/split.c".into());
+        frame.line = Some(49);
+        assert_eq!(frame_name(&frame), "work_a c/split.c:49");
+        frame.file = Some("/x/we;ird/a.c".into());
+        assert_eq!(frame_name(&frame), "work_a we:ird/a.c:49");
+    }
 }

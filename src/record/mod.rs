@@ -213,6 +213,7 @@ fn new_collector(config: &Config) -> crate::collect::StackCollector {
     options.split_threads =
         config.view.roots != Roots::ThreadName || outputs.iter().any(|o| o.format.needs_threads());
     options.full_names = config.graph.full_names;
+    options.lines = config.record.lines;
     crate::collect::StackCollector::new(options)
 }
 

@@ -10,6 +10,7 @@ use object::{Object, ObjectSection};
 
 use super::dwarf::{DwarfNames, FrameName};
 use super::fde::FunctionBounds;
+use super::lines::{SourceLines, SourceLocation};
 use super::names;
 use super::symtab::SymbolTable;
 use super::{debugfile, SymbolizeError, SymbolizeOptions};
@@ -61,6 +62,9 @@ pub(crate) struct Binary {
     symbols: Option<SymbolTable<'static>>,
     /// Function bounds from `.eh_frame`, read on the first address no symbol covers.
     fdes: Option<FunctionBounds>,
+    /// Source lines (`--lines` only): `None` until first asked for; then `Some(None)` if there is
+    /// no usable DWARF.
+    lines: Option<Option<SourceLines<Slice>>>,
     /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
     /// path and content.
     debug_object: Option<Option<(PathBuf, object::File<'static>)>>,
@@ -114,6 +118,7 @@ impl Binary {
             frames: Vec::new(),
             symbols: None,
             fdes: None,
+            lines: None,
             debug_object: None,
             segments: SegmentMap::from_object(&object),
             object,
@@ -146,6 +151,20 @@ impl Binary {
             out.push("_start".into());
         }
         out.len() > first
+    }
+
+    /// Pushes the source location of each DWARF frame at `svma`, outermost first (see
+    /// `lines.rs`); nothing if the binary has no DWARF. The line tables are read on first use.
+    pub(crate) fn push_locations(&mut self, svma: u64, out: &mut Vec<Option<SourceLocation>>) {
+        if self.lines.is_none() {
+            let lines = self
+                .dwarf()
+                .and_then(|names| SourceLines::new(std::sync::Arc::clone(names.dwarf())));
+            self.lines = Some(lines);
+        }
+        if let Some(Some(lines)) = &mut self.lines {
+            lines.locations(svma, out);
+        }
     }
 
     /// The file offset of the start of the function containing `svma`, from the `.eh_frame` FDE

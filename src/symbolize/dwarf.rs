@@ -168,6 +168,12 @@ pub(crate) struct DwarfNames<R: Reader> {
 }
 
 impl<R: Reader> DwarfNames<R> {
+    /// The sections this index reads (with the supplementary file's, if any), to share with
+    /// other readers of the same DWARF (source lines, `lines.rs`).
+    pub(crate) fn dwarf(&self) -> &Arc<gimli::Dwarf<R>> {
+        &self.units.dwarf
+    }
+
     /// Indexes the units of `dwarf` by address. Cheap: parses `.debug_aranges` and, for units it
     /// does not list, each unit's root entry.
     pub(crate) fn new(dwarf: gimli::Dwarf<R>) -> Self {

@@ -28,6 +28,11 @@
 //!   absolute address, since kallsyms has no base to subtract.
 //! - **JIT**: the perf map's name as written (demangled if it is a mangled name).
 //!
+//! Source lines (`--lines`) are a separate entry point,
+//! [`Symbolizer::symbolize_file_with_lines`]: the same names, each with its file and line from
+//! the DWARF line tables (`lines.rs`, `addr2line` over the sections the name index loaded),
+//! parsed per binary on its first such lookup, never on the default path.
+//!
 //! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
 //! be given) and by
 //! `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`), see
@@ -39,6 +44,7 @@ mod demangle;
 mod dwarf;
 mod fde;
 mod kallsyms;
+mod lines;
 pub mod locate;
 pub mod names;
 mod perfmap;
@@ -53,6 +59,18 @@ use std::path::{Path, PathBuf};
 
 use binary::Binary;
 use kallsyms::Kallsyms;
+pub use lines::SourceLocation;
+
+/// One frame at an address with its source location (see
+/// [`Symbolizer::symbolize_file_with_lines`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolFrame {
+    /// The frame's name, as [`Symbolizer::symbolize_file`] gives it.
+    pub name: String,
+    /// Where the frame's code is: for the innermost frame the line of the address, for each
+    /// outer frame the call site of the inlined call it contains. `None` without line info.
+    pub location: Option<SourceLocation>,
+}
 
 /// The kernel's symbol table from `/proc/kallsyms`, loaded ahead of symbolization (for instance
 /// on a thread while recording).
@@ -203,6 +221,9 @@ pub struct Symbolizer {
     debug_root: PathBuf,
     /// One-line notes for the user (perf maps skipped or cut), see [`Symbolizer::notes`].
     notes: Vec<String>,
+    /// Reused by [`Symbolizer::symbolize_file_with_lines`].
+    scratch_names: Vec<String>,
+    scratch_locations: Vec<Option<SourceLocation>>,
 }
 
 impl Symbolizer {
@@ -217,6 +238,8 @@ impl Symbolizer {
             perf_map_dir: PathBuf::from("/tmp"),
             debug_root: PathBuf::from(debugfile::DEFAULT_DEBUG_ROOT),
             notes: Vec::new(),
+            scratch_names: Vec::new(),
+            scratch_locations: Vec::new(),
         }
     }
 
@@ -266,6 +289,51 @@ impl Symbolizer {
                 .or_insert_with(|| Module::open(path, display, &self.debug_root)),
         };
         module.symbolize(file_offset, options, out);
+    }
+
+    /// [`Symbolizer::symbolize_file`] with each frame's source file and line, read lazily from
+    /// the DWARF line tables (built per file on its first call; the default path never reads
+    /// them). Frames without line info (no DWARF, placeholders) get no location.
+    pub fn symbolize_file_with_lines(
+        &mut self,
+        path: &Path,
+        file_offset: u64,
+        out: &mut Vec<SymbolFrame>,
+    ) {
+        self.symbolize_file_as_with_lines(path, path, file_offset, out)
+    }
+
+    /// [`Symbolizer::symbolize_file_with_lines`] for a file standing for the one recorded at
+    /// `display` (see [`Symbolizer::symbolize_file_as`]).
+    pub fn symbolize_file_as_with_lines(
+        &mut self,
+        path: &Path,
+        display: &Path,
+        file_offset: u64,
+        out: &mut Vec<SymbolFrame>,
+    ) {
+        let mut names = std::mem::take(&mut self.scratch_names);
+        names.clear();
+        self.symbolize_file_as(path, display, file_offset, &mut names);
+        let mut locations = std::mem::take(&mut self.scratch_locations);
+        locations.clear();
+        if let Some(Ok(binary)) = self.files.get_mut(path.as_os_str()).map(|m| &mut m.binary) {
+            if let Some(svma) = binary.svma(file_offset) {
+                binary.push_locations(svma, &mut locations);
+            }
+        }
+        // Both lists are outermost first and come from the same DWARF entries; with inline
+        // frames off only the outermost name is there, and it takes the outermost location.
+        let mut locations_iter = locations.drain(..);
+        for name in names.drain(..) {
+            out.push(SymbolFrame {
+                name,
+                location: locations_iter.next().flatten(),
+            });
+        }
+        drop(locations_iter);
+        self.scratch_names = names;
+        self.scratch_locations = locations;
     }
 
     /// Pushes the frames at `offset` into the vdso image (the AVMA minus the `[vdso]` mapping's

@@ -121,6 +121,43 @@ fn dwarf_inline_frames_in_a_pie() {
     assert_inline_frames(&exe);
 }
 
+/// With lines: the same names as without, `square` at its own line and `compute` at the line
+/// of the inlined call (`PROGRAM`'s lines 4 and 8); no locations without debug info.
+#[test]
+fn source_lines_with_inline_call_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(dir.path(), "lines", PROGRAM, &["-O2", "-g"]);
+    let (start, size) = symbol(&exe, "compute");
+    let base = file_offset(&exe, start);
+    for inline in [true, false] {
+        let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(inline, true));
+        let mut inlined_seen = false;
+        for offset in base..base + size {
+            let mut frames = Vec::new();
+            symbolizer.symbolize_file_with_lines(&exe, offset, &mut frames);
+            let plain = names(&mut symbolizer, &exe, offset);
+            let got: Vec<_> = frames.iter().map(|f| f.name.clone()).collect();
+            assert_eq!(got, plain);
+            for frame in &frames {
+                let location = frame.location.as_ref().expect("a location");
+                assert!(location.file.ends_with("/lines.c"), "{location:?}");
+            }
+            if plain.len() == 2 {
+                inlined_seen = true;
+                assert_eq!(frames[0].location.as_ref().unwrap().line, 8, "{frames:?}");
+                assert_eq!(frames[1].location.as_ref().unwrap().line, 4, "{frames:?}");
+            }
+        }
+        assert_eq!(inlined_seen, inline);
+    }
+    let bare = gcc(dir.path(), "bare", PROGRAM, &["-O2"]);
+    let (start, _) = symbol(&bare, "compute");
+    let mut frames = Vec::new();
+    Symbolizer::default().symbolize_file_with_lines(&bare, file_offset(&bare, start), &mut frames);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].location, None);
+}
+
 #[test]
 fn dwarf_inline_frames_in_a_non_pie() {
     let dir = tempfile::tempdir().unwrap();
