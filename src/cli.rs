@@ -10,6 +10,7 @@ use std::str::FromStr;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 
+use crate::collect::OffCpuMode;
 use crate::error::{Error, Result};
 use crate::options::{
     Backend, CallGraph, Config, GraphOptions, OutputFormat, OutputOptions, Palette, RecordOptions,
@@ -85,6 +86,15 @@ pub struct CommonArgs {
     /// Don't resolve inlined functions (faster with perf, less detail)
     #[arg(long = "no-inline")]
     pub no_inline: bool,
+
+    /// Native backend: also show where threads wait and for how long (off-CPU time, topped by
+    /// [off-cpu]), with on-CPU time, in microseconds
+    #[arg(long, conflicts_with = "off_cpu_only")]
+    pub off_cpu: bool,
+
+    /// Native backend: show only where threads wait (off-CPU time), in microseconds
+    #[arg(long)]
+    pub off_cpu_only: bool,
 
     /// Run a command to process the folded stacks, taking the input from stdin and outputting to
     /// stdout.
@@ -265,6 +275,14 @@ impl CommonArgs {
                     .into(),
             ));
         }
+        let off_cpu = match (self.off_cpu, self.off_cpu_only) {
+            (_, true) => OffCpuMode::Only,
+            (true, false) => OffCpuMode::With,
+            (false, false) => OffCpuMode::Off,
+        };
+        if off_cpu != OffCpuMode::Off {
+            check_off_cpu(backend, &workload)?;
+        }
         let defaults = RecordOptions::default();
         let record = RecordOptions {
             backend,
@@ -285,6 +303,7 @@ impl CommonArgs {
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
             stdout_to_stderr: crate::sink::shares_stdout(&self.output),
             run_as: None,
+            off_cpu,
         };
 
         let output = OutputOptions {
@@ -355,6 +374,20 @@ pub fn workload(
             "give only one of: a command after `--`, --pid, --perfdata".into(),
         )),
     }
+}
+
+/// `--off-cpu` needs the native backend and a program we launch (its threads' stacks are read
+/// through /proc at each switch-out, which only our own children allow without privileges).
+fn check_off_cpu(backend: Backend, workload: &Workload) -> Result<()> {
+    let problem = match (backend, workload) {
+        (Backend::Native, Workload::Command(_)) => return Ok(()),
+        (Backend::Native, Workload::Pids(_)) => "attaching (-p) is not supported yet",
+        (Backend::Native, Workload::PerfData(_)) => "--perfdata input is not supported yet",
+        _ => "it needs the native backend",
+    };
+    Err(Error::InvalidOptions(format!(
+        "--off-cpu: {problem}; profile a command you launch with the native backend"
+    )))
 }
 
 #[cfg(test)]

@@ -90,6 +90,9 @@ pub struct RecordOptions {
     /// Native sampler, launch mode: run the program as this user (uid, gid) while recording with
     /// our own privileges; set when `--root` re-runs the recorder under sudo. Default: none.
     pub run_as: Option<(u32, u32)>,
+    /// Native sampler, launch mode: off-CPU time with on-CPU time (`--off-cpu`) or alone
+    /// (`--off-cpu-only`). Default: off.
+    pub off_cpu: crate::collect::OffCpuMode,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -118,6 +121,7 @@ impl Default for RecordOptions {
             stack_size: DEFAULT_STACK_SIZE,
             stdout_to_stderr: false,
             run_as: None,
+            off_cpu: crate::collect::OffCpuMode::Off,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`warmer`]: a low-priority thread parses debug info while samples arrive.
 //! - [`resolve`]: at the end, each unique frame key is symbolized once into profile frames.
 
+mod offcpu;
 mod resolve;
 mod sample;
 mod warmer;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::perf::records::{Comm, Fork, Record, Sample, SampleFormat};
+use crate::perf::records::{Comm, Fork, Record, Sample, SampleFormat, Switch};
 use crate::process::Processes;
 use crate::profile::{Measure, Profile, ProfileBuilder, Thread, WeightUnit};
 use sample::{FrameKey, StackWalker};
@@ -42,6 +43,21 @@ pub struct CollectOptions {
     pub split_threads: bool,
     /// Keep the generic arguments of Rust names (`--full-names`). Default: false.
     pub full_names: bool,
+    /// Off-CPU time from context-switch records. Default: [`OffCpuMode::Off`].
+    pub off_cpu: OffCpuMode,
+}
+
+/// Whether and how off-CPU intervals join the profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OffCpuMode {
+    /// Switch records are ignored; weights are the samples' periods.
+    #[default]
+    Off,
+    /// On-CPU samples and off-CPU intervals (`[off-cpu]`, `[preempted]`) in one graph, weighted
+    /// in microseconds.
+    With,
+    /// Only the intervals spent waiting (`[off-cpu]`): no samples, no preemptions.
+    Only,
 }
 
 impl CollectOptions {
@@ -62,6 +78,9 @@ pub struct CollectStats {
     pub truncated: u64,
     /// Samples of the idle task (pid 0), ignored.
     pub idle: u64,
+    /// Off-CPU intervals tallied, and those among them whose stack could not be read.
+    pub off_cpu_intervals: u64,
+    pub off_cpu_without_stack: u64,
 }
 
 /// A thread as the aggregation tells threads apart.
@@ -97,6 +116,7 @@ pub struct StackCollector {
     stats: CollectStats,
     event: String,
     warmer: warmer::Warmer,
+    off_cpu: offcpu::OffCpu,
 }
 
 impl StackCollector {
@@ -115,11 +135,16 @@ impl StackCollector {
             scratch: Vec::with_capacity(256),
             stats: CollectStats::default(),
             event: "cpu-clock".into(),
+            off_cpu: offcpu::OffCpu::default(),
         }
     }
 
     pub fn stats(&self) -> CollectStats {
-        self.stats
+        CollectStats {
+            off_cpu_intervals: self.off_cpu.intervals,
+            off_cpu_without_stack: self.off_cpu.without_stack,
+            ..self.stats
+        }
     }
 
     /// Names the sampled event (default `cpu-clock`); `cpu-clock` and `task-clock` periods are
@@ -133,6 +158,10 @@ impl StackCollector {
         let _ = format;
         match record {
             Record::Sample(sample) => self.on_sample(&sample),
+            Record::Switch(switch) if self.options.off_cpu != OffCpuMode::Off => {
+                self.on_switch(&switch)
+            }
+            Record::Exit(Fork { tid, .. }) => self.off_cpu.on_exit(tid),
             Record::Mmap2(m) => {
                 if let Some(range) = sample::exec_mapping(&m) {
                     self.processes.on_mmap(m.pid, range, m.filename);
@@ -150,7 +179,10 @@ impl StackCollector {
                 tid,
                 ptid,
                 ..
-            }) => self.processes.on_fork(pid, ppid, tid, ptid),
+            }) => {
+                self.off_cpu.on_fork(tid);
+                self.processes.on_fork(pid, ppid, tid, ptid)
+            }
             _ => {}
         }
     }
@@ -177,6 +209,10 @@ impl StackCollector {
             self.stats.idle += 1;
             return;
         }
+        self.off_cpu.saw_time(sample.time);
+        if self.options.off_cpu == OffCpuMode::Only {
+            return;
+        }
         self.stats.samples += 1;
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
@@ -192,9 +228,59 @@ impl StackCollector {
         if walk.truncated {
             self.stats.truncated += 1;
         }
-        let thread = self.thread_id(sample.pid, sample.tid);
+        self.tally(
+            frames,
+            sample.pid,
+            sample.tid,
+            sample.period.max(1),
+            sample.time,
+        );
+    }
+
+    /// A switch record: a switch-out's readable stack is unwound now (with the maps of now),
+    /// a switch-in closes the thread's interval.
+    fn on_switch(&mut self, switch: &Switch<'_>) {
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        if let (true, Some(blocked)) = (switch.out, switch.blocked) {
+            let warmer = &mut self.warmer;
+            let processes = &self.processes;
+            let on_module = |module, offset| {
+                if let Some(path) = processes.modules.path(module) {
+                    warmer.warm(module, path, offset);
+                }
+            };
+            let truncated =
+                self.walker
+                    .walk_blocked(switch.pid, &blocked, processes, &mut frames, on_module);
+            if truncated {
+                frames.push(FrameKey::Truncated);
+            }
+        }
+        let interval = self.off_cpu.on_switch(switch, &frames);
+        self.scratch = frames;
+        if let Some(interval) = interval {
+            self.tally_interval(interval);
+        }
+    }
+
+    fn tally_interval(&mut self, interval: offcpu::Interval) {
+        let preempted = interval.frames.first() == Some(&FrameKey::Preempted);
+        if interval.duration == 0 || (preempted && self.options.off_cpu == OffCpuMode::Only) {
+            return;
+        }
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        frames.extend_from_slice(&interval.frames);
+        let (pid, tid) = (interval.pid, interval.tid);
+        self.tally(frames, pid, tid, interval.duration, interval.time);
+    }
+
+    /// Adds `frames` (leaf first, no thread yet) on thread `tid` with `weight`; gives the buffer
+    /// back as the scratch buffer.
+    fn tally(&mut self, mut frames: Vec<FrameKey>, pid: u32, tid: u32, period: u64, time: u64) {
+        let thread = self.thread_id(pid, tid);
         frames.push(FrameKey::Thread(thread));
-        let period = sample.period.max(1);
         let id = match self.stacks.get(frames.as_slice()) {
             Some(&id) => id,
             None => {
@@ -211,7 +297,7 @@ impl StackCollector {
         tally.count += 1;
         tally.weight += period;
         if self.options.time_ordered {
-            self.sequence.push((id, period, sample.time));
+            self.sequence.push((id, period, time));
         }
         self.scratch = frames;
     }
@@ -223,11 +309,26 @@ impl StackCollector {
 
     /// [`StackCollector::finish`], with the symbolizer's notes for the user (skipped perf maps).
     pub fn finish_with_notes(mut self) -> (Profile, Vec<String>) {
+        for interval in self.off_cpu.finish() {
+            self.tally_interval(interval);
+        }
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
         let mut symbolizer = warmer.finish(symbolize_options(&self.options));
         let (unit, measure) = match self.event.as_str() {
+            _ if self.options.off_cpu != OffCpuMode::Off => {
+                (WeightUnit::Microseconds, Measure::Weight)
+            }
             "cpu-clock" | "task-clock" => (WeightUnit::Nanoseconds, Measure::Count),
             other => (WeightUnit::Events(other.to_owned()), Measure::Weight),
+        };
+        // Off-CPU profiles weigh in microseconds (nanoseconds summed first, then rounded).
+        let micros = unit == WeightUnit::Microseconds;
+        let scale = |weight: u64| {
+            if micros {
+                (weight + 500) / 1000
+            } else {
+                weight
+            }
         };
         let mut builder = ProfileBuilder::new(unit, measure);
         builder.set_event(self.event.clone());
@@ -263,13 +364,13 @@ impl StackCollector {
         if self.options.time_ordered {
             for &(id, period, time) in &self.sequence {
                 if let Some((stack, thread)) = ids[id as usize] {
-                    builder.add(stack, thread, 1, period, Some(time));
+                    builder.add(stack, thread, 1, scale(period), Some(time));
                 }
             }
         } else {
             for (id, tally) in self.tallies.iter().enumerate() {
                 if let Some((stack, thread)) = ids[id] {
-                    builder.add(stack, thread, tally.count, tally.weight, None);
+                    builder.add(stack, thread, tally.count, scale(tally.weight), None);
                 }
             }
         }

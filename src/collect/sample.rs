@@ -5,7 +5,7 @@
 
 use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
-use crate::perf::records::{Sample, UserRegs};
+use crate::perf::records::{BlockedStack, Sample, UserRegs};
 use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
 use crate::unwind::{self, Arch, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
@@ -24,6 +24,10 @@ pub(super) enum FrameKey {
     Unknown,
     /// The user stack copy ran out before the outermost frame.
     Truncated,
+    /// Leaf of an off-CPU interval: the thread waited.
+    OffCpu,
+    /// Leaf of an interval the thread spent preempted (runnable, not waiting).
+    Preempted,
 }
 
 /// What became of a sample's user stack.
@@ -65,13 +69,7 @@ impl StackWalker {
             }
             _ => push_user_callchain(sample, &mut self.addresses),
         }
-        for a in &self.addresses {
-            let frame = resolve_user(processes, sample.pid, *a);
-            if let FrameKey::Module { module, offset } = frame {
-                on_module(module, offset);
-            }
-            frames.push(frame);
-        }
+        self.push_addresses(sample.pid, processes, frames, &mut on_module);
         if walk.truncated {
             frames.push(FrameKey::Truncated);
         }
@@ -87,6 +85,49 @@ impl StackWalker {
             });
         }
         walk
+    }
+
+    /// Pushes the frames of a blocked thread's stack read from outside (only ip and sp known),
+    /// leaf first; returns whether the stack ran out before its root.
+    pub(super) fn walk_blocked(
+        &mut self,
+        pid: u32,
+        blocked: &BlockedStack<'_>,
+        processes: &Processes,
+        frames: &mut Vec<FrameKey>,
+        mut on_module: impl FnMut(ModuleId, u64),
+    ) -> bool {
+        self.addresses.clear();
+        let regs = <unwind::NativeArch as SampleRegs>::from_ip_sp(blocked.ip, blocked.sp);
+        let stack = StackSnapshot {
+            sp: blocked.sp,
+            bytes: blocked.stack,
+        };
+        let lookup = SpaceLookup {
+            space: processes.space(pid),
+            modules: &processes.modules,
+        };
+        let end = self
+            .unwinder
+            .unwind(&regs, &stack, &lookup, &mut self.addresses);
+        self.push_addresses(pid, processes, frames, &mut on_module);
+        end == UnwindEnd::Truncated
+    }
+
+    fn push_addresses(
+        &self,
+        pid: u32,
+        processes: &Processes,
+        frames: &mut Vec<FrameKey>,
+        on_module: &mut impl FnMut(ModuleId, u64),
+    ) {
+        for a in &self.addresses {
+            let frame = resolve_user(processes, pid, *a);
+            if let FrameKey::Module { module, offset } = frame {
+                on_module(module, offset);
+            }
+            frames.push(frame);
+        }
     }
 
     /// Unwinds the copied user stack into `self.addresses`; returns whether it was cut short.
@@ -199,6 +240,8 @@ impl ModuleLookup for SpaceLookup<'_> {
 /// Reading an architecture's unwinding registers out of a sample's REGS_USER.
 trait SampleRegs: Arch {
     fn from_sample(regs: &UserRegs<'_>) -> Option<Self::Regs>;
+    /// Registers where only the instruction and stack pointers are known (the others zero).
+    fn from_ip_sp(ip: u64, sp: u64) -> Self::Regs;
     fn sp(regs: &Self::Regs) -> u64;
 }
 
@@ -220,6 +263,9 @@ impl SampleRegs for unwind::X86_64 {
             bp: regs.get(X86_BP).unwrap_or(0),
         })
     }
+    fn from_ip_sp(ip: u64, sp: u64) -> unwind::X86_64Regs {
+        unwind::X86_64Regs { ip, sp, bp: 0 }
+    }
     fn sp(regs: &unwind::X86_64Regs) -> u64 {
         regs.sp
     }
@@ -233,6 +279,14 @@ impl SampleRegs for unwind::Aarch64 {
             lr: regs.get(ARM64_LR).unwrap_or(0),
             x29: regs.get(ARM64_X29).unwrap_or(0),
         })
+    }
+    fn from_ip_sp(pc: u64, sp: u64) -> unwind::Aarch64Regs {
+        unwind::Aarch64Regs {
+            pc,
+            sp,
+            lr: 0,
+            x29: 0,
+        }
     }
     fn sp(regs: &unwind::Aarch64Regs) -> u64 {
         regs.sp

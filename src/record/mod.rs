@@ -110,6 +110,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     native_options.verbose = options.verbose;
     native_options.stdout_to_stderr = options.stdout_to_stderr;
     native_options.run_as = options.run_as;
+    native_options.off_cpu = options.off_cpu != crate::collect::OffCpuMode::Off;
     native_options.call_graph = match options.call_graph {
         CallGraph::FramePointer => native::CallGraph::FramePointer,
         CallGraph::Dwarf => native::CallGraph::Dwarf {
@@ -189,6 +190,7 @@ fn new_collector(config: &Config) -> crate::collect::StackCollector {
     let mut options = crate::collect::CollectOptions::new(config.record.inline);
     options.time_ordered = config.graph.flame_chart;
     options.full_names = config.graph.full_names;
+    options.off_cpu = config.record.off_cpu;
     crate::collect::StackCollector::new(options)
 }
 

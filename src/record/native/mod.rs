@@ -19,6 +19,7 @@
 //! - LOST and THROTTLE records are delivered and also counted in [`RecordSummary`].
 
 mod attach;
+mod blocked;
 mod launch;
 mod perf_event;
 mod ring;
@@ -93,6 +94,11 @@ pub struct NativeOptions {
     /// recorder keeps its own privileges (the recorder runs under sudo for `--root`).
     /// Default: none, the program runs as we do.
     pub run_as: Option<(u32, u32)>,
+    /// Also record context switches (launch mode), delivered as [`Record::Switch`]; each
+    /// switch-out carries the blocked thread's user stack read from `/proc` and
+    /// `process_vm_readv` when it was read from the ring (at most the DWARF stack size).
+    /// Default: false.
+    pub off_cpu: bool,
 }
 
 impl NativeOptions {
@@ -108,6 +114,7 @@ impl NativeOptions {
             buffer_pages: None,
             stdout_to_stderr: false,
             run_as: None,
+            off_cpu: false,
         }
     }
 }
@@ -237,6 +244,9 @@ struct Recorder<'o> {
     format: SampleFormat,
 }
 
+/// Data pages of each ring of context-switch records (tens of bytes each, read at every wakeup).
+const SWITCH_RING_PAGES: usize = 8;
+
 /// How long one poll waits before checking stop requests and the target.
 const POLL_MS: i32 = 100;
 
@@ -259,7 +269,10 @@ impl Recorder<'_> {
         // Unprivileged users may lock `perf_event_mlock_kb` per CPU plus RLIMIT_MEMLOCK for perf
         // buffers; ask for no more than that up front, so the wakeup watermark (set at open time, a quarter of
         // the buffer) matches the buffer we actually get and samples are drained in time.
-        if let Some(budget) = sys::unprivileged_ring_budget(self.cpus.len()) {
+        if let Some(mut budget) = sys::unprivileged_ring_budget(self.cpus.len()) {
+            if self.options.off_cpu {
+                budget = budget.saturating_sub((SWITCH_RING_PAGES + 1) * sys::page_size());
+            }
             let fit = (budget / sys::page_size()).saturating_sub(1).max(1);
             pages = pages.min(prev_power_of_two(fit));
         }
@@ -351,6 +364,12 @@ impl Recorder<'_> {
                 }
             };
         }
+        if self.options.off_cpu {
+            if let Err(err) = self.open_switches(child.pid, &mut session) {
+                child.abort();
+                return Err(err);
+            }
+        }
         self.report_choice(&opener);
         let pid = child.pid;
         child.release()?;
@@ -361,6 +380,22 @@ impl Recorder<'_> {
             interrupted,
             ..self.summary(&session, &opener)
         })
+    }
+
+    /// Opens and maps one context-switch ring per CPU for the launched `pid`; switch-outs get
+    /// their stacks read from `/proc` (the path that needs no kernel access).
+    fn open_switches(&self, pid: i32, session: &mut Session) -> Result<(), NativeError> {
+        let stack_size = match self.options.call_graph {
+            CallGraph::Dwarf { stack_size } => stack_size as usize,
+            CallGraph::FramePointer => 0,
+        };
+        let settings = self.settings(true);
+        for &cpu in &self.cpus {
+            let fd = perf_event::open_switch_event(&settings, pid, cpu as i32)?;
+            let ring = Ring::map(fd, SWITCH_RING_PAGES, 1).map_err(NativeError::Mmap)?;
+            session.add_switch_ring(ring, (stack_size > 0).then_some(stack_size));
+        }
+        Ok(())
     }
 
     fn launch_loop(

@@ -225,3 +225,49 @@ pub fn permission_denied() -> NativeError {
             .map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
     }
 }
+
+/// Opens the side-band event of off-CPU recording for `pid` on `cpu`: a dummy software event
+/// whose only records are context switches (`attr.context_switch`), stamped like the samples
+/// (same `sample_id_all` trailer), inherited, and waking the reader at every record so that a
+/// blocked thread's stack can be read before it runs again.
+pub fn open_switch_event(
+    settings: &EventSettings,
+    pid: i32,
+    cpu: i32,
+) -> Result<OwnedFd, NativeError> {
+    // Only the fields of the sample-id trailer matter: the same as the samples', so that one
+    // `SampleFormat` parses both (stack and register bits would be refused without sizes).
+    let trailer = st::TID | st::TIME | st::ID | st::STREAM_ID | st::CPU | st::IDENTIFIER;
+    let format = sample_format(settings.call_graph);
+    let mut attr = perf_event_attr {
+        size: std::mem::size_of::<perf_event_attr>() as u32,
+        type_: sys::PERF_TYPE_SOFTWARE,
+        config: sys::PERF_COUNT_SW_DUMMY,
+        sample_type: format.sample_type & trailer,
+        clockid: libc::CLOCK_MONOTONIC,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_period = 1;
+    attr.__bindgen_anon_2.wakeup_watermark = 1;
+    attr.set_watermark(1);
+    attr.set_disabled(1);
+    attr.set_inherit(u64::from(settings.inherit));
+    attr.set_enable_on_exec(u64::from(settings.enable_on_exec));
+    attr.set_context_switch(1);
+    attr.set_sample_id_all(1);
+    attr.set_use_clockid(1);
+    attr.set_exclude_kernel(1);
+    attr.set_exclude_hv(1);
+    sys::perf_event_open(&attr, pid, cpu).map_err(|source| {
+        if is_permission_error(&source) {
+            permission_denied()
+        } else {
+            NativeError::Open {
+                event: "context switches",
+                pid,
+                cpu,
+                source,
+            }
+        }
+    })
+}
