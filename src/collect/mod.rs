@@ -242,7 +242,7 @@ impl StackCollector {
     fn on_switch(&mut self, switch: &Switch<'_>) {
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
-        if let (true, Some(blocked)) = (switch.out, switch.blocked) {
+        if switch.out {
             let warmer = &mut self.warmer;
             let processes = &self.processes;
             let on_module = |module, offset| {
@@ -250,9 +250,21 @@ impl StackCollector {
                     warmer.warm(module, path, offset);
                 }
             };
-            let truncated =
-                self.walker
-                    .walk_blocked(switch.pid, &blocked, processes, &mut frames, on_module);
+            let truncated = match (switch.sample, switch.blocked) {
+                (Some(sample), _) => {
+                    // `walk` marks a cut stack itself.
+                    self.walker.walk(&sample, processes, &mut frames, on_module);
+                    false
+                }
+                (None, Some(blocked)) => self.walker.walk_blocked(
+                    switch.pid,
+                    &blocked,
+                    processes,
+                    &mut frames,
+                    on_module,
+                ),
+                (None, None) => false,
+            };
             if truncated {
                 frames.push(FrameKey::Truncated);
             }

@@ -45,7 +45,7 @@ pub(super) struct OffCpu {
     exited: FxHashSet<u32>,
     /// The latest time seen in any record.
     last_time: u64,
-    /// Intervals seen, and those without a stack.
+    /// Waiting intervals (not preemptions) seen, and those without a stack.
     pub intervals: u64,
     pub without_stack: u64,
 }
@@ -91,9 +91,9 @@ impl OffCpu {
     }
 
     fn close(&mut self, tid: u32, pending: Pending, end: u64) -> Interval {
-        self.intervals += 1;
-        if pending.frames.is_empty() {
-            self.without_stack += 1;
+        if !pending.preempt {
+            self.intervals += 1;
+            self.without_stack += u64::from(pending.frames.is_empty());
         }
         let mut frames = Vec::with_capacity(pending.frames.len() + 1);
         frames.push(if pending.preempt {
@@ -135,6 +135,7 @@ mod tests {
             out,
             preempt,
             blocked: None,
+            sample: None,
         }
     }
 

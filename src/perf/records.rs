@@ -175,6 +175,9 @@ pub struct Switch<'a> {
     /// On a switch-out, the blocked thread's user stack as the native recorder read it from
     /// `/proc` when the record arrived (never set by the parser).
     pub blocked: Option<BlockedStack<'a>>,
+    /// On a switch-out, the `context-switches` sample the kernel took just before it, when the
+    /// native recorder samples that event (never set by the parser).
+    pub sample: Option<Sample<'a>>,
 }
 
 /// A blocked thread's user state read from outside: instruction and stack pointer from
@@ -334,6 +337,7 @@ fn parse_switch<'a>(format: &SampleFormat, misc: u16, body: &[u8]) -> Switch<'a>
         out,
         preempt: out && misc & misc::SWITCH_OUT_PREEMPT != 0,
         blocked: None,
+        sample: None,
     };
     let Some(start) = body.len().checked_sub(sample_id_size(format)) else {
         return s;

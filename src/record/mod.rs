@@ -146,6 +146,7 @@ fn native_notes(
     options: &crate::options::RecordOptions,
 ) -> Vec<String> {
     let mut notes = Vec::new();
+    notes.extend(off_cpu_note(summary, stats));
     if options.verbose {
         let interrupted = if summary.interrupted {
             " (interrupted)"
@@ -182,6 +183,26 @@ fn native_notes(
         ));
     }
     notes
+}
+
+/// The one line that says where off-CPU stacks came from, with the intervals left without one.
+#[cfg(target_os = "linux")]
+fn off_cpu_note(
+    summary: &native::RecordSummary,
+    stats: crate::collect::CollectStats,
+) -> Option<String> {
+    let how = match summary.off_cpu_stacks? {
+        native::OffCpuStacks::ContextSwitchSamples => {
+            "off-CPU stacks from context-switch samples (kernel access)".to_owned()
+        }
+        native::OffCpuStacks::ProcReads => format!(
+            "off-CPU stacks read from /proc/TID/syscall and process_vm_readv at each switch-out \
+             (no kernel access needed); {} of {} waits had no stack (the thread ran again before \
+             it was read) and show [off-cpu] alone",
+            stats.off_cpu_without_stack, stats.off_cpu_intervals
+        ),
+    };
+    Some(how)
 }
 
 /// A collector for the run: its symbolizer thread loads kernel symbols and debug info while

@@ -13,7 +13,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::ring::Ring;
 use super::sys;
-use crate::perf::{parse_record, record_time, BlockedStack, Record, SampleFormat};
+use crate::perf::{
+    parse_record, record_kind as kind, record_time, BlockedStack, Record, SampleFormat,
+};
 
 /// How far behind the round's start records must be to be delivered (nanoseconds).
 const ORDER_SLACK_NS: u64 = 2_000_000;
@@ -47,6 +49,8 @@ pub struct Session {
     pending: VecDeque<PendingSwitch>,
     /// Read blocked threads' stacks (at most this many bytes) at their switch-out.
     capture_stacks: Option<usize>,
+    /// A context-switch sample waiting for the switch-out record that follows it.
+    held_sample: Option<PendingSwitch>,
     pub counts: Counts,
 }
 
@@ -73,6 +77,7 @@ impl Session {
             switch_ring: Vec::new(),
             pending: VecDeque::new(),
             capture_stacks: None,
+            held_sample: None,
             counts: Counts::default(),
         }
     }
@@ -200,7 +205,13 @@ impl Session {
             }
         }
         while let Some(Reverse((time, i))) = next.pop() {
-            deliver_pending(&format, &mut self.pending, time, on_record);
+            deliver_pending(
+                &format,
+                &mut self.pending,
+                &mut self.held_sample,
+                time,
+                on_record,
+            );
             let ring = &mut self.rings[i];
             let bytes = ring.record();
             let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -217,7 +228,13 @@ impl Session {
                 next.push(Reverse((time, i)));
             }
         }
-        deliver_pending(&format, &mut self.pending, cutoff, on_record);
+        deliver_pending(
+            &format,
+            &mut self.pending,
+            &mut self.held_sample,
+            cutoff,
+            on_record,
+        );
         self.merge = next;
     }
 
@@ -287,10 +304,12 @@ fn parse_switch<'a>(format: &SampleFormat, bytes: &'a [u8]) -> Option<crate::per
     }
 }
 
-/// Delivers the pending switch records up to `until`, each with its blocked stack if one was read.
+/// Delivers the pending switch records up to `until`, each switch-out with its blocked stack if
+/// one was read, or the context-switch sample taken just before it (`held`).
 fn deliver_pending(
     format: &SampleFormat,
     pending: &mut VecDeque<PendingSwitch>,
+    held: &mut Option<PendingSwitch>,
     until: u64,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) {
@@ -298,14 +317,34 @@ fn deliver_pending(
         let Some(entry) = pending.pop_front() else {
             break;
         };
-        if let Some(mut switch) = parse_switch(format, &entry.bytes) {
-            switch.blocked = entry.blocked.as_ref().map(|(ip, sp, stack)| BlockedStack {
-                ip: *ip,
-                sp: *sp,
-                stack,
-            });
-            on_record(format, Record::Switch(switch));
+        if entry.bytes.get(0..4) == Some(&kind::SAMPLE.to_ne_bytes()) {
+            *held = Some(entry);
+            continue;
         }
+        let Some(mut switch) = parse_switch(format, &entry.bytes) else {
+            continue;
+        };
+        switch.blocked = entry.blocked.as_ref().map(|(ip, sp, stack)| BlockedStack {
+            ip: *ip,
+            sp: *sp,
+            stack,
+        });
+        let sample_entry = held.take();
+        if switch.out {
+            switch.sample = sample_entry
+                .as_ref()
+                .and_then(|e| parse_sample(format, &e.bytes))
+                .filter(|s| s.tid == switch.tid);
+        }
+        on_record(format, Record::Switch(switch));
+    }
+}
+
+fn parse_sample<'a>(format: &SampleFormat, bytes: &'a [u8]) -> Option<crate::perf::Sample<'a>> {
+    let misc = u16::from_ne_bytes(bytes.get(4..6)?.try_into().ok()?);
+    match parse_record(format, kind::SAMPLE, misc, bytes.get(8..)?) {
+        Ok(Record::Sample(sample)) => Some(sample),
+        _ => None,
     }
 }
 
