@@ -187,6 +187,7 @@ impl GraphArgs {
             skip_after: self.skip_after,
             flame_chart: self.flame_chart,
             full_names: self.full_names,
+            time_in_us: false,
         }
     }
 }
@@ -314,7 +315,10 @@ impl CommonArgs {
         };
         Ok(Config {
             record,
-            graph: self.graph.into_options(),
+            graph: GraphOptions {
+                time_in_us: off_cpu != OffCpuMode::Off,
+                ..self.graph.into_options()
+            },
             output,
         })
     }

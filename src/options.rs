@@ -154,6 +154,9 @@ pub struct GraphOptions {
     pub flame_chart: bool,
     /// Keep the generic arguments of Rust names (`fold<usize, …>`). Default: false.
     pub full_names: bool,
+    /// The counts are microseconds of on- and off-CPU time (`--off-cpu`): the SVG says ms, and
+    /// `[off-cpu]` / `[preempted]` frames get their own colours. Default: false.
+    pub time_in_us: bool,
 }
 
 impl Default for GraphOptions {
@@ -171,6 +174,7 @@ impl Default for GraphOptions {
             skip_after: Vec::new(),
             flame_chart: false,
             full_names: false,
+            time_in_us: false,
         }
     }
 }

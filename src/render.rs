@@ -77,7 +77,36 @@ pub fn inferno_options(graph: &GraphOptions) -> inferno::flamegraph::Options<'st
         options.colors = palette;
     }
     options.flame_chart = graph.flame_chart;
+    if graph.time_in_us {
+        // Folded counts are microseconds; tooltips show (rounded) milliseconds.
+        options.count_name = "ms".to_owned();
+        options.factor = 0.001;
+    }
     options
+}
+
+/// Fixed colours for the off-CPU markers, so waiting stands apart from the palette's on-CPU
+/// frames: `[off-cpu]` blue, `[preempted]` grey.
+fn off_cpu_colors() -> inferno::flamegraph::color::PaletteMap {
+    use inferno::flamegraph::color::{Color, PaletteMap};
+    let mut map = PaletteMap::default();
+    map.insert(
+        crate::profile::OFF_CPU_FRAME,
+        Color {
+            r: 60,
+            g: 110,
+            b: 220,
+        },
+    );
+    map.insert(
+        crate::profile::PREEMPTED_FRAME,
+        Color {
+            r: 160,
+            g: 160,
+            b: 160,
+        },
+    );
+    map
 }
 
 /// Renders `folded` in the requested format into `writer`.
@@ -94,6 +123,10 @@ pub fn render(
             .map_err(|e| Error::io("writing folded stacks", e))?,
         OutputFormat::Svg => {
             let mut options = inferno_options(graph);
+            let mut colors = off_cpu_colors();
+            if graph.time_in_us {
+                options.palette_map = Some(&mut colors);
+            }
             let lines: Vec<String> = folded
                 .stacks()
                 .iter()
@@ -153,6 +186,20 @@ mod tests {
         assert!(svg.contains("My &lt;Title&gt;"), "title escaped in SVG");
         assert!(svg.contains("work_a (6 samples, 60.00%)"));
         assert!(svg.contains("inverted = true") || svg.contains("Icicle"));
+    }
+
+    #[test]
+    fn off_cpu_graph_in_ms_with_marker_colours() {
+        let graph = GraphOptions {
+            time_in_us: true,
+            ..GraphOptions::default()
+        };
+        let folded = Folded::parse("p;main;wait;[off-cpu] 150000\np;main;work 50000\n").unwrap();
+        let mut out = Vec::new();
+        render(&folded, &graph, OutputFormat::Svg, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("[off-cpu] (150 ms, 75.00%)"), "{svg}");
+        assert!(svg.contains("rgb(60,110,220)"), "[off-cpu] in blue");
     }
 
     #[test]
