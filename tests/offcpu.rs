@@ -101,9 +101,13 @@ impl Run {
         })
     }
 
-    /// Checks that thread `root`'s waits in `wait_fn` (below `blocking`) add up to what the
-    /// fixture measured, within 5%; and that its on-CPU time is under `compute`.
+    /// Checks that thread `root`'s off-CPU time in `wait_fn` (below `blocking`) matches what the
+    /// fixture measured (at most 5% more, at least its nominal blocking less 5%); and that its
+    /// on-CPU time is under `compute`.
     fn check_thread(&self, root: &str, wait_fn: &str, blocking: &str, rounds: u32) {
+        // sleep and pipe block at least 50 ms a round; a mutex wait starts a little after the
+        // holder took it.
+        let nominal_us = (wait_fn != "wait_mutex").then_some(f64::from(rounds) * 50_000.0);
         let waited = self.waited[root] as f64;
         let off = self.weight(root, wait_fn, "[off-cpu]") as f64;
         let preempted = self.weight(root, wait_fn, "[preempted]") as f64;
@@ -113,20 +117,42 @@ impl Run {
                 && has(s, blocking)
                 && leaf_is(s, "[off-cpu]")
         }) as f64;
+        // Waits whose stack could not be read in time (the thread ran again first: /proc path
+        // on a loaded machine) are kept as [off-cpu] alone on the thread.
+        let bare = self
+            .folded
+            .weight_where(|s| s.len() == 2 && s[0] == root && s[1] == "[off-cpu]")
+            as f64;
         let summary = || {
             format!(
                 "{root}: fixture waited {waited} us; [off-cpu] under {wait_fn} {off} us ({under_blocking} \
-                 under {blocking}), [preempted] there {preempted} us\n{}\n{}",
+                 under {blocking}), [preempted] there {preempted} us, [off-cpu] without stack \
+                 {bare} us\n{}\n{}",
                 self.folded.summary(),
                 self.stderr
             )
         };
-        // Some switch-outs of a sleeping thread are flagged as preemptions by the kernel (see the
-        // report); together they are the wait, and most of it is [off-cpu].
-        let total = off + preempted;
+        // Never more waiting than the fixture measured; at least its nominal blocking (50 ms a
+        // round: sleep, pipe). Some switch-outs in a wait carry the kernel's preemption flag
+        // (the woken thread then waits for a CPU; 5-10% of the time on a loaded machine, kernel
+        // 6.18); in the /proc path such a runnable thread has no readable stack, so a little of
+        // the wait may sit in a bare [preempted]: the lower bound against the measure is looser.
+        let waiting = off + bare;
         assert!(
-            (total - waited).abs() <= 0.05 * waited,
-            "off-CPU time under {wait_fn} is not within 5% of the fixture's waits: {}",
+            waiting <= 1.05 * waited,
+            "more off-CPU time under {wait_fn} than the fixture waited: {}",
+            summary()
+        );
+        if let Some(nominal) = nominal_us {
+            assert!(
+                waiting >= 0.95 * nominal,
+                "less off-CPU time than the fixture's {nominal} us of blocking: {}",
+                summary()
+            );
+        }
+        assert!(
+            waiting + preempted >= 0.85 * waited,
+            "off-CPU time under {wait_fn} far below the fixture's waits: {}",
             summary()
         );
         assert!(off >= 0.7 * waited, "too little [off-cpu]: {}", summary());

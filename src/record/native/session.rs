@@ -20,6 +20,9 @@ use crate::perf::{
 /// How far behind the round's start records must be to be delivered (nanoseconds).
 const ORDER_SLACK_NS: u64 = 2_000_000;
 
+/// Records delivered between two reads of the switch rings.
+const SWITCH_READ_EVERY: u32 = 16;
+
 /// Poll timeout while some ring's fd is hung up (milliseconds).
 const HUNG_UP_POLL_MS: i32 = 10;
 
@@ -204,7 +207,14 @@ impl Session {
                 next.push(Reverse((time, i)));
             }
         }
+        let mut delivered = 0u32;
         while let Some(Reverse((time, i))) = next.pop() {
+            // Delivering (unwinding) a batch takes a while: meanwhile threads block and resume,
+            // so look at the switch rings between records too.
+            delivered += 1;
+            if delivered % SWITCH_READ_EVERY == 0 {
+                self.read_switches();
+            }
             deliver_pending(
                 &format,
                 &mut self.pending,
