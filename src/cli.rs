@@ -381,12 +381,13 @@ pub fn workload(
 }
 
 /// `--off-cpu` needs the native backend and a program we launch (its threads' stacks are read
-/// through /proc at each switch-out, which only our own children allow without privileges).
+/// through /proc at each switch-out, which only our own children allow without privileges), or
+/// a perf.data file with switch records.
 fn check_off_cpu(backend: Backend, workload: &Workload) -> Result<()> {
     let problem = match (backend, workload) {
-        (Backend::Native, Workload::Command(_)) => return Ok(()),
+        (Backend::PerfCli, _) => "it needs the native backend (or our perf.data reader)",
+        (Backend::Native, Workload::Command(_)) | (_, Workload::PerfData(_)) => return Ok(()),
         (Backend::Native, Workload::Pids(_)) => "attaching (-p) is not supported yet",
-        (Backend::Native, Workload::PerfData(_)) => "--perfdata input is not supported yet",
         _ => "it needs the native backend",
     };
     Err(Error::InvalidOptions(format!(

@@ -70,14 +70,7 @@ fn record(as_nobody: bool, flag: &str, mode: &str, rounds: u32, threads: u32) ->
 }
 
 fn parse_run(dir: &Path, out: &Output) -> Run {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let waited = stdout
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.strip_prefix("waited ")?.split_whitespace();
-            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
-        })
-        .collect();
+    let waited = parse_run_waited(out);
     Run {
         folded: Folded::read(&dir.join("out.folded")),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -287,4 +280,54 @@ fn off_cpu_refused_where_unsupported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--off-cpu"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn perfdata_with_context_switch_samples() {
+    if !require_root("perfdata_with_context_switch_samples") || !util::require_perf() {
+        return;
+    }
+    let (dir, prog) = prepare();
+    let out = util::run_ok(
+        Command::new("perf")
+            .current_dir(dir.path())
+            .args(["record", "-q", "-e", "context-switches", "-c", "1"])
+            .args(["--switch-events", "--call-graph", "dwarf,32768"])
+            .args(["-o", "cs.data", "--"])
+            .arg(&prog)
+            .args(["sleep", &ROUNDS.to_string(), "1"]),
+        Duration::from_secs(120),
+    );
+    let waited = parse_run_waited(&out)["offcpu"] as f64;
+    let drawn = util::run_ok(
+        util::flamegraph().current_dir(dir.path()).args([
+            "--off-cpu",
+            "--perfdata",
+            "cs.data",
+            "-o",
+            "out.folded",
+        ]),
+        Duration::from_secs(120),
+    );
+    let folded = Folded::read(&dir.path().join("out.folded"));
+    let off = folded.weight_where(|s| {
+        has(s, "wait_sleep") && has(s, "clock_nanosleep") && leaf_is(s, "[off-cpu]")
+    }) as f64;
+    let nominal = f64::from(ROUNDS) * 50_000.0;
+    assert!(
+        off >= 0.95 * nominal && off <= 1.05 * waited,
+        "[off-cpu] under wait_sleep {off} us; nominal {nominal} us, fixture waited {waited} us\n{}\n{}",
+        folded.summary(),
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+}
+
+fn parse_run_waited(out: &Output) -> HashMap<String, u64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("waited ")?.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+        })
+        .collect()
 }

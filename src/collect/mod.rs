@@ -210,10 +210,16 @@ impl StackCollector {
             return;
         }
         self.off_cpu.saw_time(sample.time);
-        if self.options.off_cpu == OffCpuMode::Only {
+        // perf.data from `perf record -e context-switches -c 1 --switch-events`: a period-1
+        // sample (period 0: a fixed `-c 1` period is not recorded) is the stack of the
+        // switch-out record that follows it.
+        let switch_sample = self.options.off_cpu != OffCpuMode::Off && sample.period <= 1;
+        if self.options.off_cpu == OffCpuMode::Only && !switch_sample {
             return;
         }
-        self.stats.samples += 1;
+        if !switch_sample {
+            self.stats.samples += 1;
+        }
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
         let warmer = &mut self.warmer;
@@ -227,6 +233,11 @@ impl StackCollector {
             });
         if walk.truncated {
             self.stats.truncated += 1;
+        }
+        if switch_sample {
+            self.off_cpu.stash_sample(sample.tid, sample.time, &frames);
+            self.scratch = frames;
+            return;
         }
         self.tally(
             frames,
@@ -263,7 +274,10 @@ impl StackCollector {
                     &mut frames,
                     on_module,
                 ),
-                (None, None) => false,
+                (None, None) => {
+                    frames.extend_from_slice(self.off_cpu.stashed_sample(switch.tid, switch.time));
+                    false
+                }
             };
             if truncated {
                 frames.push(FrameKey::Truncated);

@@ -17,6 +17,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::sample::FrameKey;
 use crate::perf::records::Switch;
 
+/// How long before its switch-out record a context-switch sample may be.
+const STASH_MAX_NS: u64 = 1_000_000;
+
 /// A thread off the CPU since `time`.
 struct Pending {
     pid: u32,
@@ -45,6 +48,8 @@ pub(super) struct OffCpu {
     exited: FxHashSet<u32>,
     /// The latest time seen in any record.
     last_time: u64,
+    /// The last context-switch sample's stack (perf.data input): tid, time, frames.
+    stash: Option<(u32, u64, Vec<FrameKey>)>,
     /// Waiting intervals (not preemptions) seen, and those without a stack.
     pub intervals: u64,
     pub without_stack: u64,
@@ -54,6 +59,28 @@ impl OffCpu {
     /// Notes the time of any record (to close threads still blocked at the end).
     pub fn saw_time(&mut self, time: u64) {
         self.last_time = self.last_time.max(time);
+    }
+
+    /// Keeps a context-switch sample's stack (leaf first) for the switch-out record after it.
+    pub fn stash_sample(&mut self, tid: u32, time: u64, frames: &[FrameKey]) {
+        let (_, _, stack) = self.stash.get_or_insert_with(Default::default);
+        stack.clear();
+        stack.extend_from_slice(frames);
+        let stack = std::mem::take(stack);
+        self.stash = Some((tid, time, stack));
+    }
+
+    /// The stack of the context-switch sample taken for `tid`'s switch-out at `time` (at most
+    /// 1 ms before it), or nothing.
+    pub fn stashed_sample(&self, tid: u32, time: u64) -> &[FrameKey] {
+        match &self.stash {
+            Some((t, sampled, frames))
+                if *t == tid && *sampled <= time && time - *sampled <= STASH_MAX_NS =>
+            {
+                frames
+            }
+            _ => &[],
+        }
     }
 
     /// A thread exited: its last switch-out is no wait.
