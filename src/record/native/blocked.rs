@@ -65,6 +65,8 @@ pub fn capture(pid: u32, tid: u32, max: usize) -> Option<(u64, u64, Vec<u8>)> {
         filled = read_memory(pid, sp, &mut stack[..to_page_end.min(max)]);
     }
     stack.truncate(filled);
+    // Held until delivery (a few ms): keep only what was read.
+    stack.shrink_to_fit();
     Some((ip, sp, stack))
 }
 

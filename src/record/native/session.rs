@@ -296,7 +296,8 @@ fn capture_blocked(format: &SampleFormat, pending: &mut VecDeque<PendingSwitch>,
             resumed.push(switch.tid);
             continue;
         }
-        if !std::mem::take(&mut entry.fresh) || resumed.contains(&switch.tid) {
+        // A preempted thread is runnable: /proc shows no stack for it.
+        if !std::mem::take(&mut entry.fresh) || switch.preempt || resumed.contains(&switch.tid) {
             continue;
         }
         entry.blocked = super::blocked::capture(switch.pid, switch.tid, max);
