@@ -10,6 +10,7 @@ use std::str::FromStr;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 
+use crate::collect::OffCpuMode;
 use crate::error::{Error, Result};
 use crate::options::{
     Backend, CallGraph, Config, GraphOptions, OutputFormat, OutputOptions, OutputTarget, Palette,
@@ -92,6 +93,15 @@ pub struct CommonArgs {
     /// function. Native backend and perf.data files only
     #[arg(long)]
     pub lines: bool,
+
+    /// Native backend: also show where threads wait and for how long (off-CPU time, topped by
+    /// [off-cpu]), with on-CPU time, in microseconds
+    #[arg(long, conflicts_with = "off_cpu_only")]
+    pub off_cpu: bool,
+
+    /// Native backend: show only where threads wait (off-CPU time), in microseconds
+    #[arg(long)]
+    pub off_cpu_only: bool,
 
     /// Run a command to process the folded stacks, taking the input from stdin and outputting to
     /// stdout.
@@ -325,6 +335,7 @@ impl GraphArgs {
             skip_after: self.skip_after,
             flame_chart: self.flame_chart,
             full_names: self.full_names,
+            time_in_us: false,
         }
     }
 }
@@ -425,6 +436,14 @@ impl CommonArgs {
                     .into(),
             ));
         }
+        let off_cpu = match (self.off_cpu, self.off_cpu_only) {
+            (_, true) => OffCpuMode::Only,
+            (true, false) => OffCpuMode::With,
+            (false, false) => OffCpuMode::Off,
+        };
+        if off_cpu != OffCpuMode::Off {
+            check_off_cpu(backend, &workload)?;
+        }
         if !matches!(workload, Workload::PerfData(_)) {
             if self.event.is_some() {
                 return Err(Error::InvalidOptions(
@@ -465,12 +484,16 @@ impl CommonArgs {
             event: self.event,
             symfs: self.symfs,
             kallsyms: self.kallsyms,
+            off_cpu,
         };
 
         let output = output_options(self.output, self.views.format, self.open, self.post_process)?;
         Ok(Config {
             record,
-            graph: self.graph.into_options(),
+            graph: GraphOptions {
+                time_in_us: off_cpu != OffCpuMode::Off,
+                ..self.graph.into_options()
+            },
             output,
             view: self.views.into_options(),
         })
@@ -531,6 +554,21 @@ pub fn workload(
             "give only one of: a command after `--`, --pid, --perfdata".into(),
         )),
     }
+}
+
+/// `--off-cpu` needs the native backend and a program we launch (its threads' stacks are read
+/// through /proc at each switch-out, which only our own children allow without privileges), or
+/// a perf.data file with switch records.
+fn check_off_cpu(backend: Backend, workload: &Workload) -> Result<()> {
+    let problem = match (backend, workload) {
+        (Backend::PerfCli, _) => "it needs the native backend (or our perf.data reader)",
+        (Backend::Native, Workload::Command(_)) | (_, Workload::PerfData(_)) => return Ok(()),
+        (Backend::Native, Workload::Pids(_)) => "attaching (-p) is not supported yet",
+        _ => "it needs the native backend",
+    };
+    Err(Error::InvalidOptions(format!(
+        "--off-cpu: {problem}; profile a command you launch with the native backend"
+    )))
 }
 
 #[cfg(test)]

@@ -102,6 +102,9 @@ pub struct RecordOptions {
     /// `--kallsyms FILE`: the recording kernel's symbols (perf.data only). Default: none (the
     /// running kernel's, if it is the one that was recorded).
     pub kallsyms: Option<PathBuf>,
+    /// Native sampler, launch mode: off-CPU time with on-CPU time (`--off-cpu`) or alone
+    /// (`--off-cpu-only`). Default: off.
+    pub off_cpu: crate::collect::OffCpuMode,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -134,6 +137,7 @@ impl Default for RecordOptions {
             event: None,
             symfs: None,
             kallsyms: None,
+            off_cpu: crate::collect::OffCpuMode::Off,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct GraphOptions {
     pub flame_chart: bool,
     /// Keep the generic arguments of Rust names (`fold<usize, …>`). Default: false.
     pub full_names: bool,
+    /// The counts are microseconds of on- and off-CPU time (`--off-cpu`): the SVG says ms, and
+    /// `[off-cpu]` / `[preempted]` frames get their own colours. Default: false.
+    pub time_in_us: bool,
 }
 
 impl Default for GraphOptions {
@@ -183,6 +190,7 @@ impl Default for GraphOptions {
             skip_after: Vec::new(),
             flame_chart: false,
             full_names: false,
+            time_in_us: false,
         }
     }
 }

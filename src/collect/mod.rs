@@ -9,6 +9,7 @@
 //! - [`warmer`]: a low-priority thread parses debug info while samples arrive.
 //! - [`resolve`]: at the end, each unique frame key is symbolized once into profile frames.
 
+mod offcpu;
 mod resolve;
 mod sample;
 mod warmer;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::perf::records::{Comm, Fork, Record, Sample, SampleFormat};
+use crate::perf::records::{Comm, Fork, Record, Sample, SampleFormat, Switch};
 use crate::process::Processes;
 use crate::profile::{Measure, Profile, ProfileBuilder, Thread, WeightUnit};
 use sample::{FrameKey, StackWalker};
@@ -51,6 +52,21 @@ pub struct CollectOptions {
     /// Give each user frame its source file and line (`--lines`), read from the line tables of
     /// the sampled modules only. Default: false (line tables are never read).
     pub lines: bool,
+    /// Off-CPU time from context-switch records. Default: [`OffCpuMode::Off`].
+    pub off_cpu: OffCpuMode,
+}
+
+/// Whether and how off-CPU intervals join the profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OffCpuMode {
+    /// Switch records are ignored; weights are the samples' periods.
+    #[default]
+    Off,
+    /// On-CPU samples and off-CPU intervals (`[off-cpu]`, `[preempted]`) in one graph, weighted
+    /// in microseconds.
+    With,
+    /// Only the intervals spent waiting (`[off-cpu]`): no samples, no preemptions.
+    Only,
 }
 
 impl CollectOptions {
@@ -74,6 +90,9 @@ pub struct CollectStats {
     /// Time of the first and last sample (0 when unknown).
     pub first_time: u64,
     pub last_time: u64,
+    /// Off-CPU intervals tallied, and those among them whose stack could not be read.
+    pub off_cpu_intervals: u64,
+    pub off_cpu_without_stack: u64,
 }
 
 impl CollectStats {
@@ -117,6 +136,7 @@ pub struct StackCollector {
     stats: CollectStats,
     event: String,
     warmer: warmer::Warmer,
+    off_cpu: offcpu::OffCpu,
 }
 
 impl StackCollector {
@@ -139,11 +159,16 @@ impl StackCollector {
             scratch: Vec::with_capacity(256),
             stats: CollectStats::default(),
             event: "cpu-clock".into(),
+            off_cpu: offcpu::OffCpu::default(),
         }
     }
 
     pub fn stats(&self) -> CollectStats {
-        self.stats
+        CollectStats {
+            off_cpu_intervals: self.off_cpu.intervals,
+            off_cpu_without_stack: self.off_cpu.without_stack,
+            ..self.stats
+        }
     }
 
     /// Names the sampled event (default `cpu-clock`); `cpu-clock` and `task-clock` periods are
@@ -157,6 +182,10 @@ impl StackCollector {
         let _ = format;
         match record {
             Record::Sample(sample) => self.on_sample(&sample),
+            Record::Switch(switch) if self.options.off_cpu != OffCpuMode::Off => {
+                self.on_switch(&switch)
+            }
+            Record::Exit(Fork { tid, .. }) => self.off_cpu.on_exit(tid),
             Record::Mmap2(m) => {
                 if let Some(range) = sample::exec_mapping(&m) {
                     let build_id = match m.file_id {
@@ -178,7 +207,10 @@ impl StackCollector {
                 tid,
                 ptid,
                 ..
-            }) => self.processes.on_fork(pid, ppid, tid, ptid),
+            }) => {
+                self.off_cpu.on_fork(tid);
+                self.processes.on_fork(pid, ppid, tid, ptid)
+            }
             _ => {}
         }
     }
@@ -205,7 +237,17 @@ impl StackCollector {
             self.stats.idle += 1;
             return;
         }
-        self.stats.samples += 1;
+        self.off_cpu.saw_time(sample.time);
+        // perf.data from `perf record -e context-switches -c 1 --switch-events`: a period-1
+        // sample (period 0: a fixed `-c 1` period is not recorded) is the stack of the
+        // switch-out record that follows it.
+        let switch_sample = self.options.off_cpu != OffCpuMode::Off && sample.period <= 1;
+        if self.options.off_cpu == OffCpuMode::Only && !switch_sample {
+            return;
+        }
+        if !switch_sample {
+            self.stats.samples += 1;
+        }
         if sample.time > 0 {
             if self.stats.first_time == 0 {
                 self.stats.first_time = sample.time;
@@ -227,9 +269,80 @@ impl StackCollector {
         if walk.truncated {
             self.stats.truncated += 1;
         }
-        let thread = self.thread_id(sample.pid, sample.tid);
+        if switch_sample {
+            self.off_cpu.stash_sample(sample.tid, sample.time, &frames);
+            self.scratch = frames;
+            return;
+        }
+        self.tally(
+            frames,
+            sample.pid,
+            sample.tid,
+            sample.period.max(1),
+            sample.time,
+        );
+    }
+
+    /// A switch record: a switch-out's readable stack is unwound now (with the maps of now),
+    /// a switch-in closes the thread's interval.
+    fn on_switch(&mut self, switch: &Switch<'_>) {
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        if switch.out {
+            let warmer = &mut self.warmer;
+            let processes = &self.processes;
+            let on_module = |module, offset| {
+                let modules = &processes.modules;
+                if let (Some(file), Some(path)) = (modules.file(module), modules.path(module)) {
+                    warmer.warm(module, file, path, offset);
+                }
+            };
+            let truncated = match (switch.sample, switch.blocked) {
+                (Some(sample), _) => {
+                    // `walk` marks a cut stack itself.
+                    self.walker.walk(&sample, processes, &mut frames, on_module);
+                    false
+                }
+                (None, Some(blocked)) => self.walker.walk_blocked(
+                    switch.pid,
+                    &blocked,
+                    processes,
+                    &mut frames,
+                    on_module,
+                ),
+                (None, None) => {
+                    frames.extend_from_slice(self.off_cpu.stashed_sample(switch.tid, switch.time));
+                    false
+                }
+            };
+            if truncated {
+                frames.push(FrameKey::Truncated);
+            }
+        }
+        let interval = self.off_cpu.on_switch(switch, &frames);
+        self.scratch = frames;
+        if let Some(interval) = interval {
+            self.tally_interval(interval);
+        }
+    }
+
+    fn tally_interval(&mut self, interval: offcpu::Interval) {
+        let preempted = interval.frames.first() == Some(&FrameKey::Preempted);
+        if interval.duration == 0 || (preempted && self.options.off_cpu == OffCpuMode::Only) {
+            return;
+        }
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        frames.extend_from_slice(&interval.frames);
+        let (pid, tid) = (interval.pid, interval.tid);
+        self.tally(frames, pid, tid, interval.duration, interval.time);
+    }
+
+    /// Adds `frames` (leaf first, no thread yet) on thread `tid` with `weight`; gives the buffer
+    /// back as the scratch buffer.
+    fn tally(&mut self, mut frames: Vec<FrameKey>, pid: u32, tid: u32, period: u64, time: u64) {
+        let thread = self.thread_id(pid, tid);
         frames.push(FrameKey::Thread(thread));
-        let period = sample.period.max(1);
         let id = match self.stacks.get(frames.as_slice()) {
             Some(&id) => id,
             None => {
@@ -246,7 +359,7 @@ impl StackCollector {
         tally.count += 1;
         tally.weight += period;
         if self.options.time_ordered {
-            self.sequence.push((id, period, sample.time));
+            self.sequence.push((id, period, time));
         }
         self.scratch = frames;
     }
@@ -258,14 +371,29 @@ impl StackCollector {
 
     /// [`StackCollector::finish`], with the symbolizer's notes for the user (skipped perf maps).
     pub fn finish_with_notes(mut self) -> (Profile, Vec<String>) {
+        for interval in self.off_cpu.finish() {
+            self.tally_interval(interval);
+        }
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
         let mut symbolizer = warmer.finish(symbolize_options(&self.options));
         if let KernelNames::File(path) = &self.options.kernel {
             symbolizer.set_kernel_symbols(crate::symbolize::KernelSymbols::from_file(path));
         }
         let (unit, measure) = match self.event.as_str() {
+            _ if self.options.off_cpu != OffCpuMode::Off => {
+                (WeightUnit::Microseconds, Measure::Weight)
+            }
             "cpu-clock" | "task-clock" => (WeightUnit::Nanoseconds, Measure::Count),
             other => (WeightUnit::Events(other.to_owned()), Measure::Weight),
+        };
+        // Off-CPU profiles weigh in microseconds (nanoseconds summed first, then rounded).
+        let micros = unit == WeightUnit::Microseconds;
+        let scale = |weight: u64| {
+            if micros {
+                (weight + 500) / 1000
+            } else {
+                weight
+            }
         };
         let mut builder = ProfileBuilder::new(unit, measure);
         builder.set_event(self.event.clone());
@@ -303,13 +431,13 @@ impl StackCollector {
         if self.options.time_ordered {
             for &(id, period, time) in &self.sequence {
                 if let Some((stack, thread)) = ids[id as usize] {
-                    builder.add(stack, thread, 1, period, Some(time));
+                    builder.add(stack, thread, 1, scale(period), Some(time));
                 }
             }
         } else {
             for (id, tally) in self.tallies.iter().enumerate() {
                 if let Some((stack, thread)) = ids[id] {
-                    builder.add(stack, thread, tally.count, tally.weight, None);
+                    builder.add(stack, thread, tally.count, scale(tally.weight), None);
                 }
             }
         }

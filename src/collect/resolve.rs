@@ -138,6 +138,14 @@ impl<'a> Resolver<'a> {
                 self.names.push("[stack switch]".into());
                 (FrameKind::Marker, None, None)
             }
+            FrameKey::OffCpu => {
+                self.names.push(crate::profile::OFF_CPU_FRAME.into());
+                (FrameKind::Marker, None, None)
+            }
+            FrameKey::Preempted => {
+                self.names.push(crate::profile::PREEMPTED_FRAME.into());
+                (FrameKind::Marker, None, None)
+            }
         };
         for (i, name) in self.names.iter().enumerate() {
             let name = match kind {

@@ -5,7 +5,7 @@
 
 use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
-use crate::perf::records::{Sample, UserRegs};
+use crate::perf::records::{BlockedStack, Sample, UserRegs};
 use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
 use crate::unwind::{self, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
@@ -26,6 +26,10 @@ pub(super) enum FrameKey {
     Truncated,
     /// The walk reached a function that switched stacks, and the caller could not be found.
     StackSwitch,
+    /// Leaf of an off-CPU interval: the thread waited.
+    OffCpu,
+    /// Leaf of an interval the thread spent preempted (runnable, not waiting).
+    Preempted,
 }
 
 /// What became of a sample's user stack.
@@ -73,13 +77,7 @@ impl StackWalker {
             },
             _ => push_user_callchain(sample, &mut self.addresses),
         }
-        for a in &self.addresses {
-            let frame = resolve_user(processes, sample.pid, *a);
-            if let FrameKey::Module { module, offset } = frame {
-                on_module(module, offset);
-            }
-            frames.push(frame);
-        }
+        self.push_addresses(sample.pid, processes, frames, &mut on_module);
         if walk.truncated {
             frames.push(FrameKey::Truncated);
         }
@@ -96,6 +94,49 @@ impl StackWalker {
             });
         }
         walk
+    }
+
+    /// Pushes the frames of a blocked thread's stack read from outside (only ip and sp known),
+    /// leaf first; returns whether the stack ran out before its root.
+    pub(super) fn walk_blocked(
+        &mut self,
+        pid: u32,
+        blocked: &BlockedStack<'_>,
+        processes: &Processes,
+        frames: &mut Vec<FrameKey>,
+        mut on_module: impl FnMut(ModuleId, u64),
+    ) -> bool {
+        self.addresses.clear();
+        let regs = <unwind::NativeArch as unwind::SampleRegs>::from_ip_sp(blocked.ip, blocked.sp);
+        let stack = StackSnapshot {
+            sp: blocked.sp,
+            bytes: blocked.stack,
+        };
+        let lookup = SpaceLookup {
+            space: processes.space(pid),
+            modules: &processes.modules,
+        };
+        let end = self
+            .unwinder
+            .unwind(&regs, &stack, &lookup, &mut self.addresses);
+        self.push_addresses(pid, processes, frames, &mut on_module);
+        end == UnwindEnd::Truncated
+    }
+
+    fn push_addresses(
+        &self,
+        pid: u32,
+        processes: &Processes,
+        frames: &mut Vec<FrameKey>,
+        on_module: &mut impl FnMut(ModuleId, u64),
+    ) {
+        for a in &self.addresses {
+            let frame = resolve_user(processes, pid, *a);
+            if let FrameKey::Module { module, offset } = frame {
+                on_module(module, offset);
+            }
+            frames.push(frame);
+        }
     }
 
     /// Unwinds the copied user stack into `self.addresses`; returns how the walk ended.

@@ -79,6 +79,7 @@ fn file(profile: &Profile) -> File<'_> {
         .collect();
     let (unit, nanoseconds) = match profile.weight_unit {
         WeightUnit::Nanoseconds => ("nanoseconds", true),
+        WeightUnit::Microseconds => ("microseconds", true),
         _ => ("none", false),
     };
     let mut profiles: Vec<Sampled> = profile

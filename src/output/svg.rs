@@ -15,6 +15,8 @@ pub struct Units {
     pub count_name: String,
     /// Folded counts × factor = numbers shown.
     pub factor: f64,
+    /// Give the off-CPU markers their own colours (`[off-cpu]` blue, `[preempted]` grey).
+    pub off_cpu_markers: bool,
 }
 
 /// The units of `profile`'s default measure: "samples" for sample counts, milliseconds for
@@ -23,9 +25,14 @@ pub fn units(profile: &Profile) -> Units {
     let (count_name, factor) = match (profile.measure, &profile.weight_unit) {
         (Measure::Count, _) | (Measure::Weight, WeightUnit::Samples) => ("samples".into(), 1.0),
         (Measure::Weight, WeightUnit::Nanoseconds) => ("ms".into(), 1e-6),
+        (Measure::Weight, WeightUnit::Microseconds) => ("ms".into(), 1e-3),
         (Measure::Weight, WeightUnit::Events(event)) => (event.clone(), 1.0),
     };
-    Units { count_name, factor }
+    Units {
+        count_name,
+        factor,
+        off_cpu_markers: profile.weight_unit == WeightUnit::Microseconds,
+    }
 }
 
 /// inferno's options for our graph options.
@@ -65,7 +72,31 @@ pub fn write(
     writer: &mut dyn Write,
 ) -> Result<()> {
     let mut options = inferno_options(graph, units);
+    let mut colors = off_cpu_colors();
+    if units.off_cpu_markers {
+        options.palette_map = Some(&mut colors);
+    }
     draw(folded, &mut options, writer)
+}
+
+/// Fixed colours for the off-CPU markers, so waiting stands apart from the palette's on-CPU
+/// frames: `[off-cpu]` blue, `[preempted]` grey.
+fn off_cpu_colors() -> inferno::flamegraph::color::PaletteMap {
+    use inferno::flamegraph::color::{Color, PaletteMap};
+    let mut map = PaletteMap::default();
+    let blue = Color {
+        r: 60,
+        g: 110,
+        b: 220,
+    };
+    let grey = Color {
+        r: 160,
+        g: 160,
+        b: 160,
+    };
+    map.insert(crate::profile::OFF_CPU_FRAME, blue);
+    map.insert(crate::profile::PREEMPTED_FRAME, grey);
+    map
 }
 
 /// Draws `folded` with inferno's `options`.
@@ -100,6 +131,7 @@ mod tests {
         let units = Units {
             count_name: "samples".into(),
             factor: 1.0,
+            off_cpu_markers: false,
         };
         write(&folded, &graph, &units, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
@@ -114,11 +146,27 @@ mod tests {
         let units = Units {
             count_name: "ms".into(),
             factor: 1e-6,
+            off_cpu_markers: false,
         };
         let mut out = Vec::new();
         write(&folded, &GraphOptions::default(), &units, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("main (2,000 ms, 100.00%)"), "{svg}");
         assert!(svg.contains("a (1,500 ms, 75.00%)"), "{svg}");
+    }
+
+    #[test]
+    fn off_cpu_graph_in_ms_with_marker_colours() {
+        let folded = Folded::parse("p;main;wait;[off-cpu] 150000\np;main;work 50000\n").unwrap();
+        let units = Units {
+            count_name: "ms".into(),
+            factor: 1e-3,
+            off_cpu_markers: true,
+        };
+        let mut out = Vec::new();
+        write(&folded, &GraphOptions::default(), &units, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("[off-cpu] (150 ms, 75.00%)"), "{svg}");
+        assert!(svg.contains("rgb(60,110,220)"), "[off-cpu] in blue");
     }
 }

@@ -8,8 +8,8 @@ pub mod data_file;
 pub mod records;
 
 pub use records::{
-    parse_record, record_time, CallChain, CallChainFrames, Comm, Fork, Mmap2, MmapFileId,
-    ParseError, Record, Sample, SampleFormat, UserRegs,
+    parse_record, record_time, BlockedStack, CallChain, CallChainFrames, Comm, Fork, Mmap2,
+    MmapFileId, ParseError, Record, Sample, SampleFormat, Switch, UserRegs,
 };
 
 /// `perf_event_header.type` values (`enum perf_event_type`).
@@ -25,6 +25,10 @@ pub mod record_kind {
     pub const SAMPLE: u32 = 9;
     pub const MMAP2: u32 = 10;
     pub const LOST_SAMPLES: u32 = 13;
+    /// A context switch of the event's task (`attr.context_switch`, per-task events).
+    pub const SWITCH: u32 = 14;
+    /// A context switch on a CPU (`attr.context_switch`, CPU-wide events): also names the other task.
+    pub const SWITCH_CPU_WIDE: u32 = 15;
     /// First record type that only perf.data files use (not the kernel).
     pub const USER_TYPE_START: u32 = 64;
     /// perf.data: all records before this one were flushed from every buffer.
@@ -80,6 +84,10 @@ pub mod misc {
     pub const COMM_EXEC: u16 = 1 << 13;
     /// On MMAP2: the record carries a build id instead of device and inode numbers.
     pub const MMAP_BUILD_ID: u16 = 1 << 14;
+    /// On SWITCH/SWITCH_CPU_WIDE: the task was switched out (otherwise in).
+    pub const SWITCH_OUT: u16 = 1 << 13;
+    /// On a switch-out: the task was preempted while runnable (it was not waiting).
+    pub const SWITCH_OUT_PREEMPT: u16 = 1 << 14;
 }
 
 /// Callchain context markers (`enum perf_callchain_context`): entries at or above

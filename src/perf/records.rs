@@ -62,6 +62,8 @@ pub enum Record<'a> {
     Unthrottle { time: u64, id: u64 },
     /// `PERF_RECORD_LOST_SAMPLES`: `lost` samples were dropped (e.g. by a full buffer).
     LostSamples { lost: u64 },
+    /// `PERF_RECORD_SWITCH` or `PERF_RECORD_SWITCH_CPU_WIDE`: a thread left or got a CPU.
+    Switch(Switch<'a>),
     /// perf.data `PERF_RECORD_FINISHED_ROUND`.
     FinishedRound,
     /// Any other record type, not parsed.
@@ -156,6 +158,36 @@ pub struct Comm<'a> {
     pub name: &'a [u8],
     /// True when the name changed because the thread called `exec`.
     pub exec: bool,
+}
+
+/// A `PERF_RECORD_SWITCH` or `PERF_RECORD_SWITCH_CPU_WIDE`, about the thread `pid`/`tid` of the
+/// `sample_id_all` trailer (zero without one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Switch<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    /// Timestamp in nanoseconds (0 without a `sample_id_all` TIME).
+    pub time: u64,
+    /// The thread was switched out (otherwise in).
+    pub out: bool,
+    /// A switch-out by preemption: the thread was still runnable, not waiting.
+    pub preempt: bool,
+    /// On a switch-out, the blocked thread's user stack as the native recorder read it from
+    /// `/proc` when the record arrived (never set by the parser).
+    pub blocked: Option<BlockedStack<'a>>,
+    /// On a switch-out, the `context-switches` sample the kernel took just before it, when the
+    /// native recorder samples that event (never set by the parser).
+    pub sample: Option<Sample<'a>>,
+}
+
+/// A blocked thread's user state read from outside: instruction and stack pointer from
+/// `/proc/PID/task/TID/syscall`, the stack bytes from `sp` up with `process_vm_readv`. Other
+/// registers are unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockedStack<'a> {
+    pub ip: u64,
+    pub sp: u64,
+    pub stack: &'a [u8],
 }
 
 /// A `PERF_RECORD_FORK` or `PERF_RECORD_EXIT`.
@@ -288,9 +320,41 @@ pub fn parse_record<'a>(
         kind::LOST_SAMPLES => Record::LostSamples {
             lost: r.u64("lost")?,
         },
+        kind::SWITCH | kind::SWITCH_CPU_WIDE => Record::Switch(parse_switch(format, misc, body)),
         kind::FINISHED_ROUND => Record::FinishedRound,
         other => Record::Other { kind: other },
     })
+}
+
+/// A switch record: everything it says is in `misc` and the `sample_id_all` trailer (CPU-wide
+/// records put the other task's pid and tid before it, not needed here).
+fn parse_switch<'a>(format: &SampleFormat, misc: u16, body: &[u8]) -> Switch<'a> {
+    let out = misc & misc::SWITCH_OUT != 0;
+    let mut s = Switch {
+        pid: 0,
+        tid: 0,
+        time: 0,
+        out,
+        preempt: out && misc & misc::SWITCH_OUT_PREEMPT != 0,
+        blocked: None,
+        sample: None,
+    };
+    let Some(start) = body.len().checked_sub(sample_id_size(format)) else {
+        return s;
+    };
+    if !format.sample_id_all {
+        return s;
+    }
+    let mut r = Reader::new(kind::SWITCH, body);
+    r.pos = start;
+    if format.sample_type & st::TID != 0 {
+        s.pid = r.u32("pid").unwrap_or(0);
+        s.tid = r.u32("tid").unwrap_or(0);
+    }
+    if format.sample_type & st::TIME != 0 {
+        s.time = r.u64("time").unwrap_or(0);
+    }
+    s
 }
 
 fn parse_fork(r: &mut Reader<'_>) -> Result<Fork, ParseError> {

@@ -118,13 +118,20 @@ pub struct Thread {
     pub process_name: Arc<str>,
 }
 
+/// The leaf frame of an off-CPU stack: the thread waited (blocked) there.
+pub const OFF_CPU_FRAME: &str = "[off-cpu]";
+/// The leaf frame of time a runnable thread spent preempted (CPU taken by others, not waiting).
+pub const PREEMPTED_FRAME: &str = "[preempted]";
+
 /// What [`Sample::weight`] counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WeightUnit {
     /// One per sample record: the weight is the count.
     Samples,
-    /// Nanoseconds (cpu-clock and task-clock periods, off-CPU intervals).
+    /// Nanoseconds (cpu-clock and task-clock periods).
     Nanoseconds,
+    /// Microseconds: on- and off-CPU time of `--off-cpu` profiles (the folded counts).
+    Microseconds,
     /// Occurrences of the named event (period × samples), e.g. `page-faults`.
     Events(String),
 }

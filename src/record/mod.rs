@@ -113,6 +113,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     native_options.verbose = options.verbose;
     native_options.stdout_to_stderr = options.stdout_to_stderr;
     native_options.run_as = options.run_as;
+    native_options.off_cpu = options.off_cpu != crate::collect::OffCpuMode::Off;
     native_options.call_graph = match options.call_graph {
         CallGraph::FramePointer => native::CallGraph::FramePointer,
         CallGraph::Dwarf => native::CallGraph::Dwarf {
@@ -161,6 +162,7 @@ fn native_notes(
     options: &crate::options::RecordOptions,
 ) -> Vec<String> {
     let mut notes = Vec::new();
+    notes.extend(off_cpu_note(summary, stats));
     if options.verbose {
         let interrupted = if summary.interrupted {
             " (interrupted)"
@@ -199,6 +201,26 @@ fn native_notes(
     notes
 }
 
+/// The one line that says where off-CPU stacks came from, with the intervals left without one.
+#[cfg(target_os = "linux")]
+fn off_cpu_note(
+    summary: &native::RecordSummary,
+    stats: crate::collect::CollectStats,
+) -> Option<String> {
+    let how = match summary.off_cpu_stacks? {
+        native::OffCpuStacks::ContextSwitchSamples => {
+            "off-CPU stacks from context-switch samples (kernel access)".to_owned()
+        }
+        native::OffCpuStacks::ProcReads => format!(
+            "off-CPU stacks read from /proc/TID/syscall and process_vm_readv at each switch-out \
+             (no kernel access needed); {} of {} waits had no stack (the thread ran again before \
+             it was read) and show [off-cpu] alone",
+            stats.off_cpu_without_stack, stats.off_cpu_intervals
+        ),
+    };
+    Some(how)
+}
+
 /// A collector for the run: its symbolizer thread loads kernel symbols and debug info while
 /// records arrive.
 /// Threads are kept apart by pid and tid for per-thread or per-process roots and for outputs
@@ -214,6 +236,7 @@ fn new_collector(config: &Config) -> crate::collect::StackCollector {
         config.view.roots != Roots::ThreadName || outputs.iter().any(|o| o.format.needs_threads());
     options.full_names = config.graph.full_names;
     options.lines = config.record.lines;
+    options.off_cpu = config.record.off_cpu;
     crate::collect::StackCollector::new(options)
 }
 

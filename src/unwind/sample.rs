@@ -10,6 +10,9 @@ pub trait SampleRegs: Arch {
     fn from_sample(regs: &UserRegs<'_>) -> Option<Self::Regs>;
     /// The sampled stack pointer (where the copied stack starts).
     fn sp(regs: &Self::Regs) -> u64;
+    /// Registers where only the instruction and stack pointers are known (a blocked thread's
+    /// stack read from outside): every other register is unknown to the walk.
+    fn from_ip_sp(ip: u64, sp: u64) -> Self::Regs;
 }
 
 /// The unwinder's registers of architecture `A` from a sample's user registers; `None` when the
@@ -54,6 +57,13 @@ impl SampleRegs for X86_64 {
     fn sp(regs: &X86_64Regs) -> u64 {
         regs.file.sp
     }
+
+    fn from_ip_sp(ip: u64, sp: u64) -> X86_64Regs {
+        X86_64Regs {
+            ip,
+            file: RegFile::new(sp),
+        }
+    }
 }
 
 impl SampleRegs for Aarch64 {
@@ -71,6 +81,13 @@ impl SampleRegs for Aarch64 {
 
     fn sp(regs: &Aarch64Regs) -> u64 {
         regs.file.sp
+    }
+
+    fn from_ip_sp(pc: u64, sp: u64) -> Aarch64Regs {
+        Aarch64Regs {
+            pc,
+            file: RegFile::new(sp),
+        }
     }
 }
 

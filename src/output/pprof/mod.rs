@@ -47,8 +47,11 @@ pub fn build(profile: &Profile, info: &RecordingInfo) -> proto::Profile {
             .or_insert_with(|| b.stack(profile, &profile.stacks[sample.stack.0 as usize].frames))
             .clone();
         let mut value = vec![sample.count as i64];
-        if profile.weight_unit != WeightUnit::Samples {
-            value.push(sample.weight as i64);
+        match profile.weight_unit {
+            WeightUnit::Samples => {}
+            // pprof's time unit: off-CPU profiles weigh in microseconds.
+            WeightUnit::Microseconds => value.push(sample.weight.saturating_mul(1000) as i64),
+            _ => value.push(sample.weight as i64),
         }
         b.out.sample.push(proto::Sample {
             location_id: locations,
@@ -119,6 +122,8 @@ impl Builder {
             WeightUnit::Nanoseconds if event.contains("off-cpu") => {
                 types.push(("off-cpu", "nanoseconds"))
             }
+            // On- and off-CPU time of an --off-cpu run (written in nanoseconds).
+            WeightUnit::Microseconds => types.push(("time", "nanoseconds")),
             WeightUnit::Nanoseconds => types.push(("cpu", "nanoseconds")),
             WeightUnit::Events(name) => types.push((name.as_str(), "count")),
         }

@@ -238,3 +238,36 @@ fn never_panics_on_garbage() {
         }
     }
 }
+
+#[test]
+fn switch_records_with_the_sample_id_trailer() {
+    // The sample-id trailer of these fields: pid/tid, time, cpu.
+    let format = SampleFormat {
+        sample_type: st::TID | st::TIME | st::CPU,
+        sample_id_all: true,
+        ..Default::default()
+    };
+    let trailer = words(&[pid_tid(10, 11), 5000, 1]);
+    let out = misc::SWITCH_OUT | misc::SWITCH_OUT_PREEMPT;
+    let Record::Switch(s) = parse_record(&format, kind::SWITCH, out, &trailer).unwrap() else {
+        panic!("not a switch");
+    };
+    assert_eq!(
+        (s.pid, s.tid, s.time, s.out, s.preempt),
+        (10, 11, 5000, true, true)
+    );
+    // CPU-wide: next/prev pid and tid first; a switch-in is never a preemption.
+    let mut body = words(&[pid_tid(20, 21)]);
+    body.extend(&trailer);
+    let switch_in = misc::SWITCH_OUT_PREEMPT;
+    let Record::Switch(s) = parse_record(&format, kind::SWITCH_CPU_WIDE, switch_in, &body).unwrap()
+    else {
+        panic!("not a switch");
+    };
+    assert_eq!((s.tid, s.out, s.preempt), (11, false, false));
+    // Too short for its trailer: nothing known, but no error.
+    let Record::Switch(s) = parse_record(&format, kind::SWITCH, 0, &[0; 4]).unwrap() else {
+        panic!("not a switch");
+    };
+    assert_eq!((s.pid, s.time), (0, 0));
+}

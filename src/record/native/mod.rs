@@ -19,6 +19,7 @@
 //! - LOST and THROTTLE records are delivered and also counted in [`RecordSummary`].
 
 mod attach;
+mod blocked;
 mod launch;
 mod perf_event;
 mod ring;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 
 use crate::perf::{Record, SampleFormat};
 use crate::record::stop::{StopRequests, Stopper};
-use perf_event::{EventOpener, EventSettings};
+use perf_event::{EventOpener, EventSettings, SwitchStacks};
 use ring::Ring;
 use session::Session;
 
@@ -95,6 +96,11 @@ pub struct NativeOptions {
     /// recorder keeps its own privileges (the recorder runs under sudo for `--root`).
     /// Default: none, the program runs as we do.
     pub run_as: Option<(u32, u32)>,
+    /// Also record context switches (launch mode), delivered as [`Record::Switch`]; each
+    /// switch-out carries the blocked thread's user stack read from `/proc` and
+    /// `process_vm_readv` when it was read from the ring (at most the DWARF stack size).
+    /// Default: false.
+    pub off_cpu: bool,
 }
 
 impl NativeOptions {
@@ -110,6 +116,7 @@ impl NativeOptions {
             buffer_pages: None,
             stdout_to_stderr: false,
             run_as: None,
+            off_cpu: false,
         }
     }
 }
@@ -133,6 +140,17 @@ pub struct RecordSummary {
     pub exit_status: Option<ExitStatus>,
     /// True if a stop was requested (Ctrl-C, SIGTERM, SIGHUP or the `stop` flag).
     pub interrupted: bool,
+    /// With [`NativeOptions::off_cpu`]: where the off-CPU stacks came from.
+    pub off_cpu_stacks: Option<OffCpuStacks>,
+}
+
+/// Where off-CPU stacks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffCpuStacks {
+    /// `context-switches` samples with kernel access (root, CAP_PERFMON, paranoid <= 1).
+    ContextSwitchSamples,
+    /// `/proc/PID/task/TID/syscall` and `process_vm_readv` at each switch-out (no kernel access).
+    ProcReads,
 }
 
 /// Errors of the native recorder.
@@ -160,6 +178,11 @@ pub enum NativeError {
         cpu: i32,
         source: io::Error,
     },
+    #[error(
+        "--off-cpu: the kernel refuses context-switch records here: allow them with \
+         `sudo sysctl kernel.perf_event_paranoid=1`, or record as root (--root)"
+    )]
+    OffCpuDenied,
     #[error("cannot map a perf ring buffer: {0}")]
     Mmap(io::Error),
     #[error("cannot run {program}: {source}")]
@@ -239,6 +262,13 @@ struct Recorder<'o> {
     format: SampleFormat,
 }
 
+/// Data pages of each ring of context-switch records (tens of bytes each, read at every wakeup).
+const SWITCH_RING_PAGES: usize = 8;
+
+/// Data pages of each ring of context-switch samples (each with its stack copy; root only, so
+/// not limited by the locked-memory budget).
+const SWITCH_SAMPLE_RING_PAGES: usize = 512;
+
 /// How long one poll waits before checking stop requests and the target.
 const POLL_MS: i32 = 100;
 
@@ -261,7 +291,10 @@ impl Recorder<'_> {
         // Unprivileged users may lock `perf_event_mlock_kb` per CPU plus RLIMIT_MEMLOCK for perf
         // buffers; ask for no more than that up front, so the wakeup watermark (set at open time, a quarter of
         // the buffer) matches the buffer we actually get and samples are drained in time.
-        if let Some(budget) = sys::unprivileged_ring_budget(self.cpus.len()) {
+        if let Some(mut budget) = sys::unprivileged_ring_budget(self.cpus.len()) {
+            if self.options.off_cpu {
+                budget = budget.saturating_sub((SWITCH_RING_PAGES + 1) * sys::page_size());
+            }
             let fit = (budget / sys::page_size()).saturating_sub(1).max(1);
             pages = pages.min(prev_power_of_two(fit));
         }
@@ -302,6 +335,7 @@ impl Recorder<'_> {
             kernel_frames: opener.kernel_frames(),
             exit_status: None,
             interrupted: false,
+            off_cpu_stacks: None,
         }
     }
 
@@ -353,6 +387,16 @@ impl Recorder<'_> {
                 }
             };
         }
+        let mut off_cpu = None;
+        if self.options.off_cpu {
+            match self.open_switches(child.pid, &mut session) {
+                Ok(stacks) => off_cpu = Some(stacks),
+                Err(err) => {
+                    child.abort();
+                    return Err(err);
+                }
+            }
+        }
         self.report_choice(&opener);
         let pid = child.pid;
         child.release()?;
@@ -361,8 +405,47 @@ impl Recorder<'_> {
         Ok(RecordSummary {
             exit_status: Some(status),
             interrupted,
+            off_cpu_stacks: off_cpu.map(|stacks| match stacks {
+                SwitchStacks::Samples => OffCpuStacks::ContextSwitchSamples,
+                SwitchStacks::Records => OffCpuStacks::ProcReads,
+            }),
             ..self.summary(&session, &opener)
         })
+    }
+
+    /// Opens and maps one context-switch ring per CPU for the launched `pid`: context-switch
+    /// samples where the kernel allows them, else switch records whose threads' stacks are read
+    /// from `/proc` at each switch-out.
+    fn open_switches(&self, pid: i32, session: &mut Session) -> Result<SwitchStacks, NativeError> {
+        let settings = self.settings(true);
+        let mut stacks = SwitchStacks::Samples;
+        for (i, &cpu) in self.cpus.iter().enumerate() {
+            let mut opened = perf_event::open_switch_event(&settings, stacks, pid, cpu as i32);
+            if i == 0 && opened.as_ref().is_err_and(is_permission) {
+                stacks = SwitchStacks::Records;
+                opened = perf_event::open_switch_event(&settings, stacks, pid, cpu as i32);
+            }
+            let fd = opened.map_err(|err| match err {
+                err if is_permission(&err) => NativeError::OffCpuDenied,
+                err => err,
+            })?;
+            let (pages, capture) = match stacks {
+                // Every switch-out carries a stack copy: room for a few hundred.
+                SwitchStacks::Samples => (SWITCH_SAMPLE_RING_PAGES, None),
+                SwitchStacks::Records => (SWITCH_RING_PAGES, Some(self.blocked_stack_size())),
+            };
+            let ring = Ring::map(fd, pages, 1).map_err(NativeError::Mmap)?;
+            session.add_switch_ring(ring, capture);
+        }
+        Ok(stacks)
+    }
+
+    /// Bytes of a blocked thread's stack read at its switch-out: the DWARF stack size.
+    fn blocked_stack_size(&self) -> usize {
+        match self.options.call_graph {
+            CallGraph::Dwarf { stack_size } => stack_size as usize,
+            CallGraph::FramePointer => 32 * 1024,
+        }
     }
 
     fn launch_loop(

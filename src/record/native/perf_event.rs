@@ -225,3 +225,74 @@ pub fn permission_denied() -> NativeError {
             .map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
     }
 }
+
+/// Where off-CPU stacks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchStacks {
+    /// `context-switches` samples (period 1, kernel included) with the samples' user stack
+    /// capture: needs root, CAP_PERFMON or `perf_event_paranoid` <= 1.
+    Samples,
+    /// A dummy event: switch records only; stacks are read from `/proc` at each switch-out.
+    Records,
+}
+
+/// Opens the event of off-CPU recording for `pid` on `cpu`: context-switch records
+/// (`attr.context_switch`), stamped like the samples (same `sample_id_all` trailer), inherited,
+/// and waking the reader at every record so that a blocked thread's stack can be read before it
+/// runs again. With [`SwitchStacks::Samples`] the event is `context-switches` sampled at every
+/// switch, with the same stack capture as CPU samples.
+pub fn open_switch_event(
+    settings: &EventSettings,
+    stacks: SwitchStacks,
+    pid: i32,
+    cpu: i32,
+) -> Result<OwnedFd, NativeError> {
+    let format = sample_format(settings.call_graph);
+    let mut attr = perf_event_attr {
+        size: std::mem::size_of::<perf_event_attr>() as u32,
+        type_: sys::PERF_TYPE_SOFTWARE,
+        clockid: libc::CLOCK_MONOTONIC,
+        ..Default::default()
+    };
+    match stacks {
+        SwitchStacks::Samples => {
+            attr.config = sys::PERF_COUNT_SW_CONTEXT_SWITCHES;
+            attr.sample_type = format.sample_type;
+            attr.sample_regs_user = format.sample_regs_user;
+            if let CallGraph::Dwarf { stack_size } = settings.call_graph {
+                attr.sample_stack_user = stack_size & !7;
+                attr.set_exclude_callchain_user(1);
+            }
+        }
+        SwitchStacks::Records => {
+            // Only the fields of the sample-id trailer matter: the same as the samples', so that
+            // one `SampleFormat` parses both (stack and register bits would need sizes).
+            let trailer = st::TID | st::TIME | st::ID | st::STREAM_ID | st::CPU | st::IDENTIFIER;
+            attr.config = sys::PERF_COUNT_SW_DUMMY;
+            attr.sample_type = format.sample_type & trailer;
+            attr.set_exclude_kernel(1);
+        }
+    }
+    attr.__bindgen_anon_1.sample_period = 1;
+    attr.__bindgen_anon_2.wakeup_watermark = 1;
+    attr.set_watermark(1);
+    attr.set_disabled(1);
+    attr.set_inherit(u64::from(settings.inherit));
+    attr.set_enable_on_exec(u64::from(settings.enable_on_exec));
+    attr.set_context_switch(1);
+    attr.set_sample_id_all(1);
+    attr.set_use_clockid(1);
+    attr.set_exclude_hv(1);
+    sys::perf_event_open(&attr, pid, cpu).map_err(|source| {
+        if is_permission_error(&source) {
+            permission_denied()
+        } else {
+            NativeError::Open {
+                event: "context switches",
+                pid,
+                cpu,
+                source,
+            }
+        }
+    })
+}

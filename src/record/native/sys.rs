@@ -15,6 +15,11 @@ pub const PERF_COUNT_HW_CPU_CYCLES: u64 =
 /// Software event: a per-CPU high-resolution timer.
 pub const PERF_COUNT_SW_CPU_CLOCK: u64 =
     perf_event_open_sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64;
+/// Software event: context switches (fires in the kernel, so it needs kernel access).
+pub const PERF_COUNT_SW_CONTEXT_SWITCHES: u64 =
+    perf_event_open_sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64;
+/// Software event that counts nothing: carries side-band records (context switches).
+pub const PERF_COUNT_SW_DUMMY: u64 = perf_event_open_sys::bindings::PERF_COUNT_SW_DUMMY as u64;
 /// `perf_event_open` flag: close the fd on exec.
 pub const PERF_FLAG_FD_CLOEXEC: libc::c_ulong =
     perf_event_open_sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong;

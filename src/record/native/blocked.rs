@@ -1,0 +1,97 @@
+//! Reading a blocked thread's user stack from outside, for off-CPU stacks without kernel access
+//! (`perf_event_paranoid` 2): `/proc/PID/task/TID/syscall` gives its user stack and instruction
+//! pointers while it is off the CPU, `process_vm_readv` copies its stack from there up.
+//!
+//! Both need ptrace access to the thread (our own launched program has it). The read must follow
+//! the switch-out promptly: once the thread runs again the file says `running` and there is
+//! nothing to read.
+
+use std::io::Read;
+
+/// Bytes read from the `syscall` file at most (a line of 9 hex words is ~180 bytes).
+const SYSCALL_FILE_MAX: u64 = 512;
+
+/// The user instruction and stack pointer of a thread that is not running, from
+/// `/proc/PID/task/TID/syscall` (`nr arg1..arg6 sp pc` while in a system call, `-1 sp pc` when
+/// blocked elsewhere). `None` while it runs, or if the file cannot be read.
+pub fn ip_sp(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    file.take(SYSCALL_FILE_MAX).read_to_string(&mut text).ok()?;
+    parse_syscall(&text)
+}
+
+/// Parses a `/proc/PID/task/TID/syscall` line into (pc, sp).
+fn parse_syscall(text: &str) -> Option<(u64, u64)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    // "running", or a thread in no state to tell.
+    if words.len() < 3 {
+        return None;
+    }
+    let hex = |w: &str| u64::from_str_radix(w.strip_prefix("0x")?, 16).ok();
+    let sp = hex(words[words.len() - 2])?;
+    let pc = hex(words[words.len() - 1])?;
+    (sp != 0 && pc != 0).then_some((pc, sp))
+}
+
+/// Copies up to `out.len()` bytes of `pid`'s memory from `address` into `out`, stopping at the
+/// first unreadable page; returns the number of bytes read (0 on any error).
+pub fn read_memory(pid: u32, address: u64, out: &mut [u8]) -> usize {
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as usize as *mut libc::c_void,
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` describes `out`, a writable buffer we own for the whole call; the remote
+    // iovec is only read by the kernel, in the other process's address space, with its checks.
+    let read = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    usize::try_from(read).unwrap_or(0)
+}
+
+/// A blocked thread's state: pc, sp and up to `max` bytes of its stack from sp up, or `None` if
+/// it runs again (or vanished). The copy ends where the stack's mapping ends.
+pub fn capture(pid: u32, tid: u32, max: usize) -> Option<(u64, u64, Vec<u8>)> {
+    let (ip, sp) = ip_sp(pid, tid)?;
+    let mut stack = vec![0u8; max];
+    let mut filled = read_memory(pid, sp, &mut stack);
+    if filled == 0 {
+        // A copy crossing the mapping's end may fail as a whole: retry up to the page's end.
+        let page = super::sys::page_size() as u64;
+        let to_page_end = (page - sp % page) as usize;
+        filled = read_memory(pid, sp, &mut stack[..to_page_end.min(max)]);
+    }
+    stack.truncate(filled);
+    // Held until delivery (a few ms): keep only what was read.
+    stack.shrink_to_fit();
+    Some((ip, sp, stack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        let blocked = "230 0x1 0x0 0x7ffd2f0 0x0 0x0 0x0 0x7ffd1c8 0x7f12345\n";
+        assert_eq!(parse_syscall(blocked), Some((0x7f12345, 0x7ffd1c8)));
+        assert_eq!(
+            parse_syscall("-1 0x7ffd1c8 0x401000\n"),
+            Some((0x401000, 0x7ffd1c8))
+        );
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall(""), None);
+    }
+
+    #[test]
+    fn reads_own_memory() {
+        let data = [7u8; 64];
+        let mut out = [0u8; 64];
+        let n = read_memory(std::process::id(), data.as_ptr() as u64, &mut out);
+        assert_eq!(n, 64);
+        assert_eq!(out, data);
+    }
+}
