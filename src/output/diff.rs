@@ -44,7 +44,10 @@ pub enum BaselineKind {
 
 /// Tells a profile file's kind by content.
 pub fn detect(head: &[u8]) -> BaselineKind {
-    if head.starts_with(b"PERFILE2") {
+    // perf.data magics: version 2 and the perf 3.x `PERFFILE`, in either byte order (the
+    // reader refuses the other byte order in one line).
+    const PERF_MAGICS: [&[u8]; 4] = [b"PERFILE2", b"2ELIFREP", b"PERFFILE", b"ELIFFREP"];
+    if PERF_MAGICS.iter().any(|m| head.starts_with(m)) {
         BaselineKind::PerfData
     } else if head.starts_with(&[0x1f, 0x8b]) {
         BaselineKind::Pprof
