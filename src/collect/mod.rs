@@ -9,6 +9,7 @@
 //! - [`warmer`]: a low-priority thread parses debug info while samples arrive.
 //! - [`resolve`]: at the end, each unique frame key is symbolized once into profile frames.
 
+mod join;
 mod offcpu;
 mod resolve;
 mod sample;
@@ -83,8 +84,12 @@ impl CollectOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CollectStats {
     pub samples: u64,
-    /// Samples whose user stack ran out of copied bytes before its root.
+    /// Samples whose user stack ran out of copied bytes before its root (and could not be
+    /// completed from an earlier stack of the thread).
     pub truncated: u64,
+    /// Samples whose user stack ran out of copied bytes and was completed from an earlier
+    /// complete stack of the same thread (see `collect/join.rs`).
+    pub joined: u64,
     /// Samples of the idle task (pid 0), ignored.
     pub idle: u64,
     /// Time of the first and last sample (0 when unknown).
@@ -209,6 +214,8 @@ impl StackCollector {
                 ..
             }) => {
                 self.off_cpu.on_fork(tid);
+                // A new thread: nothing of an earlier thread with its id may be joined to it.
+                self.walker.forget_thread(tid);
                 self.processes.on_fork(pid, ppid, tid, ptid)
             }
             _ => {}
@@ -268,6 +275,9 @@ impl StackCollector {
             });
         if walk.truncated {
             self.stats.truncated += 1;
+        }
+        if walk.joined {
+            self.stats.joined += 1;
         }
         if switch_sample {
             self.off_cpu.stash_sample(sample.tid, sample.time, &frames);

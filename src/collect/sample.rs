@@ -3,6 +3,7 @@
 //! walk), each address resolved to a module and file offset (or a kernel address) so that equal
 //! stacks hash equal however their modules were mapped.
 
+use super::join::{Joined, Joiner};
 use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{BlockedStack, Sample, UserRegs};
@@ -35,14 +36,19 @@ pub(super) enum FrameKey {
 /// What became of a sample's user stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct UserWalk {
-    /// The walk ran out of copied stack before the outermost frame.
+    /// The walk ran out of copied stack before the outermost frame (and could not be joined).
     pub truncated: bool,
+    /// The walk ran out of copied stack, and was completed from an earlier stack of the thread.
+    pub joined: bool,
 }
 
 /// Turns samples into frame keys; reusable buffers live here so the hot path does not allocate.
 pub(super) struct StackWalker {
     unwinder: Unwinder<unwind::NativeArch>,
     addresses: Vec<CodeAddress>,
+    /// The last complete user stack of each thread, to complete truncated walks.
+    joiner: Joiner<CodeAddress>,
+    steps: Vec<(CodeAddress, u64)>,
 }
 
 impl StackWalker {
@@ -50,6 +56,8 @@ impl StackWalker {
         StackWalker {
             unwinder: Unwinder::new(),
             addresses: Vec::with_capacity(256),
+            joiner: Joiner::new(),
+            steps: Vec::with_capacity(256),
         }
     }
 
@@ -64,11 +72,27 @@ impl StackWalker {
     ) -> UserWalk {
         push_kernel(sample, frames);
         self.addresses.clear();
-        let mut walk = UserWalk { truncated: false };
+        let mut walk = UserWalk {
+            truncated: false,
+            joined: false,
+        };
         let mut marker = None;
         match (sample.user_regs, sample.user_stack.is_empty()) {
             (Some(regs), false) => match self.unwind_user(sample, &regs, processes) {
-                UnwindEnd::Truncated => walk.truncated = true,
+                // Out of copied stack: an earlier stack of the thread, or the kernel's
+                // frame-pointer walk (where the code keeps frame pointers), may know the callers.
+                UnwindEnd::Truncated => {
+                    if self.join(sample.tid, true)
+                        || self.continue_with_callchain(sample, processes)
+                    {
+                        walk.joined = true;
+                    } else {
+                        walk.truncated = true;
+                    }
+                }
+                UnwindEnd::Complete => {
+                    self.join(sample.tid, false);
+                }
                 UnwindEnd::StackSwitch if !self.continue_with_callchain(sample, processes) => {
                     marker = Some(FrameKey::StackSwitch);
                 }
@@ -94,6 +118,33 @@ impl StackWalker {
             });
         }
         walk
+    }
+
+    /// Hands the walk just made (`self.addresses` with the unwinder's stack pointers) to the
+    /// joiner: a complete walk is remembered for thread `tid`; a `truncated` one is completed
+    /// from the thread's last complete stack when their frames meet (returns true then).
+    fn join(&mut self, tid: u32, truncated: bool) -> bool {
+        let sps = self.unwinder.frame_sps();
+        if sps.len() != self.addresses.len() {
+            return false;
+        }
+        self.steps.clear();
+        self.steps
+            .extend(self.addresses.iter().copied().zip(sps.iter().copied()));
+        let walked = self.steps.len();
+        match self.joiner.join(tid, &mut self.steps, truncated) {
+            Joined::Joined(_) => {
+                let rest = self.steps[walked..].iter().map(|&(a, _)| a);
+                self.addresses.extend(rest);
+                true
+            }
+            Joined::Complete | Joined::Truncated => false,
+        }
+    }
+
+    /// Forgets what is known of thread `tid` (it exited; its id may be reused).
+    pub(super) fn forget_thread(&mut self, tid: u32) {
+        self.joiner.forget(tid);
     }
 
     /// Pushes the frames of a blocked thread's stack read from outside (only ip and sp known),

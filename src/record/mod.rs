@@ -191,6 +191,13 @@ fn native_notes(
         ));
     }
     // A few cut stacks are normal (deep library code); many deserve a hint even without -v.
+    if options.verbose && stats.joined > 0 {
+        notes.push(format!(
+            "{} of {} stacks were deeper than the {}-byte stack copy and were completed from an \
+             earlier stack of their thread",
+            stats.joined, stats.samples, options.stack_size
+        ));
+    }
     if stats.truncated > 0 && (options.verbose || stats.truncated * 100 > stats.samples) {
         notes.push(format!(
             "{} of {} stacks were deeper than the {}-byte stack copy and are marked [truncated]; \

@@ -186,6 +186,8 @@ pub struct Unwinder<A: Arch> {
     modules: Vec<Option<ModuleInfo>>,
     rules: FastMap<(u32, u64), Option<FrameRule>>,
     ctx: Box<UnwindContext<usize>>,
+    /// The stack pointer of each frame of the last walk (see [`Unwinder::frame_sps`]).
+    sps: Vec<u64>,
     _arch: PhantomData<A>,
 }
 
@@ -203,8 +205,17 @@ impl<A: Arch> Unwinder<A> {
             modules: Vec::new(),
             rules: FastMap::default(),
             ctx: Box::new(UnwindContext::new()),
+            sps: Vec::with_capacity(256),
             _arch: PhantomData,
         }
+    }
+
+    /// The stack pointer each frame of the last [`Unwinder::unwind`] ran at, one per address it
+    /// pushed (the sampled `sp` for the first, the CFA of its callee for the others): with the
+    /// frame's address it identifies an activation on the stack, which is what joining a
+    /// truncated walk to an earlier one needs.
+    pub fn frame_sps(&self) -> &[u64] {
+        &self.sps
     }
 
     /// Forgets everything parsed from files (for instance after a binary was replaced on disk).
@@ -227,6 +238,8 @@ impl<A: Arch> Unwinder<A> {
         let (mut pc, mut regs) = A::entry(regs);
         let mut exact = true;
         let mut depth = 0;
+        let first = out.len();
+        self.sps.clear();
         loop {
             if pc == 0 {
                 return UnwindEnd::Complete;
@@ -241,10 +254,13 @@ impl<A: Arch> Unwinder<A> {
             };
             out.push(address);
             let sp = regs.sp;
+            self.sps.push(sp);
+            debug_assert_eq!(out.len() - first, self.sps.len());
             let step = match self.step(address, depth > 0, &mut regs, stack, modules) {
                 Ok(step) => step,
                 Err(UnwindEnd::BadAddress) => {
                     out.pop();
+                    self.sps.pop();
                     return UnwindEnd::BadAddress;
                 }
                 Err(end) => return end,
