@@ -23,7 +23,7 @@ pub(super) type Step<K> = (K, u64);
 
 /// What [`Joiner::join`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Joined {
+pub(super) enum JoinOutcome {
     /// The walk was complete; it is remembered for later joins.
     Complete,
     /// The walk was truncated and completed with this many frames of an earlier stack.
@@ -46,13 +46,18 @@ impl<K: Copy + PartialEq> Joiner<K> {
 
     /// Completes `steps` (leaf first) of thread `tid` if it was `truncated` and can be joined;
     /// remembers it when it is (or became) complete.
-    pub(super) fn join(&mut self, tid: u32, steps: &mut Vec<Step<K>>, truncated: bool) -> Joined {
+    pub(super) fn join(
+        &mut self,
+        tid: u32,
+        steps: &mut Vec<Step<K>>,
+        truncated: bool,
+    ) -> JoinOutcome {
         let outcome = match (truncated, steps.last()) {
-            (false, _) => Joined::Complete,
-            (true, None) => return Joined::Truncated,
+            (false, _) => JoinOutcome::Complete,
+            (true, None) => return JoinOutcome::Truncated,
             (true, Some(&outermost)) => {
                 let Some(earlier) = self.threads.get(&tid) else {
-                    return Joined::Truncated;
+                    return JoinOutcome::Truncated;
                 };
                 // Stack pointers grow toward the root: only frames at or above the outermost
                 // one's sp can be it.
@@ -61,9 +66,9 @@ impl<K: Copy + PartialEq> Joiner<K> {
                     Some(i) => {
                         let rest = &earlier[start + i + 1..];
                         steps.extend_from_slice(rest);
-                        Joined::Joined(rest.len())
+                        JoinOutcome::Joined(rest.len())
                     }
-                    None => return Joined::Truncated,
+                    None => return JoinOutcome::Truncated,
                 }
             }
         };
@@ -88,23 +93,23 @@ mod tests {
         let mut j = Joiner::new();
         // main at 1000, a recursion of f at 900, 800, 700, leaf g at 600.
         let mut full = vec![('g', 600), ('f', 700), ('f', 800), ('f', 900), ('m', 1000)];
-        assert_eq!(j.join(1, &mut full, false), Joined::Complete);
+        assert_eq!(j.join(1, &mut full, false), JoinOutcome::Complete);
         // A later sample, cut after the f at 800: joined to the f at 900 and main.
         let mut cut = vec![('h', 650), ('f', 700), ('f', 800)];
-        assert_eq!(j.join(1, &mut cut, true), Joined::Joined(2));
+        assert_eq!(j.join(1, &mut cut, true), JoinOutcome::Joined(2));
         assert_eq!(
             cut,
             vec![('h', 650), ('f', 700), ('f', 800), ('f', 900), ('m', 1000)]
         );
         // Same address, another stack pointer: not the same activation.
         let mut other = vec![('f', 750)];
-        assert_eq!(j.join(1, &mut other, true), Joined::Truncated);
+        assert_eq!(j.join(1, &mut other, true), JoinOutcome::Truncated);
         assert_eq!(other, vec![('f', 750)]);
         // Another thread knows nothing.
         let mut t2 = vec![('f', 800)];
-        assert_eq!(j.join(2, &mut t2, true), Joined::Truncated);
+        assert_eq!(j.join(2, &mut t2, true), JoinOutcome::Truncated);
         j.forget(1);
         let mut again = vec![('f', 800)];
-        assert_eq!(j.join(1, &mut again, true), Joined::Truncated);
+        assert_eq!(j.join(1, &mut again, true), JoinOutcome::Truncated);
     }
 }

@@ -3,7 +3,7 @@
 //! walk), each address resolved to a module and file offset (or a kernel address) so that equal
 //! stacks hash equal however their modules were mapped.
 
-use super::join::{Joined, Joiner};
+use super::join::{JoinOutcome, Joiner};
 use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{BlockedStack, Sample, UserRegs};
@@ -133,12 +133,12 @@ impl StackWalker {
             .extend(self.addresses.iter().copied().zip(sps.iter().copied()));
         let walked = self.steps.len();
         match self.joiner.join(tid, &mut self.steps, truncated) {
-            Joined::Joined(_) => {
+            JoinOutcome::Joined(_) => {
                 let rest = self.steps[walked..].iter().map(|&(a, _)| a);
                 self.addresses.extend(rest);
                 true
             }
-            Joined::Complete | Joined::Truncated => false,
+            JoinOutcome::Complete | JoinOutcome::Truncated => false,
         }
     }
 
