@@ -251,17 +251,7 @@ impl ModuleInfo {
                     .ok()?
             }
         };
-        let row = fde
-            .unwind_info_for_address(&section, &self.bases, ctx, svma)
-            .ok()?;
-        let ra = fde.cie().return_address_register();
-        let signal = fde.is_signal_trampoline();
-        Some(FrameRule::from_row::<A>(
-            row,
-            ra,
-            signal,
-            CfiSection::EhFrame,
-        ))
+        rule_from_fde::<A, _>(&fde, &section, &self.bases, ctx, svma, CfiSection::EhFrame)
     }
 
     fn debug_frame_rule<A: Arch>(
@@ -279,18 +269,29 @@ impl ModuleInfo {
                 DebugFrame::cie_from_offset,
             )
             .ok()?;
-        let row = fde
-            .unwind_info_for_address(&section, &bases, ctx, svma)
-            .ok()?;
-        let ra = fde.cie().return_address_register();
-        let signal = fde.is_signal_trampoline();
-        Some(FrameRule::from_row::<A>(
-            row,
-            ra,
-            signal,
-            CfiSection::DebugFrame,
-        ))
+        rule_from_fde::<A, _>(&fde, &section, &bases, ctx, svma, CfiSection::DebugFrame)
     }
+}
+
+/// The rule of the row of `fde` (from `section`, `.eh_frame` or `.debug_frame`) for `svma`.
+fn rule_from_fde<'a, A: Arch, S: UnwindSection<Slice<'a>>>(
+    fde: &gimli::FrameDescriptionEntry<Slice<'a>>,
+    section: &S,
+    bases: &BaseAddresses,
+    ctx: &mut UnwindContext<usize>,
+    svma: u64,
+    which: CfiSection,
+) -> Option<FrameRule> {
+    let row = fde
+        .unwind_info_for_address(section, bases, ctx, svma)
+        .ok()?;
+    let ra = fde.cie().return_address_register();
+    Some(FrameRule::from_row::<A>(
+        row,
+        ra,
+        fde.is_signal_trampoline(),
+        which,
+    ))
 }
 
 impl ExprSource for ModuleInfo {
