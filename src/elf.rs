@@ -3,6 +3,8 @@
 
 use object::{Object, ObjectSegment};
 
+pub(crate) mod vdso;
+
 /// Opens a file named by a memory map or a perf.data record (so possibly planted by another
 /// user) for reading: without blocking on a FIFO, and refused unless it is a regular file, so
 /// that a device such as `/dev/urandom` is never read or mapped.
@@ -19,6 +21,25 @@ pub(crate) fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::F
         ));
     }
     Ok(file)
+}
+
+/// The root of the system's debug file tree.
+pub(crate) const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
+
+/// Where the debug file tree at `root` keeps the debug file of a build-id, as gdb and perf look
+/// for it: `ROOT/.build-id/xx/yyyy.debug` (the first byte, then the rest, in hex). `None` for an
+/// empty build-id.
+pub(crate) fn build_id_debug_path(
+    root: &std::path::Path,
+    build_id: &[u8],
+) -> Option<std::path::PathBuf> {
+    let (first, rest) = build_id.split_first()?;
+    let rest: String = rest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(
+        root.join(".build-id")
+            .join(format!("{first:02x}"))
+            .join(format!("{rest}.debug")),
+    )
 }
 
 /// One loadable segment: the file range `[offset, offset + file_size)` is loaded at `address`.
@@ -135,6 +156,16 @@ pub fn build_id_hex(path: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_id_debug_path_splits_the_first_byte() {
+        let root = std::path::Path::new(DEFAULT_DEBUG_ROOT);
+        assert_eq!(
+            build_id_debug_path(root, &[0xab, 0xcd, 0x01]).unwrap(),
+            std::path::Path::new("/usr/lib/debug/.build-id/ab/cd01.debug")
+        );
+        assert_eq!(build_id_debug_path(root, &[]), None);
+    }
 
     /// Devices and FIFOs are refused at once (a FIFO without a writer would block a plain open).
     #[test]

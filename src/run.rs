@@ -220,49 +220,12 @@ fn validate(config: &Config) -> Result<()> {
 }
 
 /// Checks that `program` names an executable file, searching PATH like `execvp` when it has no
-/// slash.
+/// slash (see [`crate::record::program`]).
 pub fn check_runnable(program: &OsStr) -> Result<PathBuf> {
-    let not_runnable = |reason: &str| Error::ProgramNotRunnable {
+    record::program::find(program).map_err(|problem| Error::ProgramNotRunnable {
         program: program.to_string_lossy().into_owned(),
-        reason: reason.to_owned(),
-    };
-    let candidates: Vec<PathBuf> =
-        if Path::new(program).components().count() > 1 || program.to_string_lossy().contains('/') {
-            vec![PathBuf::from(program)]
-        } else {
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
-                .unwrap_or_default()
-        };
-    let mut found_but_not_executable = false;
-    for candidate in candidates {
-        match std::fs::metadata(&candidate) {
-            Ok(meta) if meta.is_file() && is_executable(&meta) => return Ok(candidate),
-            Ok(meta) if meta.is_dir() => {
-                return Err(not_runnable("Is a directory"));
-            }
-            Ok(_) => found_but_not_executable = true,
-            Err(_) => {}
-        }
-    }
-    if found_but_not_executable {
-        Err(not_runnable(
-            "Permission denied (the file is not executable: chmod +x it)",
-        ))
-    } else {
-        Err(not_runnable("No such file or directory"))
-    }
-}
-
-#[cfg(unix)]
-fn is_executable(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o111 != 0
-}
-
-#[cfg(not(unix))]
-fn is_executable(_meta: &std::fs::Metadata) -> bool {
-    true
+        reason: problem.reason().to_owned(),
+    })
 }
 
 #[cfg(test)]

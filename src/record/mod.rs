@@ -8,6 +8,7 @@ pub mod dtrace;
 pub mod external;
 pub mod hints;
 pub mod perf_cli;
+pub(crate) mod program;
 #[cfg(unix)]
 pub(crate) mod stop;
 pub mod xctrace;

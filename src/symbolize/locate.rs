@@ -47,7 +47,7 @@ impl Locator {
         Locator {
             symfs,
             cache: std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".debug")),
-            debug_root: PathBuf::from(super::debugfile::DEFAULT_DEBUG_ROOT),
+            debug_root: PathBuf::from(crate::elf::DEFAULT_DEBUG_ROOT),
             build_ids: (build_ids.iter())
                 .map(|(_, id, path)| (path.clone(), id.clone()))
                 .collect(),
@@ -85,10 +85,11 @@ impl Locator {
             candidates.push(under(cache, path).join(&hex).join("elf"));
             candidates.push(id_dir);
         }
-        if let Some((first, rest)) = split_hex(&hex) {
-            let name = format!("{rest}.debug");
-            candidates.push(self.debug_root.join(".build-id").join(first).join(name));
-        }
+        let significant = &expected[..significant_len(expected)];
+        candidates.extend(crate::elf::build_id_debug_path(
+            &self.debug_root,
+            significant,
+        ));
         candidates
             .into_iter()
             .find(|c| file_build_id(c).is_some_and(|found| same_build_id(&found, expected)))

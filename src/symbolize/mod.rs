@@ -51,7 +51,6 @@ mod perfmap;
 mod symtab;
 #[cfg(all(test, target_os = "linux"))]
 mod tests;
-mod vdso;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -188,7 +187,7 @@ impl Module {
     fn vdso() -> Self {
         Module {
             name: "[vdso]".into(),
-            binary: vdso::read_own_image()
+            binary: crate::elf::vdso::read_own_image()
                 .ok_or(SymbolizeError::NoVdso)
                 .and_then(Binary::from_bytes),
         }
@@ -236,7 +235,7 @@ impl Symbolizer {
             kallsyms: None,
             perf_maps: HashMap::new(),
             perf_map_dir: PathBuf::from("/tmp"),
-            debug_root: PathBuf::from(debugfile::DEFAULT_DEBUG_ROOT),
+            debug_root: PathBuf::from(crate::elf::DEFAULT_DEBUG_ROOT),
             notes: Vec::new(),
             scratch_names: Vec::new(),
             scratch_locations: Vec::new(),

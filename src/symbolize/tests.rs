@@ -388,7 +388,7 @@ fn jit_names_from_a_perf_map() {
 
 #[test]
 fn vdso_clock_gettime() {
-    let image = vdso::read_own_image().expect("this process has a vdso");
+    let image = crate::elf::vdso::read_own_image().expect("this process has a vdso");
     let file = object::File::parse(&*image).unwrap();
     let sym = file
         .dynamic_symbols()
@@ -697,7 +697,7 @@ fn lazy_dwarf_names_agree_with_addr2line_on_glibc_debug_info() {
     let Some((debug, _)) = debugfile::find(
         Path::new(libc),
         &object,
-        Path::new(debugfile::DEFAULT_DEBUG_ROOT),
+        Path::new(crate::elf::DEFAULT_DEBUG_ROOT),
     ) else {
         eprintln!("no debug file for {libc}: skipped");
         return;

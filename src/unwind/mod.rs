@@ -29,7 +29,7 @@
 //! - The walk is [`UnwindEnd::Complete`] when the CFI leaves the return address undefined (the
 //!   outermost frame, e.g. `_start` or a thread's start) or the return address is 0.
 //! - It is [`UnwindEnd::Truncated`] when a needed read falls past the copied bytes (but not absurdly
-//!   far: more than [`MAX_STACK_SIZE`] above `sp` is a bogus address).
+//!   far: more than [`MAX_STACK_SPAN`] above `sp` is a bogus address).
 //! - It is [`UnwindEnd::Stopped`] otherwise: a read below the snapshot's `sp`, no CFI and a
 //!   frame pointer that is missing, misaligned or below `sp`, a CFI rule we cannot evaluate, a
 //!   stack pointer that does not strictly move up (except for the first frame on aarch64, whose
@@ -66,8 +66,10 @@ use rustc_hash::FxHashMap as FastMap;
 /// The most frames one walk produces.
 pub const MAX_DEPTH: usize = 4096;
 
-/// Reads further than this above the sampled `sp` are bogus addresses, not a truncated stack.
-pub const MAX_STACK_SIZE: u64 = 256 << 20;
+/// Reads further than this above the sampled `sp` are bogus addresses, not a truncated stack (a
+/// sanity bound on addresses, unlike [`crate::options::MAX_STACK_SIZE`], the kernel's limit on the
+/// bytes one sample copies).
+pub const MAX_STACK_SPAN: u64 = 256 << 20;
 
 /// Rule cache entries kept before the cache is flushed.
 const RULE_CACHE_CAPACITY: usize = 1 << 16;
@@ -114,7 +116,7 @@ impl StackSnapshot<'_> {
             return Err(ReadError::Invalid);
         }
         let offset = addr.checked_sub(self.sp).ok_or(ReadError::Invalid)?;
-        if offset > MAX_STACK_SIZE {
+        if offset > MAX_STACK_SPAN {
             return Err(ReadError::Invalid);
         }
         let start = usize::try_from(offset).map_err(|_| ReadError::Invalid)?;

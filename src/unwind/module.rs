@@ -5,7 +5,7 @@
 //! own sorted index when the header is missing or unusable), then `.debug_frame` (from the binary,
 //! or from `/usr/lib/debug/.build-id/xx/yyyy.debug` when the binary has no CFI at all).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gimli::{
     BaseAddresses, CieOrFde, DebugFrame, DebugFrameOffset, EhFrame, EhFrameHdr, EhFrameOffset,
@@ -88,7 +88,13 @@ impl ModuleInfo {
             source,
         };
         let data = if path == Path::new(VDSO) {
-            FileData::Owned(own_vdso().map_err(io)?)
+            let image = crate::elf::vdso::read_own_image();
+            FileData::Owned(image.ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no vDSO in this process",
+                ))
+            })?)
         } else {
             FileData::open(path).map_err(io)?
         };
@@ -152,10 +158,10 @@ impl ModuleInfo {
 
     /// Takes `.debug_frame` from the separate debug file named by the build id, if installed.
     fn load_separate_debug_frame(&mut self, data: &[u8]) {
-        let Some(path) = object::File::parse(data)
-            .ok()
-            .and_then(|f| f.build_id().ok().flatten().and_then(debug_file_path))
-        else {
+        let Some(path) = object::File::parse(data).ok().and_then(|f| {
+            let id = f.build_id().ok().flatten()?;
+            crate::elf::build_id_debug_path(Path::new(crate::elf::DEFAULT_DEBUG_ROOT), id)
+        }) else {
             return;
         };
         let Ok(debug_data) = std::fs::read(path) else {
@@ -245,17 +251,7 @@ impl ModuleInfo {
                     .ok()?
             }
         };
-        let row = fde
-            .unwind_info_for_address(&section, &self.bases, ctx, svma)
-            .ok()?;
-        let ra = fde.cie().return_address_register();
-        let signal = fde.is_signal_trampoline();
-        Some(FrameRule::from_row::<A>(
-            row,
-            ra,
-            signal,
-            CfiSection::EhFrame,
-        ))
+        rule_from_fde::<A, _>(&fde, &section, &self.bases, ctx, svma, CfiSection::EhFrame)
     }
 
     fn debug_frame_rule<A: Arch>(
@@ -273,18 +269,29 @@ impl ModuleInfo {
                 DebugFrame::cie_from_offset,
             )
             .ok()?;
-        let row = fde
-            .unwind_info_for_address(&section, &bases, ctx, svma)
-            .ok()?;
-        let ra = fde.cie().return_address_register();
-        let signal = fde.is_signal_trampoline();
-        Some(FrameRule::from_row::<A>(
-            row,
-            ra,
-            signal,
-            CfiSection::DebugFrame,
-        ))
+        rule_from_fde::<A, _>(&fde, &section, &bases, ctx, svma, CfiSection::DebugFrame)
     }
+}
+
+/// The rule of the row of `fde` (from `section`, `.eh_frame` or `.debug_frame`) for `svma`.
+fn rule_from_fde<'a, A: Arch, S: UnwindSection<Slice<'a>>>(
+    fde: &gimli::FrameDescriptionEntry<Slice<'a>>,
+    section: &S,
+    bases: &BaseAddresses,
+    ctx: &mut UnwindContext<usize>,
+    svma: u64,
+    which: CfiSection,
+) -> Option<FrameRule> {
+    let row = fde
+        .unwind_info_for_address(section, bases, ctx, svma)
+        .ok()?;
+    let ra = fde.cie().return_address_register();
+    Some(FrameRule::from_row::<A>(
+        row,
+        ra,
+        fde.is_signal_trampoline(),
+        which,
+    ))
 }
 
 impl ExprSource for ModuleInfo {
@@ -370,44 +377,3 @@ impl std::ops::Deref for FileData {
 
 /// The name memory maps give the vDSO.
 const VDSO: &str = "[vdso]";
-
-/// A copy of this process's vDSO image, found in `/proc/self/maps` and read from
-/// `/proc/self/mem`.
-#[cfg(target_os = "linux")]
-pub(crate) fn own_vdso() -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom};
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let range = maps
-        .lines()
-        .find(|l| l.trim_end().ends_with(VDSO))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| {
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
-        .filter(|(a, b)| a < b && b - a <= 1 << 24);
-    let (start, end) = range.ok_or_else(|| Error::new(ErrorKind::NotFound, "no [vdso] mapping"))?;
-    let len = usize::try_from(end - start).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
-    let mut mem = std::fs::File::open("/proc/self/mem")?;
-    mem.seek(SeekFrom::Start(start))?;
-    let mut image = vec![0; len];
-    mem.read_exact(&mut image)?;
-    Ok(image)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn own_vdso() -> std::io::Result<Vec<u8>> {
-    Err(std::io::ErrorKind::Unsupported.into())
-}
-
-/// `/usr/lib/debug/.build-id/xx/yyyy.debug` for a build id.
-fn debug_file_path(build_id: &[u8]) -> Option<PathBuf> {
-    let (first, rest) = build_id.split_first()?;
-    let rest: String = rest.iter().map(|b| format!("{b:02x}")).collect();
-    Some(PathBuf::from(format!(
-        "/usr/lib/debug/.build-id/{first:02x}/{rest}.debug"
-    )))
-}

@@ -186,7 +186,7 @@ fn vdso_is_read_from_this_process() {
     use object::{Object, ObjectSymbol};
     let info = super::module::ModuleInfo::load(std::path::Path::new("[vdso]")).unwrap();
     assert!(info.has_cfi());
-    let image = super::module::own_vdso().unwrap();
+    let image = crate::elf::vdso::read_own_image().unwrap();
     let file = object::File::parse(&*image).unwrap();
     let gettime = file
         .dynamic_symbols()

@@ -6,7 +6,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use nix::errno::Errno;
@@ -14,9 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{
-    access, dup2_stdout, fork, getpid, getppid, pipe2, read, write, AccessFlags, ForkResult, Pid,
-};
+use nix::unistd::{dup2_stdout, fork, getpid, getppid, pipe2, read, write, ForkResult, Pid};
 
 use super::sys::Credentials;
 use super::NativeError;
@@ -43,25 +40,6 @@ fn exec_error(program: &OsStr, source: io::Error) -> NativeError {
     }
 }
 
-/// Finds `program` like `execvp`: as given if it contains a slash, else in `$PATH`.
-fn resolve(program: &OsStr) -> io::Result<PathBuf> {
-    if program.as_bytes().contains(&b'/') {
-        return Ok(PathBuf::from(program));
-    }
-    if program.is_empty() {
-        return Err(io::Error::from_raw_os_error(libc::ENOENT));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
-}
-
-fn is_executable(path: &Path) -> bool {
-    access(path, AccessFlags::X_OK).is_ok() && path.is_file()
-}
-
 fn c_string(bytes: &[u8], program: &OsStr) -> Result<CString, NativeError> {
     CString::new(bytes).map_err(|_| {
         exec_error(
@@ -83,7 +61,8 @@ pub fn spawn_stopped(
     run_as: Option<&Credentials>,
     stdout_to_stderr: bool,
 ) -> Result<Launched, NativeError> {
-    let path = resolve(program).map_err(|e| exec_error(program, e))?;
+    let path = crate::record::program::find(program)
+        .map_err(|problem| exec_error(program, problem.io_error()))?;
     let c_path = c_string(path.as_os_str().as_bytes(), program)?;
     let mut c_args = vec![c_string(program.as_bytes(), program)?];
     for arg in args {

@@ -58,8 +58,8 @@ pub enum Target {
 pub enum CallGraph {
     /// Kernel-walked frame-pointer callchains only.
     FramePointer,
-    /// Callchains plus a copy of the user stack (at most 65528 bytes) and the registers needed to
-    /// unwind it with DWARF CFI.
+    /// Callchains plus a copy of the user stack (at most [`crate::options::MAX_STACK_SIZE`] bytes)
+    /// and the registers needed to unwind it with DWARF CFI.
     Dwarf { stack_size: u32 },
 }
 
@@ -71,9 +71,8 @@ pub struct NativeOptions {
     pub target: Target,
     /// Samples per second per CPU. Default: 997.
     pub frequency: u32,
-    /// Default: `CallGraph::Dwarf { stack_size: 64000 }` (like `perf record --call-graph dwarf,64000`).
-    /// The `flamegraph` command does not use this default: it passes its `--stack-size`, whose
-    /// default is [`crate::options::DEFAULT_STACK_SIZE`] (32 KiB).
+    /// Default: `CallGraph::Dwarf` with [`crate::options::DEFAULT_STACK_SIZE`] (32 KiB), the
+    /// default of the `flamegraph` command's `--stack-size`.
     pub call_graph: CallGraph,
     /// Print what was chosen (event, buffer sizes) to stderr. Default: false.
     pub verbose: bool,
@@ -109,7 +108,9 @@ impl NativeOptions {
         NativeOptions {
             target,
             frequency: 997,
-            call_graph: CallGraph::Dwarf { stack_size: 64000 },
+            call_graph: CallGraph::Dwarf {
+                stack_size: crate::options::DEFAULT_STACK_SIZE,
+            },
             verbose: false,
             stop: None,
             handle_signals: true,
