@@ -153,6 +153,25 @@ pub fn build_id_hex(path: &std::path::Path) -> Option<String> {
     Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Largest expansion believed of a compressed section: zlib's own limit (1032:1). A header that
+/// claims more is a decompression bomb (`object` allocates the claimed size up front).
+pub(crate) const MAX_EXPANSION: u64 = 1032;
+
+/// Whether `section`'s uncompressed size is believable: always for an uncompressed section, and
+/// for a compressed one at most [`MAX_EXPANSION`] times its compressed bytes.
+pub(crate) fn plausible_size<'data>(section: &impl object::ObjectSection<'data>) -> bool {
+    match section.compressed_data() {
+        Ok(c) if c.format != object::CompressionFormat::None => {
+            let limit = (c.data.len() as u64)
+                .saturating_mul(MAX_EXPANSION)
+                .saturating_add(4096);
+            c.uncompressed_size <= limit
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -618,6 +618,7 @@ impl<'a> CallChain<'a> {
             chain: *self,
             index: 0,
             context: Some(Space::User),
+            in_user_part: false,
         }
     }
 
@@ -651,6 +652,8 @@ pub struct CallChainFrames<'a> {
     index: usize,
     /// The space of the current context, `None` inside a context whose frames are dropped.
     context: Option<Space>,
+    /// Past the `PERF_CONTEXT_USER` marker: the user part is the chain's last.
+    in_user_part: bool,
 }
 
 impl Iterator for CallChainFrames<'_> {
@@ -660,12 +663,20 @@ impl Iterator for CallChainFrames<'_> {
         loop {
             let entry = self.chain.get(self.index)?;
             self.index += 1;
+            if entry == cc::CONTEXT_KERNEL && self.in_user_part {
+                // The user part is last, and the kernel copies its frame-pointer walk of user
+                // memory verbatim: in code without frame pointers a junk "return address" can
+                // look like a context marker (-128 is PERF_CONTEXT_KERNEL). It is neither a
+                // marker nor an address (a kernel part never follows the user part): skip it.
+                continue;
+            }
             if entry >= cc::CONTEXT_MAX {
                 self.context = match entry {
                     cc::CONTEXT_KERNEL => Some(Space::Kernel),
                     cc::CONTEXT_USER => Some(Space::User),
                     _ => None,
                 };
+                self.in_user_part |= entry == cc::CONTEXT_USER;
                 continue;
             }
             if let Some(space) = self.context {

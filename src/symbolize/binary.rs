@@ -14,7 +14,7 @@ use super::lines::{SourceLines, SourceLocation};
 use super::names;
 use super::symtab::SymbolTable;
 use super::{debugfile, SymbolizeError, SymbolizeOptions};
-use crate::elf::SegmentMap;
+use crate::elf::{SegmentMap, MAX_EXPANSION};
 
 /// A DWARF reader over bytes owned by the [`Binary`]'s [`Storage`].
 type Slice = EndianSlice<'static, RunTimeEndian>;
@@ -339,10 +339,6 @@ fn load_dwarf(
     dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
     Ok(DwarfNames::new(dwarf))
 }
-
-/// Largest expansion accepted for a compressed section: zlib's own limit (1032:1). A header that
-/// claims more is a decompression bomb (`object` would allocate the claimed size up front).
-const MAX_EXPANSION: u64 = 1032;
 
 /// The uncompressed content of `section`, refused when its compression header claims more than
 /// [`MAX_EXPANSION`] times the compressed bytes.

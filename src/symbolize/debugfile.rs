@@ -50,8 +50,9 @@ pub(crate) fn find_supplementary(
         .or_else(|| map_with_build_id(&build_id_debug_path(root, build_id)?, build_id))
 }
 
-/// Maps `path` if it is an object file with this build-id.
-fn map_with_build_id(path: &Path, build_id: &[u8]) -> Option<Mmap> {
+/// Maps `path` if it is a regular object file with this build-id (opened without following
+/// a FIFO or device).
+pub(crate) fn map_with_build_id(path: &Path, build_id: &[u8]) -> Option<Mmap> {
     let map = map_file(path)?;
     let same = object::File::parse(&*map)
         .ok()

@@ -39,7 +39,7 @@
 //! `debugfile.rs`. Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`).
 
 mod binary;
-mod debugfile;
+pub(crate) mod debugfile;
 mod demangle;
 mod dwarf;
 mod fde;

@@ -113,6 +113,10 @@ impl ModuleInfo {
         let file = object::File::parse(data)?;
         let section = |name: &str| {
             let s = file.section_by_name(name)?;
+            // A compressed section claiming an absurd size is a bomb: no CFI from it.
+            if !crate::elf::plausible_size(&s) {
+                return None;
+            }
             let bytes = s.uncompressed_data().ok()?.into_owned();
             Some((s.address(), bytes))
         };
@@ -164,7 +168,16 @@ impl ModuleInfo {
         }) else {
             return;
         };
-        let Ok(debug_data) = std::fs::read(path) else {
+        // Mapped only if it is a regular file with the same build-id (never a FIFO or device
+        // planted there, never a file of another build).
+        let Some(build_id) = object::File::parse(data)
+            .ok()
+            .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec))
+        else {
+            return;
+        };
+        let Some(debug_data) = crate::symbolize::debugfile::map_with_build_id(&path, &build_id)
+        else {
             return;
         };
         let Ok(file) = object::File::parse(&*debug_data) else {
@@ -172,6 +185,7 @@ impl ModuleInfo {
         };
         let bytes = file
             .section_by_name(".debug_frame")
+            .filter(crate::elf::plausible_size)
             .and_then(|s| s.uncompressed_data().ok());
         if let Some(bytes) = bytes {
             self.set_debug_frame(bytes.into_owned());

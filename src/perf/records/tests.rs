@@ -108,8 +108,10 @@ fn guest_and_unknown_markers_are_skipped() {
         cc::CONTEXT_KERNEL,
         0x5,
     ]);
+    // A kernel part never follows the user part: that PERF_CONTEXT_KERNEL is a junk user entry
+    // and 0x5 stays in the (dropped) guest context before it.
     let frames: Vec<_> = CallChain::from_bytes(&chain).frames().collect();
-    assert_eq!(frames, [(Space::User, 0x2), (Space::Kernel, 0x5)]);
+    assert_eq!(frames, [(Space::User, 0x2)]);
 }
 
 #[test]
@@ -270,4 +272,18 @@ fn switch_records_with_the_sample_id_trailer() {
         panic!("not a switch");
     };
     assert_eq!((s.pid, s.time), (0, 0));
+}
+
+#[test]
+fn a_junk_user_return_address_is_not_a_context_marker() {
+    // The kernel's frame-pointer walk of user code without frame pointers can store -128
+    // (PERF_CONTEXT_KERNEL) as a "return address": it must not turn user addresses into kernel
+    // ones.
+    let kernel = super::super::callchain::CONTEXT_KERNEL;
+    let user = super::super::callchain::CONTEXT_USER;
+    let entries = [kernel, 0xffff_ffff_8100_0000, user, 0x1000, kernel, 0x2000];
+    let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_ne_bytes()).collect();
+    let chain = CallChain::from_bytes(&bytes);
+    assert_eq!(chain.kernel().collect::<Vec<_>>(), [0xffff_ffff_8100_0000]);
+    assert_eq!(chain.user().collect::<Vec<_>>(), [0x1000, 0x2000]);
 }
