@@ -235,6 +235,12 @@ fn off_cpu_note(
 /// that label threads (pprof); every sample keeps its time for flame charts and for outputs
 /// that show time order (speedscope).
 fn new_collector(config: &Config) -> crate::collect::StackCollector {
+    crate::collect::StackCollector::new(collect_options(config))
+}
+
+/// The collector's options for the run: what the outputs and views need (times, threads,
+/// lines, names, off-CPU), the same for live recordings and perf.data files.
+fn collect_options(config: &Config) -> crate::collect::CollectOptions {
     use crate::profile::fold::Roots;
     let mut options = crate::collect::CollectOptions::new(config.record.inline);
     let outputs = &config.output.outputs;
@@ -245,7 +251,7 @@ fn new_collector(config: &Config) -> crate::collect::StackCollector {
     options.full_names = config.graph.full_names;
     options.lines = config.record.lines;
     options.off_cpu = config.record.off_cpu;
-    crate::collect::StackCollector::new(options)
+    options
 }
 
 /// Reads a perf.data file with our own parser and folds it through the same unwinder,
@@ -357,9 +363,7 @@ fn perf_data_collector(
     let options = &config.record;
     let locator = Locator::new(header.build_ids, options.symfs.clone());
     let cache = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".debug"));
-    let mut collect = crate::collect::CollectOptions::new(options.inline);
-    collect.time_ordered = config.graph.flame_chart;
-    collect.full_names = config.graph.full_names;
+    let mut collect = collect_options(config);
     collect.kernel = kernel_names(
         header.build_ids,
         header.os_release,
