@@ -65,6 +65,10 @@ pub fn display(raw: &str, language: Option<DwLang>, demangle_names: bool, full: 
 /// A frame name from an external tool (perf script, dtrace): the same rules as [`display`],
 /// with the language guessed from the text.
 pub fn clean_external(name: &str, full: bool) -> String {
+    // perf names PLT stubs after their target, mangled: `_Znwm@plt` is `operator new@plt`.
+    if let Some(stem) = name.strip_suffix("@plt").filter(|s| !s.is_empty()) {
+        return clean_external(stem, full) + "@plt";
+    }
     let name = strip_version(name);
     if let Some(Demangled { name, lang }) = demangle(name, Lang::Other) {
         return finish(name, lang, full);
@@ -473,6 +477,8 @@ mod tests {
             "operator new"
         );
         assert_eq!(clean_external("realpath@@GLIBC_2.3", false), "realpath");
+        assert_eq!(clean_external("_Znwm@plt", false), "operator new@plt");
+        assert_eq!(clean_external("memcmp@plt", false), "memcmp@plt");
         assert_eq!(clean_external("_ZN3foo3barEi", false), "foo::bar");
         assert_eq!(
             clean_external("fold<usize, core::ops::range::Range<u64>>", false),
