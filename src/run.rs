@@ -75,6 +75,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
                 .into(),
         );
     }
+    recording.profile.skip_after(&config.graph.skip_after);
     let written: &[OutputTarget] = if config.view.summary_only {
         &[]
     } else {

@@ -207,6 +207,27 @@ fn pprof_has_the_split_labels_and_inline_lines() {
         "the fixture's mapping has its build-id"
     );
 
+    // --skip-after reaches the model, so every output honours it.
+    record(
+        dir.path(),
+        &["-o", "q.pb.gz", "--skip-after", "main"],
+        &["serial", "1"],
+    );
+    let p = decode_pprof(&dir.path().join("q.pb.gz"));
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let function = |id: u64| s(p.function.iter().find(|f| f.id == id).unwrap().name);
+    let location = |id: u64| p.location.iter().find(|l| l.id == id).unwrap();
+    for sample in &p.sample {
+        let names: Vec<&str> = sample
+            .location_id
+            .iter()
+            .flat_map(|&id| location(id).line.iter().map(|l| function(l.function_id)))
+            .collect();
+        if names.contains(&"main") {
+            assert_eq!(names.last(), Some(&"main"), "--skip-after main: {names:?}");
+        }
+    }
+
     // Inline frames: several lines of one location, innermost first.
     let inline = fixture("inline", Variant::CNoFramePointers);
     let mut cmd = flamegraph();

@@ -208,6 +208,26 @@ impl Profile {
         &self.threads[id.0 as usize]
     }
 
+    /// Drops every frame rootward of the leafmost frame whose function is one of `names` (as
+    /// `--skip-after` does for the folded output), for every output that reads the model.
+    /// Stacks that contain none of the names are kept whole; stacks that become equal stay
+    /// separate entries (outputs merge equal stacks when they aggregate).
+    pub fn skip_after(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        for stack in &mut self.stacks {
+            let frames = &self.frames;
+            let cut = stack.frames.iter().rposition(|f| {
+                let function = &frames[f.0 as usize].function;
+                names.iter().any(|n| n.as_str() == &**function)
+            });
+            if let Some(cut) = cut.filter(|&c| c > 0) {
+                stack.frames = stack.frames[cut..].into();
+            }
+        }
+    }
+
     /// Builds a profile from folded stacks (`root;caller;leaf count` lines): the first frame is
     /// the thread (or process) name; a frame annotated `_[k]` (inferno's kernel annotation) is a
     /// kernel frame. Other annotations stay part of the name. Counts are sample records.
@@ -431,5 +451,24 @@ mod tests {
             assert_eq!(p.total(Measure::Weight), 2000);
             assert_eq!(p.total(Measure::Count), 2);
         }
+    }
+
+    #[test]
+    fn skip_after_cuts_rootward_frames_in_the_model() {
+        let text = "prog;start;init;work 3\nprog;start;other 2\nprog;init 1\n";
+        let mut profile = Profile::from_folded(&Folded::parse(text).unwrap(), false);
+        profile.skip_after(&["init".to_string()]);
+        let names = |p: &Profile, i: usize| -> Vec<String> {
+            p.stack_frames(p.samples[i].stack)
+                .map(|f| f.function.to_string())
+                .collect()
+        };
+        let all: Vec<Vec<String>> = (0..profile.samples.len())
+            .map(|i| names(&profile, i))
+            .collect();
+        assert!(all.contains(&vec!["init".to_string(), "work".to_string()]));
+        assert!(all.contains(&vec!["start".to_string(), "other".to_string()]));
+        assert!(all.contains(&vec!["init".to_string()]));
+        assert_eq!(profile.sample_count(), 6);
     }
 }
