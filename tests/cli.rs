@@ -479,6 +479,11 @@ fn attach_by_pid_with_perf_cli() {
 #[test]
 fn dtrace_backend_replays_a_recorded_aggregation() {
     let dir = tempfile::tempdir().unwrap();
+    // 0.6.15 wrote cargo-flamegraph.stacks in the current directory, where another user could
+    // have planted a symlink; ours goes to a private directory.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("cargo-flamegraph.stacks")).unwrap();
     let out = run_with_timeout(
         flamegraph()
             .current_dir(dir.path())
@@ -491,9 +496,12 @@ fn dtrace_backend_replays_a_recorded_aggregation() {
     folded.assert_leaf_share("work_a", 0.60, 0.5);
     folded.assert_leaf_share("work_b", 0.30, 0.5);
     folded.assert_leaf_share("work_c", 0.10, 0.5);
-    assert!(
-        !dir.path().join("cargo-flamegraph.stacks").exists(),
-        "the stacks file is removed"
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(dir.path().join("cargo-flamegraph.stacks").is_symlink());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "no file left behind"
     );
     let out = run_with_timeout(
         flamegraph()

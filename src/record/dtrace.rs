@@ -1,13 +1,14 @@
 //! The dtrace backend (FreeBSD, illumos, Windows' dtrace, and Linux when `DTRACE` names a
 //! program), invoked exactly as flamegraph 0.6.15 does:
 //! `dtrace -x ustackframes=100 -n 'profile-997 /pid == $target/ { @[ustack(100)] = count(); }'
-//!  -o cargo-flamegraph.stacks -c 'CMD ARGS'` (or `-p PID` per pid), then inferno's dtrace
-//! collapser. `-c/--cmd` replaces the D script.
+//!  -o DIR/cargo-flamegraph.stacks -c 'CMD ARGS'` (or `-p PID` per pid), then inferno's dtrace
+//! collapser. `-c/--cmd` replaces the D script. Unlike 0.6.15, the stacks file is written in a
+//! private temporary directory, not at a predictable path in the current directory (dtrace
+//! runs as root).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use super::external::{failed, Tool};
+use super::external::{failed, private_dir, Tool};
 use super::Recording;
 use crate::error::{Error, Result};
 use crate::fold::Folded;
@@ -15,7 +16,7 @@ use crate::options::{GraphOptions, RecordOptions, Workload};
 
 const INSTALL_HINT: &str = "install dtrace for your system, or name it with DTRACE=/path/to/dtrace";
 
-/// Where dtrace writes its aggregation (removed after reading, as 0.6.15 does).
+/// The name of the file dtrace writes its aggregation to, in a private temporary directory.
 const STACKS_FILE: &str = "cargo-flamegraph.stacks";
 
 /// The arguments after `dtrace`.
@@ -66,11 +67,9 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
             "--no-inline is only supported by the perf-cli and native backends".into(),
         ));
     }
-    let mut tool = Tool::from_env("DTRACE", "dtrace", INSTALL_HINT);
-    tool.root = options.root.clone();
-    tool.verbose = options.verbose;
-    tool.stdout_to_stderr = options.stdout_to_stderr;
-    let stacks_file = PathBuf::from(STACKS_FILE);
+    let tool = Tool::for_recording("DTRACE", "dtrace", INSTALL_HINT, options);
+    let dir = private_dir()?;
+    let stacks_file = dir.path().join(STACKS_FILE);
     let args = dtrace_args(options, &stacks_file)?;
     let finished = tool.run_teeing_stderr(tool.command(&args))?;
     let (status, stderr_tail, interrupted) =
@@ -92,10 +91,8 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
             })
         }
     };
-    let _ = std::fs::remove_file(&stacks_file);
     let mut folded = collapse_dtrace(&bytes)?;
     folded.clean_names(graph.full_names);
-    folded.skip_after(&graph.skip_after);
     Ok(Recording {
         interrupted,
         ..Recording::from_folded(&folded, Some(status))

@@ -36,6 +36,22 @@ impl Tool {
         }
     }
 
+    /// The tool named by `env_var` (or `default`), run as the recording options ask: under
+    /// `sudo` with `--root`, verbose, and with its stdout on our stderr for `-o -`.
+    pub fn for_recording(
+        env_var: &str,
+        default: &str,
+        install_hint: &'static str,
+        options: &crate::options::RecordOptions,
+    ) -> Tool {
+        Tool {
+            root: options.root.clone(),
+            verbose: options.verbose,
+            stdout_to_stderr: options.stdout_to_stderr,
+            ..Tool::from_env(env_var, default, install_hint)
+        }
+    }
+
     pub fn name(&self) -> String {
         self.program.to_string_lossy().into_owned()
     }
@@ -221,6 +237,19 @@ fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus
 }
 
 /// With `--verbose`, prints the command about to run.
+/// A private (0700) temporary directory for an external tool's output file, removed when
+/// dropped: never a predictable path another user could have put a symlink at.
+pub fn private_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("flamegraph-")
+        .tempdir()
+        .map_err(|source| Error::File {
+            action: "create a temporary directory in",
+            path: std::env::temp_dir(),
+            source,
+        })
+}
+
 pub fn print_command(cmd: &Command, verbose: bool) {
     if verbose {
         eprintln!("flamegraph: running {cmd:?}");

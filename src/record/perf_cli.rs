@@ -18,11 +18,7 @@ const INSTALL_HINT: &str = "install it: `apt-get install linux-perf` (Debian), \
 
 /// The `perf` tool, from `PERF` or PATH.
 pub fn perf_tool(options: &RecordOptions) -> Tool {
-    let mut tool = Tool::from_env("PERF", "perf", INSTALL_HINT);
-    tool.root = options.root.clone();
-    tool.verbose = options.verbose;
-    tool.stdout_to_stderr = options.stdout_to_stderr;
-    tool
+    Tool::for_recording("PERF", "perf", INSTALL_HINT, options)
 }
 
 /// `perf record` arguments: ours, or the user's `-c` replacement (split with shell quoting), plus

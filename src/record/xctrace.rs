@@ -2,15 +2,15 @@
 //! 0.6.15 does (`XCTRACE` names the tool). Compiled on every platform so it stays linted; only
 //! macOS dispatches to it (see [`super::record`]).
 //!
-//! `xctrace record --template 'Time Profiler' --output cargo-flamegraph.trace
+//! `xctrace record --template 'Time Profiler' --output DIR/cargo-flamegraph.trace
 //!  (--target-stdout - --launch -- CMD | --attach PID)`, then `xctrace export --input
-//! cargo-flamegraph.trace --xpath '/trace-toc/*/data/table[@schema="time-profile"]'` collapsed
-//! with inferno's xctrace collapser. The trace bundle is removed afterwards.
+//! DIR/cargo-flamegraph.trace --xpath '/trace-toc/*/data/table[@schema="time-profile"]'` collapsed
+//! with inferno's xctrace collapser. DIR is a private temporary directory, removed afterwards
+//! (0.6.15 used the current directory: a predictable path).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use super::external::{failed, Tool};
+use super::external::{failed, private_dir, Tool};
 use super::Recording;
 use crate::error::{Error, Result};
 use crate::fold::Folded;
@@ -69,11 +69,9 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
             "--no-inline is not supported by xctrace".into(),
         ));
     }
-    let mut tool = Tool::from_env("XCTRACE", "xctrace", INSTALL_HINT);
-    tool.root = options.root.clone();
-    tool.verbose = options.verbose;
-    tool.stdout_to_stderr = options.stdout_to_stderr;
-    let trace = PathBuf::from(TRACE_FILE);
+    let tool = Tool::for_recording("XCTRACE", "xctrace", INSTALL_HINT, options);
+    let dir = private_dir()?;
+    let trace = dir.path().join(TRACE_FILE);
     let args = record_args(options, &trace)?;
     let finished = tool.run_teeing_stderr(tool.command(&args))?;
     let (status, stderr_tail, interrupted) =
@@ -95,10 +93,8 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
         OsString::from("--xpath"),
         OsString::from(r#"/trace-toc/*/data/table[@schema="time-profile"]"#),
     ]));
-    let _ = std::fs::remove_dir_all(&trace);
     let mut folded = collapse_xctrace(&xml?)?;
     folded.clean_names(graph.full_names);
-    folded.skip_after(&graph.skip_after);
     Ok(Recording {
         interrupted,
         ..Recording::from_folded(&folded, Some(status))
