@@ -235,7 +235,7 @@ mod tests {
         // In a pid namespace of its own the test sees itself under its namespace's number, which
         // is what getpid says.
         assert_eq!(ns_pid(own_pid()), Some(own_pid()));
-        let here = own_ns_pid_and_mapped_files as usize as u64;
+        let here = own_ns_pid_and_mapped_files as *const () as usize as u64;
         match open_mapped(own_pid(), here) {
             Ok(file) => {
                 let exe = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
