@@ -181,3 +181,42 @@ fn jit_map_in_the_namespace_tmp_is_read() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A perf.data file recorded by perf from a program that still runs in its own mount
+/// namespace: its file is read through `/proc/PID/root` once its build-id is the recorded one
+/// (what perf itself does). perf's build-id cache is kept out (`-N`, an empty `$HOME`).
+#[test]
+fn perf_data_of_a_running_program_in_its_namespace_is_named() {
+    if !util::require_gcc() || !require_unshare() || !util::require_perf() {
+        return;
+    }
+    let (dir, mount_point, copy) = prepare(&fixture("split", Variant::CFramePointers));
+    let sh = script(&mount_point, &copy, "exec \"$P\" serial 60");
+    let child = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &sh])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = util::KillOnDrop(child);
+    let pid = child.0.id().to_string();
+    wait_for_comm(child.0.id(), "prog");
+    let data = dir.path().join("perf.data");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut perf = Command::new("perf");
+    perf.env("HOME", &home)
+        .args(["record", "-q", "-N", "-g", "-F", "997", "-p", &pid, "-o"])
+        .arg(&data)
+        .args(["--", "sleep", "1"]);
+    util::run_ok(&mut perf, Duration::from_secs(60));
+    let out = dir.path().join("perfdata.folded");
+    let mut cmd = util::flamegraph();
+    cmd.env("HOME", &home)
+        .arg("--perfdata")
+        .arg(&data)
+        .arg("-o")
+        .arg(&out);
+    let output = util::run_ok(&mut cmd, Duration::from_secs(60));
+    drop(child);
+    assert_split_named(&Folded::read(&out), &output.stderr);
+}
