@@ -591,4 +591,87 @@ mod tests {
         let m = p.space(11).unwrap().find(0x7000).unwrap();
         assert_eq!(p.modules.path(m.module), Some(Path::new("/tmp/x")));
     }
+
+    fn file_id(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            major: libc::major(meta.dev()),
+            minor: libc::minor(meta.dev()),
+            inode: meta.ino(),
+        }
+    }
+
+    /// The file here with the mapped inode is read at its path; another inode at the same path
+    /// is another module.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn live_files_are_told_apart_by_inode() {
+        let exe = std::env::current_exe().unwrap();
+        let id = file_id(&std::fs::metadata(&exe).unwrap());
+        let name = exe.as_os_str().as_encoded_bytes();
+        let own = std::process::id();
+        let mut p = Processes::default();
+        let mapped = |id| MappedFile {
+            build_id: None,
+            id: Some(id),
+        };
+        p.on_mmap_file(own, range(0x1000, 0x2000, 0), name, mapped(id));
+        let other = FileId {
+            inode: id.inode + 1,
+            ..id
+        };
+        p.on_mmap_file(own, range(0x3000, 0x4000, 0), name, mapped(other));
+        let a = p.space(own).unwrap().find(0x1000).unwrap().module;
+        let b = p.space(own).unwrap().find(0x3000).unwrap().module;
+        assert_ne!(a, b);
+        assert_eq!(p.modules.file(a), Some(exe.as_path()));
+        assert_eq!(p.modules.path(b), Some(exe.as_path()));
+    }
+
+    /// A file deleted after it was mapped: as root read through `map_files` (and kept open),
+    /// otherwise one note.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn deleted_files_are_read_through_map_files_as_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.so");
+        std::fs::write(&path, b"mapped bytes").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let id = file_id(&file.metadata().unwrap());
+        // SAFETY: a private read-only map of a file this test wrote and nobody else changes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        let start = map.as_ptr() as u64;
+        let deleted = format!("{} (deleted)", path.display());
+        let mut p = Processes::default();
+        let mapped = MappedFile {
+            build_id: None,
+            id: Some(id),
+        };
+        let own = std::process::id();
+        p.on_mmap_file(
+            own,
+            range(start, start + 4096, 0),
+            deleted.as_bytes(),
+            mapped,
+        );
+        let module = p.space(own).unwrap().find(start).unwrap().module;
+        assert_eq!(p.modules.path(module), Some(path.as_path()));
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let found = p.modules.file(module).unwrap();
+            assert!(found.starts_with("/proc/self/fd/"), "{}", found.display());
+            assert_eq!(std::fs::read(found).unwrap(), b"mapped bytes");
+            assert!(p.notes().is_empty(), "{:?}", p.notes());
+        } else {
+            assert_eq!(p.modules.file(module), Some(path.as_path()));
+            let notes = p.notes();
+            assert!(
+                notes.len() == 1 && notes[0].contains("map_files"),
+                "{notes:?}"
+            );
+        }
+        drop(map);
+    }
 }
