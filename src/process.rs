@@ -4,13 +4,32 @@
 //! Modules (mapped files) are interned once for the whole profile, so a stack frame can be keyed
 //! by `(module, file offset)` — independent of where and when the file was mapped — and each
 //! unique address is symbolized once at the end.
+//!
+//! A module's file is found when its first mapping is seen, while the process still runs: a
+//! process in another mount namespace (a container) has its files read through its own root
+//! (see [`namespace`]), and the file is kept open so that it can still be read after the process
+//! is gone.
 
 use rustc_hash::FxHashMap as HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::elf::MappingRange;
+use crate::perf::records::MmapFileId;
 use crate::symbolize::locate::Locator;
+
+#[cfg(target_os = "linux")]
+mod namespace;
+#[cfg(not(target_os = "linux"))]
+#[path = "process/no_namespace.rs"]
+mod namespace;
+
+pub use namespace::FileId;
+
+/// Most files kept open for modules reached through another process's root or `map_files`,
+/// whatever `RLIMIT_NOFILE` allows beyond that (a quarter of it).
+const MAX_HELD_FILES: usize = 512;
 
 /// Index of a module in the [`ModuleTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,15 +46,67 @@ pub enum ModuleKind {
     Anonymous,
 }
 
+/// What an MMAP2 record says of a mapped file besides its path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappedFile<'a> {
+    /// Its GNU build-id (kernels that set `attr.build_id`, `perf record --buildid-mmap`).
+    pub build_id: Option<&'a [u8]>,
+    /// Its device and inode.
+    pub id: Option<FileId>,
+}
+
+impl<'a> From<&MmapFileId<'a>> for MappedFile<'a> {
+    fn from(file_id: &MmapFileId<'a>) -> Self {
+        match *file_id {
+            MmapFileId::None => MappedFile::default(),
+            MmapFileId::BuildId(id) => MappedFile {
+                build_id: Some(id),
+                id: None,
+            },
+            MmapFileId::Inode {
+                major,
+                minor,
+                inode,
+                ..
+            } => MappedFile {
+                build_id: None,
+                id: Some(FileId {
+                    major,
+                    minor,
+                    inode,
+                }),
+            },
+        }
+    }
+}
+
+/// Where a mapping was seen: the process and the mapping's first address.
+#[derive(Clone, Copy, Debug)]
+struct Origin {
+    pid: u32,
+    avma: u64,
+}
+
 /// Every module seen in the profile.
 #[derive(Debug, Default)]
 pub struct ModuleTable {
     modules: Vec<ModuleKind>,
-    index: HashMap<ModuleKind, ModuleId>,
+    /// In a live recording the file's device and inode are part of the key: two containers may
+    /// map different files at the same path.
+    index: HashMap<(ModuleKind, Option<FileId>), ModuleId>,
     /// For a recording made elsewhere (a perf.data file): finds each file by its build-id.
     locator: Option<Arc<Locator>>,
-    /// With a locator, per module: the file found for it (`None`: no file matches).
+    /// Per module: the file to read for it (`None`: none found, or not a file).
     files: Vec<Option<PathBuf>>,
+    /// Files opened through another process's root or `map_files`, read as `/proc/self/fd/N`.
+    held: Vec<File>,
+    /// Per pid: whether it sees another file system than ours (cached until it execs).
+    foreign: HashMap<u32, bool>,
+    /// A file deleted or replaced after it was mapped that `map_files` refused us (not root), and
+    /// how many such.
+    refused: Option<(PathBuf, u32, usize)>,
+    /// Files not kept open for want of descriptors.
+    not_held: usize,
 }
 
 impl ModuleTable {
@@ -47,18 +118,36 @@ impl ModuleTable {
     /// [`ModuleTable::intern`], with the build-id its MMAP2 record carried, if any: with a
     /// locator, a new file module is looked up by that build-id (else the recorded table's).
     pub fn intern_with_build_id(&mut self, kind: ModuleKind, build_id: Option<&[u8]>) -> ModuleId {
-        if let Some(&id) = self.index.get(&kind) {
+        let mapped = MappedFile { build_id, id: None };
+        self.intern_mapped(kind, mapped, None)
+    }
+
+    /// Interns a module mapped by the process of `origin`, finding its file on first sight.
+    fn intern_mapped(
+        &mut self,
+        kind: ModuleKind,
+        mapped: MappedFile<'_>,
+        origin: Option<Origin>,
+    ) -> ModuleId {
+        let file_id = match (&kind, &self.locator) {
+            (ModuleKind::File(_), None) => mapped.id,
+            _ => None,
+        };
+        let key = (kind, file_id);
+        if let Some(&id) = self.index.get(&key) {
             return id;
         }
-        if let Some(locator) = &self.locator {
-            self.files.push(match &kind {
-                ModuleKind::File(path) => locator.locate(path, build_id),
-                _ => None,
-            });
-        }
+        let file = match &key.0 {
+            ModuleKind::File(path) => match self.locator.clone() {
+                Some(locator) => self.find_recorded(&locator, path, mapped.build_id, origin),
+                None => self.find_live(path, file_id, origin),
+            },
+            _ => None,
+        };
+        self.files.push(file);
         let id = ModuleId(self.modules.len() as u32);
-        self.modules.push(kind.clone());
-        self.index.insert(kind, id);
+        self.modules.push(key.0.clone());
+        self.index.insert(key, id);
         id
     }
 
@@ -74,19 +163,140 @@ impl ModuleTable {
         }
     }
 
-    /// The file to read for a file-backed module: its path, or with a locator the file found
-    /// with the recorded build-id (`None` when none matches, see [`ModuleTable::unmatched`]).
+    /// The file to read for a file-backed module: its path; or, for a process that sees other
+    /// files, the mapped file reached through its root (`/proc/self/fd/N`); or with a locator
+    /// the file found with the recorded build-id (`None` when none matches, see
+    /// [`ModuleTable::unmatched`]).
     pub fn file(&self, id: ModuleId) -> Option<&Path> {
-        match &self.locator {
-            None => self.path(id),
-            Some(_) => self.files.get(id.0 as usize)?.as_deref(),
-        }
+        self.files.get(id.0 as usize)?.as_deref()
     }
 
     /// A file-backed module for which no file carries the recorded build-id.
     pub fn unmatched(&self, id: ModuleId) -> bool {
         self.locator.is_some() && self.path(id).is_some() && self.file(id).is_none()
     }
+
+    /// One line per problem the user should know of: files deleted or replaced while mapped that
+    /// only root may read, files not kept open.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some((path, pid, count)) = &self.refused {
+            let more = match count {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            notes.push(format!(
+                "{}{more} changed or was deleted after process {pid} mapped it: its frames may                  be unnamed or misnamed; as root the mapped file is read through                  /proc/PID/map_files",
+                path.display()
+            ));
+        }
+        if self.not_held > 0 {
+            notes.push(format!(
+                "{} files of processes in other mount namespaces were not kept open (more than                  {} are): their frames may be unnamed; raise `ulimit -n`",
+                self.not_held,
+                self.held_limit()
+            ));
+        }
+        notes
+    }
+
+    /// The file for `path` mapped in a live recording: the file at that path here if it is the
+    /// mapped one (same inode), else the one at that path under the process's root, else the
+    /// mapped file itself through `map_files` (root only), else the path as it is.
+    fn find_live(
+        &mut self,
+        path: &Path,
+        file_id: Option<FileId>,
+        origin: Option<Origin>,
+    ) -> Option<PathBuf> {
+        let (Some(id), Some(Origin { pid, avma })) = (file_id, origin) else {
+            return Some(path.to_owned());
+        };
+        let foreign = *(self.foreign)
+            .entry(pid)
+            .or_insert_with(|| namespace::sees_other_files(pid));
+        // Here the device may differ for the same file (btrfs subvolumes); for a process that
+        // sees other files only the same device proves it is the same file.
+        if std::fs::metadata(path).is_ok_and(|m| id.is(&m, !foreign)) {
+            return Some(path.to_owned());
+        }
+        let mut fallback = None;
+        if foreign {
+            match namespace::open_in_root(pid, path) {
+                Ok(file) if file.metadata().is_ok_and(|m| id.is(&m, true)) => {
+                    return self.hold(file)
+                }
+                Ok(file) => fallback = Some(file),
+                Err(_) => {}
+            }
+        }
+        match namespace::open_mapped(pid, avma) {
+            Ok(file) if file.metadata().is_ok_and(|m| id.is(&m, true)) => return self.hold(file),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let refused = self.refused.get_or_insert((path.to_owned(), pid, 0));
+                refused.2 += 1;
+            }
+            _ => {}
+        }
+        match fallback {
+            Some(file) => self.hold(file),
+            None => Some(path.to_owned()),
+        }
+    }
+
+    /// The file for `path` in a recording made elsewhere: the one the locator finds with the
+    /// recorded build-id, else (as perf does) the one under the root of the recorded process if
+    /// that pid runs here now and its file carries the recorded build-id.
+    fn find_recorded(
+        &mut self,
+        locator: &Locator,
+        path: &Path,
+        build_id: Option<&[u8]>,
+        origin: Option<Origin>,
+    ) -> Option<PathBuf> {
+        if let Some(found) = locator.locate(path, build_id) {
+            return Some(found);
+        }
+        let expected = build_id.or_else(|| locator.recorded_build_id(path))?;
+        let file = namespace::open_in_root(origin?.pid, path).ok()?;
+        let found = crate::symbolize::locate::file_build_id(&fd_path(&file))?;
+        if !crate::symbolize::locate::same_build_id(&found, expected) {
+            return None;
+        }
+        self.hold(file)
+    }
+
+    /// Keeps `file` open and returns the path it is read by.
+    fn hold(&mut self, file: File) -> Option<PathBuf> {
+        if self.held.len() >= self.held_limit() {
+            self.not_held += 1;
+            return None;
+        }
+        let path = fd_path(&file);
+        self.held.push(file);
+        Some(path)
+    }
+
+    /// How many files may be kept open: [`MAX_HELD_FILES`], at most a quarter of the soft
+    /// `RLIMIT_NOFILE`.
+    fn held_limit(&self) -> usize {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit struct, which `limit` is.
+        let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+            0 => limit.rlim_cur,
+            _ => 1024,
+        };
+        MAX_HELD_FILES.min(usize::try_from(soft / 4).unwrap_or(MAX_HELD_FILES))
+    }
+}
+
+/// The path by which this process reads its open `file`.
+fn fd_path(file: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 /// One executable mapping in a process.
@@ -152,12 +362,23 @@ impl AddressSpace {
     }
 }
 
+/// Where the perf maps of a process in another mount namespace are: its `/tmp`, kept open.
+#[derive(Debug)]
+struct PerfMapDir {
+    /// `/proc/self/fd/N` of the directory.
+    dir: PathBuf,
+    /// The process's id in its own pid namespace, which names its perf map.
+    ns_pid: u32,
+}
+
 /// Thread names and process address spaces, keyed by tid and pid.
 #[derive(Debug, Default)]
 pub struct Processes {
     pub modules: ModuleTable,
     spaces: HashMap<u32, AddressSpace>,
     names: HashMap<u32, Arc<str>>,
+    /// Per pid with JIT code that sees other files: where its perf map is (`None`: unknown).
+    perf_map_dirs: HashMap<u32, Option<PerfMapDir>>,
 }
 
 impl Processes {
@@ -195,12 +416,68 @@ impl Processes {
         filename: &[u8],
         build_id: Option<&[u8]>,
     ) {
+        let mapped = MappedFile { build_id, id: None };
+        self.on_mmap_file(pid, range, filename, mapped)
+    }
+
+    /// [`Processes::on_mmap`] with what the MMAP2 record says of the file (its build-id or its
+    /// inode), so that the very file mapped is read, through the process's own root if it
+    /// sees other files than we do (a container).
+    pub fn on_mmap_file(
+        &mut self,
+        pid: u32,
+        range: MappingRange,
+        filename: &[u8],
+        mapped: MappedFile<'_>,
+    ) {
         let kind = module_kind(filename);
-        let module = self.modules.intern_with_build_id(kind, build_id);
+        if kind == ModuleKind::Anonymous && self.modules.locator.is_none() {
+            self.find_perf_map_dir(pid);
+        }
+        let origin = Origin {
+            pid,
+            avma: range.start,
+        };
+        let module = self.modules.intern_mapped(kind, mapped, Some(origin));
         self.spaces
             .entry(pid)
             .or_default()
             .insert(Mapping { range, module });
+    }
+
+    /// For a live process with JIT code that sees other files: keeps its `/tmp` open, where its
+    /// JIT writes `perf-NSPID.map` (read when symbolizing, maybe after it exits).
+    fn find_perf_map_dir(&mut self, pid: u32) {
+        if self.perf_map_dirs.contains_key(&pid) {
+            return;
+        }
+        let modules = &mut self.modules;
+        let foreign = *(modules.foreign)
+            .entry(pid)
+            .or_insert_with(|| namespace::sees_other_files(pid));
+        let found = foreign
+            .then(|| {
+                let ns_pid = namespace::ns_pid(pid)?;
+                let dir = namespace::open_dir_in_root(pid, Path::new("/tmp")).ok()?;
+                let dir = modules.hold(File::from(dir))?;
+                Some(PerfMapDir { dir, ns_pid })
+            })
+            .flatten();
+        self.perf_map_dirs.insert(pid, found);
+    }
+
+    /// Processes whose perf map is in their own `/tmp` (another mount namespace): pid, the
+    /// path to read it by (`/proc/self/fd/N/perf-NSPID.map`).
+    pub fn perf_maps_elsewhere(&self) -> impl Iterator<Item = (u32, PathBuf)> + '_ {
+        (self.perf_map_dirs.iter()).filter_map(|(&pid, found)| {
+            let found = found.as_ref()?;
+            Some((pid, found.dir.join(format!("perf-{}.map", found.ns_pid))))
+        })
+    }
+
+    /// One line per problem with the files of the recording (see [`ModuleTable::notes`]).
+    pub fn notes(&self) -> Vec<String> {
+        self.modules.notes()
     }
 
     /// A thread was named; `exec` means the process replaced its image, so its old mappings go.
@@ -208,6 +485,9 @@ impl Processes {
         let name: Arc<str> = Arc::from(String::from_utf8_lossy(name).as_ref());
         if exec {
             self.spaces.insert(pid, AddressSpace::default());
+            // It may have entered a namespace (`unshare --mount CMD` does, then execs).
+            self.modules.foreign.remove(&pid);
+            self.perf_map_dirs.remove(&pid);
             // Every thread of the process now runs the new image under the new name.
             self.names.insert(pid, Arc::clone(&name));
         }
@@ -218,6 +498,8 @@ impl Processes {
     /// thread its creator's name.
     pub fn on_fork(&mut self, pid: u32, ppid: u32, tid: u32, ptid: u32) {
         if pid != ppid {
+            self.modules.foreign.remove(&pid);
+            self.perf_map_dirs.remove(&pid);
             if let Some(space) = self.spaces.get(&ppid).cloned() {
                 self.spaces.insert(pid, space);
             }
@@ -308,5 +590,88 @@ mod tests {
         p.on_mmap(11, range(0x7000, 0x8000, 0), b"/tmp/x (deleted)");
         let m = p.space(11).unwrap().find(0x7000).unwrap();
         assert_eq!(p.modules.path(m.module), Some(Path::new("/tmp/x")));
+    }
+
+    fn file_id(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            major: libc::major(meta.dev()),
+            minor: libc::minor(meta.dev()),
+            inode: meta.ino(),
+        }
+    }
+
+    /// The file here with the mapped inode is read at its path; another inode at the same path
+    /// is another module.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn live_files_are_told_apart_by_inode() {
+        let exe = std::env::current_exe().unwrap();
+        let id = file_id(&std::fs::metadata(&exe).unwrap());
+        let name = exe.as_os_str().as_encoded_bytes();
+        let own = std::process::id();
+        let mut p = Processes::default();
+        let mapped = |id| MappedFile {
+            build_id: None,
+            id: Some(id),
+        };
+        p.on_mmap_file(own, range(0x1000, 0x2000, 0), name, mapped(id));
+        let other = FileId {
+            inode: id.inode + 1,
+            ..id
+        };
+        p.on_mmap_file(own, range(0x3000, 0x4000, 0), name, mapped(other));
+        let a = p.space(own).unwrap().find(0x1000).unwrap().module;
+        let b = p.space(own).unwrap().find(0x3000).unwrap().module;
+        assert_ne!(a, b);
+        assert_eq!(p.modules.file(a), Some(exe.as_path()));
+        assert_eq!(p.modules.path(b), Some(exe.as_path()));
+    }
+
+    /// A file deleted after it was mapped: as root read through `map_files` (and kept open),
+    /// otherwise one note.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn deleted_files_are_read_through_map_files_as_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.so");
+        std::fs::write(&path, b"mapped bytes").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let id = file_id(&file.metadata().unwrap());
+        // SAFETY: a private read-only map of a file this test wrote and nobody else changes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        let start = map.as_ptr() as u64;
+        let deleted = format!("{} (deleted)", path.display());
+        let mut p = Processes::default();
+        let mapped = MappedFile {
+            build_id: None,
+            id: Some(id),
+        };
+        let own = std::process::id();
+        p.on_mmap_file(
+            own,
+            range(start, start + 4096, 0),
+            deleted.as_bytes(),
+            mapped,
+        );
+        let module = p.space(own).unwrap().find(start).unwrap().module;
+        assert_eq!(p.modules.path(module), Some(path.as_path()));
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let found = p.modules.file(module).unwrap();
+            assert!(found.starts_with("/proc/self/fd/"), "{}", found.display());
+            assert_eq!(std::fs::read(found).unwrap(), b"mapped bytes");
+            assert!(p.notes().is_empty(), "{:?}", p.notes());
+        } else {
+            assert_eq!(p.modules.file(module), Some(path.as_path()));
+            let notes = p.notes();
+            assert!(
+                notes.len() == 1 && notes[0].contains("map_files"),
+                "{notes:?}"
+            );
+        }
+        drop(map);
     }
 }

@@ -193,11 +193,8 @@ impl StackCollector {
             Record::Exit(Fork { tid, .. }) => self.off_cpu.on_exit(tid),
             Record::Mmap2(m) => {
                 if let Some(range) = sample::exec_mapping(&m) {
-                    let build_id = match m.file_id {
-                        crate::perf::records::MmapFileId::BuildId(id) => Some(id),
-                        _ => None,
-                    };
-                    (self.processes).on_mmap_with_build_id(m.pid, range, m.filename, build_id);
+                    let mapped = crate::process::MappedFile::from(&m.file_id);
+                    (self.processes).on_mmap_file(m.pid, range, m.filename, mapped);
                 }
             }
             Record::Comm(Comm {
@@ -389,6 +386,9 @@ impl StackCollector {
         if let KernelNames::File(path) = &self.options.kernel {
             symbolizer.set_kernel_symbols(crate::symbolize::KernelSymbols::from_file(path));
         }
+        for (pid, map) in self.processes.perf_maps_elsewhere() {
+            symbolizer.add_perf_map(pid, map);
+        }
         let (unit, measure) = match self.event.as_str() {
             _ if self.options.off_cpu != OffCpuMode::Off => {
                 (WeightUnit::Microseconds, Measure::Weight)
@@ -454,6 +454,7 @@ impl StackCollector {
         let mut notes = self.elsewhere_notes(&resolver);
         drop(resolver);
         notes.extend_from_slice(symbolizer.notes());
+        notes.extend(self.processes.notes());
         (builder.finish(), notes)
     }
 

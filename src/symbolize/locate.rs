@@ -109,7 +109,7 @@ fn significant_len(id: &[u8]) -> usize {
 }
 
 /// A build-id found in a file against a recorded one, which may be zero-padded.
-fn same_build_id(found: &[u8], recorded: &[u8]) -> bool {
+pub(crate) fn same_build_id(found: &[u8], recorded: &[u8]) -> bool {
     recorded.starts_with(found)
         && !found.is_empty()
         && recorded[found.len()..].iter().all(|&b| b == 0)

@@ -217,6 +217,8 @@ pub struct Symbolizer {
     kallsyms: Option<Kallsyms>,
     perf_maps: HashMap<u32, Option<PerfMap>>,
     perf_map_dir: PathBuf,
+    /// Per pid: its perf map in its own mount namespace, looked at before `perf_map_dir`'s.
+    own_perf_maps: HashMap<u32, PathBuf>,
     debug_root: PathBuf,
     /// One-line notes for the user (perf maps skipped or cut), see [`Symbolizer::notes`].
     notes: Vec<String>,
@@ -235,6 +237,7 @@ impl Symbolizer {
             kallsyms: None,
             perf_maps: HashMap::new(),
             perf_map_dir: PathBuf::from("/tmp"),
+            own_perf_maps: HashMap::new(),
             debug_root: PathBuf::from(crate::elf::DEFAULT_DEBUG_ROOT),
             notes: Vec::new(),
             scratch_names: Vec::new(),
@@ -246,6 +249,12 @@ impl Symbolizer {
     pub fn with_perf_map_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.perf_map_dir = dir.into();
         self
+    }
+
+    /// Looks for process `pid`'s perf map at `path` (in its own mount namespace, see
+    /// `Processes::perf_maps_elsewhere`) before `/tmp/perf-PID.map`, as perf does.
+    pub fn add_perf_map(&mut self, pid: u32, path: PathBuf) {
+        self.own_perf_maps.insert(pid, path);
     }
 
     /// Searches separate debug files under `dir` (its `.build-id/` tree, and the binary's
@@ -364,17 +373,20 @@ impl Symbolizer {
     }
 
     /// Pushes the name of the JIT region containing `avma` from `perf-PID.map` (read once per
-    /// pid). Returns false, pushing nothing, if the map is missing or has no such region.
+    /// pid). Returns false, pushing nothing, if the map is missing or has no such region. A
+    /// process in another mount namespace writes it in its own `/tmp` under its own pid (see
+    /// [`Symbolizer::add_perf_map`]): that one is looked at first.
     ///
     /// The map is used only if it is a regular file (not a symlink) owned by root, by this
     /// process's user, or by the owner of `/proc/PID` if the process still runs; otherwise it is
     /// skipped with a note (see [`Symbolizer::notes`]).
     pub fn symbolize_jit(&mut self, pid: u32, avma: u64, out: &mut Vec<String>) -> bool {
         let (dir, notes) = (&self.perf_map_dir, &mut self.notes);
+        let own = self.own_perf_maps.get(&pid);
         let map = self.perf_maps.entry(pid).or_insert_with(|| {
-            let (map, note) = PerfMap::load(&dir.join(format!("perf-{pid}.map")), &owners(pid));
-            notes.extend(note);
-            map
+            let here = dir.join(format!("perf-{pid}.map"));
+            let paths = own.into_iter().chain(std::iter::once(&here));
+            PerfMap::load_first(paths, &owners(pid), notes)
         });
         let Some(name) = map.as_ref().and_then(|m| m.lookup(avma)) else {
             return false;

@@ -67,6 +67,20 @@ impl PerfMap {
         }
     }
 
+    /// The first of the maps at `paths` that exists and is accepted (see [`PerfMap::load`]);
+    /// notes for the user go to `notes`.
+    pub(crate) fn load_first<'p>(
+        paths: impl IntoIterator<Item = &'p std::path::PathBuf>,
+        owners: &[u32],
+        notes: &mut Vec<String>,
+    ) -> Option<Self> {
+        paths.into_iter().find_map(|path| {
+            let (map, note) = Self::load(path, owners);
+            notes.extend(note);
+            map
+        })
+    }
+
     /// Parses the content of a perf map, skipping malformed lines.
     #[cfg(test)]
     pub(crate) fn parse(content: &str) -> Self {
