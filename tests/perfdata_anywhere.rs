@@ -183,9 +183,11 @@ fn total(folded: &[(Vec<String>, u64)]) -> u64 {
     folded.iter().map(|(_, w)| w).sum()
 }
 
-/// Lines of the profiler's stderr that are notes about unmatched files or the kernel.
+/// Lines of the profiler's stderr that are notes about unmatched files or the kernel (not the
+/// summary's rows, which name `[kernel]` frames when kernel samples are among the hottest).
 fn elsewhere_notes(stderr: &str) -> Vec<&str> {
     (stderr.lines())
+        .filter(|l| l.starts_with("flamegraph: "))
         .filter(|l| l.contains("build-id") || l.contains("[kernel]"))
         .collect()
 }
