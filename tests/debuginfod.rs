@@ -271,6 +271,49 @@ fn names_of_a_stripped_binary_come_from_the_server() {
     assert_eq!(named_work(&stacks), WORK, "{}", describe(&output, &stacks));
 }
 
+/// `debuginfod-find debuginfo BUILD_ID` with this cache and these servers: the path it prints.
+fn elfutils_find(setup: &Setup, cache: &str, urls: &str) -> Option<PathBuf> {
+    let output = util::run_with_timeout(
+        Command::new("debuginfod-find")
+            .env("DEBUGINFOD_URLS", urls)
+            .env("DEBUGINFOD_CACHE_PATH", setup.path(cache))
+            .args(["debuginfo", &setup.build_id]),
+        Duration::from_secs(60),
+    );
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+#[test]
+fn the_cache_is_shared_with_elfutils() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(server) = setup.server() else { return };
+    if !util::require_tool("debuginfod-find", &["--help"], "install debuginfod") {
+        return;
+    }
+    // We fetch into cache/, elfutils into elfutils-cache/; then the server is gone.
+    let (output, stacks) = setup.profile(&server.url(), &[]);
+    assert_eq!(named_work(&stacks), WORK, "{}", describe(&output, &stacks));
+    let theirs = elfutils_find(&setup, "elfutils-cache", &server.url());
+    assert!(theirs.is_some(), "debuginfod-find could not fetch the file");
+    drop(server);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    // elfutils finds ours in the cache, and we find theirs.
+    assert_eq!(
+        elfutils_find(&setup, "cache", &dead),
+        Some(setup.cached("debuginfo"))
+    );
+    let (output, stacks) = setup.profile_with(
+        &dead,
+        &[],
+        &[(
+            "DEBUGINFOD_CACHE_PATH",
+            setup.path("elfutils-cache").to_str().unwrap(),
+        )],
+    );
+    assert_eq!(named_work(&stacks), WORK, "{}", describe(&output, &stacks));
+}
+
 #[test]
 fn no_debuginfod_fetches_nothing() {
     let Some(setup) = Setup::new() else { return };

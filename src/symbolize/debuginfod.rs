@@ -514,6 +514,9 @@ impl Client {
                 )));
             }
         }
+        // Read-only, as elfutils leaves its files.
+        let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o400);
+        (temp.as_file().set_permissions(read_only)).map_err(|e| local("write", e))?;
         temp.persist(beneath(dir, name))
             .map_err(|e| local("rename a file", e.error))?;
         Ok(true)
