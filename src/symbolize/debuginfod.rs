@@ -360,26 +360,9 @@ impl Client {
         dir: &File,
     ) -> Asked {
         let url = &self.settings.urls[server];
-        let remaining = {
-            let mut state = lock(&self.state);
-            if state.failed[server] {
-                return Asked::NotFound;
-            }
-            let remaining = self.settings.budget.checked_sub(state.spent);
-            match remaining.filter(|r| !r.is_zero()) {
-                Some(remaining) => remaining,
-                None => {
-                    if !std::mem::replace(&mut state.budget_noted, true) {
-                        state.notes.push(format!(
-                            "debuginfod: the {} s that downloads may take in a run are used up; \
-                             the files not fetched yet keep unnamed frames (run again: what was \
-                             fetched is cached)",
-                            self.settings.budget.as_secs()
-                        ));
-                    }
-                    return Asked::GiveUp;
-                }
-            }
+        let remaining = match self.time_left(server) {
+            Ok(remaining) => remaining,
+            Err(asked) => return asked,
         };
         let started = Instant::now();
         let outcome = self.request(url, hex, artifact, build_id, dir, remaining);
@@ -411,6 +394,27 @@ impl Client {
                 Asked::GiveUp
             }
         }
+    }
+
+    /// The time a request to `server` may take: what is left of the budget; `Err` if the server
+    /// failed before or the budget is used up (noted once).
+    fn time_left(&self, server: usize) -> Result<Duration, Asked> {
+        let mut state = lock(&self.state);
+        if state.failed[server] {
+            return Err(Asked::NotFound);
+        }
+        let remaining = self.settings.budget.checked_sub(state.spent);
+        if let Some(remaining) = remaining.filter(|r| !r.is_zero()) {
+            return Ok(remaining);
+        }
+        if !std::mem::replace(&mut state.budget_noted, true) {
+            state.notes.push(format!(
+                "debuginfod: the {} s that downloads may take in a run are used up; the files \
+                 not fetched yet keep unnamed frames (run again: what was fetched is cached)",
+                self.settings.budget.as_secs()
+            ));
+        }
+        Err(Asked::GiveUp)
     }
 
     /// `CACHE/HEX`, created (mode 0700) if needed, opened without following a symlink.
@@ -460,33 +464,40 @@ impl Client {
             .map_err(|e| Failure::Server(e.to_string()))?;
         match response.status().as_u16() {
             200 => {}
-            // Not there, or (Accept: 406) not in a form it can send.
+            // Not there; or (406) not in a form it can send.
             404 | 406 | 410 => return Ok(false),
             status => {
                 let why = format!("HTTP {status} for the {} of {hex}", artifact.name());
                 return Err(Failure::Server(why));
             }
         }
-        let mut body = response.into_body();
+        let temp = self.receive(response.into_body(), hex, artifact, dir)?;
+        self.install(temp, hex, artifact, build_id, dir)?;
+        Ok(true)
+    }
+
+    /// Streams `body` to a new temporary file in `dir` (`CACHE/HEX`), at most the size limit.
+    fn receive(
+        &self,
+        mut body: ureq::Body,
+        hex: &str,
+        artifact: Artifact,
+        dir: &File,
+    ) -> Result<tempfile::NamedTempFile, Failure> {
         let max = self.settings.max_size;
         if let Some(size) = body.content_length().filter(|&size| size > max) {
             return Err(Failure::TooLarge(Some(size)));
         }
-        let dir_path = fd_path(dir);
-        let local = |what: &str, e: std::io::Error| {
-            let dir = self.settings.cache.join(hex);
-            Failure::Local(format!("cannot {what} in {}: {e}", dir.display()))
-        };
         let mut temp = tempfile::Builder::new()
             .prefix(".flamegraph-")
-            .tempfile_in(&dir_path)
-            .map_err(|e| local("create a file", e))?;
+            .tempfile_in(fd_path(dir))
+            .map_err(|e| self.local(hex, "create a file", e))?;
         let mut reader = body.as_reader().take(max + 1);
         let copied = std::io::copy(&mut reader, temp.as_file_mut()).map_err(|e| {
             // A read error is the server's (or the network's), a write error ours.
             match e.kind() {
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::PermissionDenied => {
-                    local("write", e)
+                    self.local(hex, "write", e)
                 }
                 _ => Failure::Server(format!("sending the {} of {hex}: {e}", artifact.name())),
             }
@@ -494,9 +505,24 @@ impl Client {
         if copied > max {
             return Err(Failure::TooLarge(None));
         }
-        temp.as_file_mut().flush().map_err(|e| local("write", e))?;
+        temp.as_file_mut()
+            .flush()
+            .map_err(|e| self.local(hex, "write", e))?;
+        Ok(temp)
+    }
+
+    /// Renames the downloaded `temp` to `CACHE/HEX/ARTIFACT` if it is an ELF file with the
+    /// build-id, read-only (as elfutils leaves its files), never over a non-regular file.
+    fn install(
+        &self,
+        temp: tempfile::NamedTempFile,
+        hex: &str,
+        artifact: Artifact,
+        build_id: &[u8],
+        dir: &File,
+    ) -> Result<(), Failure> {
         // SAFETY: a read-only map of the temporary file we just wrote, which only we know.
-        let map = unsafe { Mmap::map(temp.as_file()) }.map_err(|e| local("read", e))?;
+        let map = unsafe { Mmap::map(temp.as_file()) }.map_err(|e| self.local(hex, "read", e))?;
         if !has_build_id(&map, build_id) {
             return Err(Failure::Server(format!(
                 "the {} of {hex} it sent is not an ELF file with that build-id",
@@ -514,12 +540,17 @@ impl Client {
                 )));
             }
         }
-        // Read-only, as elfutils leaves its files.
         let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o400);
-        (temp.as_file().set_permissions(read_only)).map_err(|e| local("write", e))?;
+        (temp.as_file().set_permissions(read_only)).map_err(|e| self.local(hex, "write", e))?;
         temp.persist(beneath(dir, name))
-            .map_err(|e| local("rename a file", e.error))?;
-        Ok(true)
+            .map_err(|e| self.local(hex, "rename a file", e.error))?;
+        Ok(())
+    }
+
+    /// A failure on our side in `CACHE/HEX`.
+    fn local(&self, hex: &str, what: &str, e: std::io::Error) -> Failure {
+        let dir = self.settings.cache.join(hex);
+        Failure::Local(format!("cannot {what} in {}: {e}", dir.display()))
     }
 
     fn note(&self, note: String) {
@@ -713,8 +744,13 @@ mod tests {
         let cache = tmp.path().join("cache");
         std::fs::create_dir(&cache).unwrap();
         let id = seed_cache(&cache, Artifact::Executable);
-        // Port 9 (discard) on loopback: nothing listens; it must not be asked.
-        let client = client(&cache, &["http://127.0.0.1:9"]);
+        // A loopback port nothing listens on: it must not be asked for a cached file.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let dead = format!("http://127.0.0.1:{port}");
+        let client = client(&cache, &[&dead]);
         let (path, _) = client.find(&id, Artifact::Executable).expect("cached");
         assert_eq!(path, cache.join(to_hex(&id)).join("executable"));
         assert!(lock(&client.state).notes.is_empty());
@@ -724,7 +760,7 @@ mod tests {
         assert!(client.find(&[0x5b; 20], Artifact::DebugInfo).is_none());
         let notes = std::mem::take(&mut lock(&client.state).notes);
         assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("127.0.0.1:9"), "{notes:?}");
+        assert!(notes[0].contains(&dead), "{notes:?}");
     }
 
     #[test]
