@@ -840,8 +840,12 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n\x7fELF",
             b"not HTTP at all\r\n\r\n",
         ]
-        .map(|answer| answering(vec![answer.to_vec()]));
-        let c = client(&cache, &urls.each_ref().map(String::as_str));
+        .map(|answer| answering(vec![answer.to_vec()]))
+        .into_iter()
+        // And a TLS handshake answered in plain text.
+        .chain([answering(vec![b"HTTP/1.1 200 OK\r\n\r\n".to_vec()]).replace("http:", "https:")])
+        .collect::<Vec<_>>();
+        let c = client(&cache, &urls.iter().map(String::as_str).collect::<Vec<_>>());
         let id = [0x42; 20];
         assert!(c.find(&id, Artifact::DebugInfo).is_none());
         assert!(c.find(&[0x43; 20], Artifact::DebugInfo).is_none());
