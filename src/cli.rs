@@ -137,6 +137,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     pub kallsyms: Option<PathBuf>,
 
+    /// Do not fetch missing debug info from the debuginfod servers DEBUGINFOD_URLS names
+    #[arg(long)]
+    pub no_debuginfod: bool,
+
     #[command(flatten)]
     pub views: ViewArgs,
 }
@@ -485,6 +489,7 @@ impl CommonArgs {
             symfs: self.symfs,
             kallsyms: self.kallsyms,
             off_cpu,
+            debuginfod: !self.no_debuginfod,
         };
 
         let output = output_options(self.output, self.views.format, self.open, self.post_process)?;

@@ -105,6 +105,10 @@ pub struct RecordOptions {
     /// Native sampler, launch mode: off-CPU time with on-CPU time (`--off-cpu`) or alone
     /// (`--off-cpu-only`). Default: off.
     pub off_cpu: crate::collect::OffCpuMode,
+    /// Fetch missing debug info (and, for perf.data, missing binaries) from the servers
+    /// `DEBUGINFOD_URLS` names; `--no-debuginfod` turns it off. Default: true (nothing is asked
+    /// when the variable is unset).
+    pub debuginfod: bool,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -138,6 +142,7 @@ impl Default for RecordOptions {
             symfs: None,
             kallsyms: None,
             off_cpu: crate::collect::OffCpuMode::Off,
+            debuginfod: true,
         }
     }
 }

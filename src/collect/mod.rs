@@ -376,7 +376,8 @@ impl StackCollector {
         self.finish_with_notes().0
     }
 
-    /// [`StackCollector::finish`], with the symbolizer's notes for the user (skipped perf maps).
+    /// [`StackCollector::finish`], with the symbolizer's notes for the user (skipped perf maps,
+    /// debuginfod's failures).
     pub fn finish_with_notes(mut self) -> (Profile, Vec<String>) {
         for interval in self.off_cpu.finish() {
             self.tally_interval(interval);
@@ -455,6 +456,7 @@ impl StackCollector {
         drop(resolver);
         notes.extend_from_slice(symbolizer.notes());
         notes.extend(self.processes.notes());
+        notes.extend(crate::symbolize::debuginfod::take_notes());
         (builder.finish(), notes)
     }
 

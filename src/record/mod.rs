@@ -70,6 +70,7 @@ impl Recording {
 /// Records `config.record.workload` with the chosen backend.
 pub fn record(config: &Config) -> Result<Recording> {
     let options = &config.record;
+    crate::symbolize::debuginfod::configure(options.debuginfod);
     match (&options.workload, options.backend) {
         (Workload::PerfData(path), Backend::PerfCli) => {
             perf_cli::script_file(options, &config.graph, config.view.roots, path)

@@ -5,6 +5,8 @@
 //! 2. by `.gnu_debuglink`: the named file next to the binary, in its `.debug/` subdirectory, or under
 //!    `ROOT` followed by the binary's directory, checked against the link's CRC32.
 //!
+//! 3. from debuginfod servers by build-id, when configured (see `debuginfod.rs`).
+//!
 //! `ROOT` is [`crate::elf::DEFAULT_DEBUG_ROOT`] unless the caller gives another. A debug file compressed by dwz
 //! may point at a supplementary file with `.gnu_debugaltlink`, see [`find_supplementary`].
 
@@ -17,13 +19,25 @@ use crate::elf::build_id_debug_path;
 
 /// Maps the debug file of the binary at `path` (already parsed as `object`), if one is found under
 /// `root` or next to the binary and matches. Returns its path too, for its own links.
+/// Last, with a build-id, from debuginfod servers (see `debuginfod.rs`; off unless configured).
 pub(crate) fn find(path: &Path, object: &object::File<'_>, root: &Path) -> Option<(PathBuf, Mmap)> {
-    if let Ok(Some(build_id)) = object.build_id() {
+    let build_id = object.build_id().ok().flatten();
+    if let Some(build_id) = build_id {
         let candidate = build_id_debug_path(root, build_id)?;
         if let Some(map) = map_with_build_id(&candidate, build_id) {
             return Some((candidate, map));
         }
     }
+    find_by_debuglink(path, object, root)
+        .or_else(|| super::debuginfod::debuginfo(build_id.filter(|id| !id.is_empty())?))
+}
+
+/// The `.gnu_debuglink` target of `object` (read from `path`), CRC-checked.
+fn find_by_debuglink(
+    path: &Path,
+    object: &object::File<'_>,
+    root: &Path,
+) -> Option<(PathBuf, Mmap)> {
     let (name, crc) = object.gnu_debuglink().ok()??;
     let name = Path::new(std::str::from_utf8(name).ok()?);
     debuglink_candidates(path, name, root)

@@ -11,7 +11,9 @@
 //! 3. perf's build-id cache: `~/.debug/.build-id/ab/cdef…/elf`, `~/.debug/PATH/ID/elf`, and the
 //!    older layout's `~/.debug/.build-id/ab/cdef…` file (`perf archive` on the recording machine
 //!    packs these);
-//! 4. the debug file `/usr/lib/debug/.build-id/ab/cdef….debug`.
+//! 4. the debug file `/usr/lib/debug/.build-id/ab/cdef….debug`;
+//! 5. the binary from debuginfod servers (`GET URL/buildid/abcdef…/executable`), when
+//!    configured (see `debuginfod.rs`).
 //!
 //! The first whose build-id matches is used; when the recording has no build-id for a file
 //! (`perf record --no-buildid`), `SYMFS/PATH` or else `PATH` is used unchecked, as perf does.
@@ -90,9 +92,9 @@ impl Locator {
             &self.debug_root,
             significant,
         ));
-        candidates
-            .into_iter()
+        (candidates.into_iter())
             .find(|c| file_build_id(c).is_some_and(|found| same_build_id(&found, expected)))
+            .or_else(|| super::debuginfod::executable(significant))
     }
 }
 

@@ -36,10 +36,12 @@
 //! Separate debug files are found by build-id under `/usr/lib/debug/.build-id/` (another root can
 //! be given) and by
 //! `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`), see
-//! `debugfile.rs`. Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`).
+//! `debugfile.rs`, and last from debuginfod servers when `DEBUGINFOD_URLS` is set and
+//! [`debuginfod::configure`] turned them on (`debuginfod.rs`). Not supported: split DWARF (`.dwo`), MiniDebugInfo (`.gnu_debugdata`).
 
 mod binary;
 pub(crate) mod debugfile;
+pub mod debuginfod;
 mod demangle;
 mod dwarf;
 mod fde;

@@ -242,9 +242,13 @@ fn is_up_to_date(out: &Path, stamp_path: &Path, stamp: &str, inputs: &[PathBuf])
 }
 
 /// A [`Command`] for the profiler under test (`CARGO_BIN_EXE_flamegraph`, which Cargo sets
-/// at compile time for integration tests of a crate with a `flamegraph` binary).
+/// at compile time for integration tests of a crate with a `flamegraph` binary). Without the
+/// caller's `DEBUGINFOD_URLS` (set by default on some distributions): tests ask no server unless
+/// they start one (tests/debuginfod.rs).
 pub fn flamegraph() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flamegraph"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamegraph"));
+    cmd.env_remove("DEBUGINFOD_URLS");
+    cmd
 }
 
 /// Runs `flamegraph ARGS -o DIR/out.folded -- COMMAND` (60 s deadline) in a fresh temporary
