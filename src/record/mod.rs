@@ -111,6 +111,8 @@ fn native_record(config: &Config) -> Result<Recording> {
     };
     let mut native_options = native::NativeOptions::new(target);
     native_options.frequency = options.frequency;
+    native_options.event = options.record_event.unwrap_or_default();
+    native_options.period = options.period;
     native_options.verbose = options.verbose;
     native_options.stdout_to_stderr = options.stdout_to_stderr;
     native_options.run_as = options.run_as;
@@ -133,7 +135,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     let duration = started.elapsed();
     status.phase("symbolizing");
     let stats = collector.stats();
-    collector.set_event(summary.event);
+    collector.set_event(summary.event.clone());
     let (profile, symbolizer_notes) = collector.finish_with_notes();
     status.finish();
 
@@ -185,10 +187,15 @@ fn native_notes(
     if summary.lost > 0 || summary.throttled > 0 {
         notes.push(format!(
             "lost {} of {} samples ({} throttling events): the ring buffers overflowed; \
-             lower -F or use --call-graph fp",
+             {} or use --call-graph fp",
             summary.lost,
             summary.samples + summary.lost,
-            summary.throttled
+            summary.throttled,
+            if options.period.is_some() {
+                "raise --period"
+            } else {
+                "lower -F"
+            }
         ));
     }
     // A few cut stacks are normal (deep library code); many deserve a hint even without -v.
