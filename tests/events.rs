@@ -107,6 +107,37 @@ fn faults_alias_samples_every_fault_by_default() {
     check_page_faults(&folded, &svg, &out);
 }
 
+/// `--period 10`: one sample every tenth fault, each weighing 10 (the kernel would sample every
+/// fault of a software event if its samples asked for their period).
+#[test]
+fn period_n_samples_every_nth_fault() {
+    if !util::require_gcc() {
+        return;
+    }
+    let (folded, _, out) = record_page_touch(&["-e", "minor-faults", "--period", "10"]);
+    let touched = folded.weight_where(|s| s.iter().any(|f| util::frame_matches(f, "touch_pages")));
+    let err = stderr(&out);
+    assert!(
+        touched as f64 >= 0.9 * PAGES as f64 && touched as f64 <= 1.1 * PAGES as f64,
+        "{touched} minor faults under touch_pages, expected {PAGES} ± 10%\n{err}"
+    );
+    assert!(
+        folded.stacks.iter().all(|(_, w)| w % 10 == 0),
+        "{}",
+        folded.summary()
+    );
+    // "recorded 1.2 s of minor-faults: 205 samples (2050 minor-faults), ..."
+    let counts = err
+        .split_once("of minor-faults: ")
+        .and_then(|(_, rest)| rest.split_once(" minor-faults)"))
+        .and_then(|(counts, _)| counts.split_once(" samples ("))
+        .and_then(|(n, e)| Some((n.parse::<u64>().ok()?, e.parse::<u64>().ok()?)));
+    assert!(
+        counts.is_some_and(|(samples, events)| events == 10 * samples),
+        "{err}"
+    );
+}
+
 #[test]
 fn perf_cli_backend_passes_the_event_and_period() {
     if !util::require_gcc() || !util::require_perf() {
@@ -266,4 +297,31 @@ fn raw_event_is_accepted_or_refused_for_want_of_a_pmu() {
     if !out.status.success() {
         assert_one_line_error(&out, &["-e rc0", "cpu-clock"]);
     }
+}
+
+#[test]
+fn an_event_that_never_fires_is_an_error_not_an_empty_graph() {
+    if !util::require_gcc() {
+        return;
+    }
+    let prog = fixture("page_touch", Variant::CNoFramePointers);
+    let dir = tempfile::tempdir().unwrap();
+    // Touching 10 fresh anonymous pages takes no major fault (no I/O); the rest is cached.
+    let out = util::run_with_timeout(
+        util::flamegraph()
+            .current_dir(dir.path())
+            .args(["-e", "major-faults", "-o", "out.svg", "--"])
+            .arg(&prog)
+            .arg("10"),
+        Duration::from_secs(60),
+    );
+    if out.status.success() {
+        // A cold page cache: the loader's reads were major faults. Then the graph shows them.
+        return;
+    }
+    assert_one_line_error(
+        &out,
+        &["-e major-faults: the program caused none", "cpu-clock"],
+    );
+    assert!(!dir.path().join("out.svg").exists());
 }

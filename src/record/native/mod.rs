@@ -186,6 +186,11 @@ pub enum NativeError {
     #[error("the sampling period must be at least 1 event")]
     InvalidPeriod,
     #[error(
+        "--off-cpu weighs waits in time, and -e {0} counts events: one graph has one unit; use \
+         cpu-clock or task-clock"
+    )]
+    OffCpuEvent(String),
+    #[error(
         "sampling frequency {requested} Hz is above the kernel limit of {max} Hz \
          (/proc/sys/kernel/perf_event_max_sample_rate): use -F {max} or lower, or raise the limit \
          with `sudo sysctl kernel.perf_event_max_sample_rate={requested}`"
@@ -270,6 +275,9 @@ pub fn record(
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<RecordSummary, NativeError> {
     perf_event::validate(options.sampling(), options.call_graph)?;
+    if options.off_cpu && !options.event.is_time() {
+        return Err(NativeError::OffCpuEvent(options.event.name()));
+    }
     let cpus = sys::online_cpus().map_err(|source| NativeError::Io {
         what: "cannot read the online CPUs",
         source,
@@ -284,12 +292,26 @@ pub fn record(
     let recorder = Recorder {
         options,
         cpus,
-        format: perf_event::sample_format(options.call_graph),
+        format: recorder_settings_format(options),
+    };
+    // Samples without a period field stand for the fixed period: give it to them.
+    let fixed = perf_event::fixed_period(options.event, options.sampling());
+    let on_record = &mut |format: &SampleFormat, mut record: Record<'_>| {
+        if let (Record::Sample(sample), Some(period)) = (&mut record, fixed) {
+            sample.period = period;
+        }
+        on_record(format, record)
     };
     match &options.target {
         Target::Launch { program, args } => recorder.launch(program, args, &mut stop, on_record),
         Target::Attach { pids } => recorder.attach(pids, &mut stop, on_record),
     }
+}
+
+/// The parse format of the sampling events of `options`.
+fn recorder_settings_format(options: &NativeOptions) -> SampleFormat {
+    let period = perf_event::fixed_period(options.event, options.sampling()).is_none();
+    perf_event::sample_format(options.call_graph, period)
 }
 
 /// The largest power of two not above `n` (`n` >= 1).

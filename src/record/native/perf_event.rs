@@ -70,9 +70,35 @@ pub fn validate(sampling: Sampling, call_graph: CallGraph) -> Result<(), NativeE
     Ok(())
 }
 
-/// The parse format of records produced by events from [`EventOpener`] with these settings.
-pub fn sample_format(call_graph: CallGraph) -> SampleFormat {
-    let mut sample_type = st::IP | st::TID | st::TIME | st::CPU | st::PERIOD | st::CALLCHAIN;
+/// The period every sample of `event` stands for when its samples carry no period: a software
+/// count event (faults, switches, migrations) at a fixed period. Asked for PERF_SAMPLE_PERIOD,
+/// the kernel samples such an event at *every* occurrence, each a sample of period 1, whatever
+/// the period (`perf_swevent_event`); so the field is left out, as perf does for `-c`, and each
+/// sample weighs the period.
+pub fn fixed_period(event: Event, sampling: Sampling) -> Option<u64> {
+    match sampling {
+        Sampling::Period(period) if !event.is_time() && !event.is_hardware() => Some(period),
+        _ => None,
+    }
+}
+
+impl EventSettings {
+    /// The parse format of records produced by events from [`EventOpener`] with these settings.
+    pub fn format(&self) -> SampleFormat {
+        sample_format(
+            self.call_graph,
+            fixed_period(self.event, self.sampling).is_none(),
+        )
+    }
+}
+
+/// The parse format of sample records with stacks as `call_graph` says, with the period field
+/// (`period`) or without.
+pub fn sample_format(call_graph: CallGraph, period: bool) -> SampleFormat {
+    let mut sample_type = st::IP | st::TID | st::TIME | st::CPU | st::CALLCHAIN;
+    if period {
+        sample_type |= st::PERIOD;
+    }
     let mut sample_regs_user = 0;
     if let CallGraph::Dwarf { .. } = call_graph {
         sample_type |= st::REGS_USER | st::STACK_USER;
@@ -88,7 +114,7 @@ pub fn sample_format(call_graph: CallGraph) -> SampleFormat {
 }
 
 fn build_attr(settings: &EventSettings, choice: Choice) -> perf_event_attr {
-    let format = sample_format(settings.call_graph);
+    let format = settings.format();
     let mut attr = perf_event_attr {
         size: std::mem::size_of::<perf_event_attr>() as u32,
         sample_type: format.sample_type,
@@ -257,7 +283,7 @@ pub fn open_switch_event(
     pid: i32,
     cpu: i32,
 ) -> Result<OwnedFd, NativeError> {
-    let format = sample_format(settings.call_graph);
+    let format = settings.format();
     let mut attr = perf_event_attr {
         size: std::mem::size_of::<perf_event_attr>() as u32,
         type_: sys::PERF_TYPE_SOFTWARE,
