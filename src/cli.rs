@@ -644,6 +644,49 @@ mod tests {
         cli.common.warnings()
     }
 
+    fn config(args: &[&str], workload: Workload) -> Result<Config> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("flamegraph").chain(args.iter().copied())).unwrap();
+        cli.common.into_config(workload)
+    }
+
+    #[test]
+    fn event_and_period_resolve_to_a_sampling() {
+        let run = || Workload::Command(vec!["prog".into()]);
+        let record = |args: &[&str]| config(args, run()).map(|c| c.record);
+        let r = record(&[]).unwrap();
+        assert_eq!((r.record_event, r.period, r.frequency), (None, None, 997));
+        let r = record(&["-e", "faults"]).unwrap();
+        assert_eq!(
+            (r.record_event, r.period),
+            (Some(Event::PageFaults), Some(1))
+        );
+        let r = record(&["-e", "faults", "-F", "99"]).unwrap();
+        assert_eq!((r.period, r.frequency), (None, 99));
+        let r = record(&["-e", "cycles"]).unwrap();
+        assert_eq!((r.record_event, r.period), (Some(Event::Cycles), None));
+        let r = record(&["-e", "cpu-clock", "--period", "250000"]).unwrap();
+        assert_eq!(r.period, Some(250000));
+        for bad in [
+            &["--period", "0"][..],
+            &["--period", "5", "-F", "99"],
+            &["-e", "nope"],
+            &["-e", "cycles", "--backend", "dtrace"],
+            &["-e", "cycles", "-c", "record -g"],
+            &["-e", "page-faults", "--off-cpu"],
+        ] {
+            let err = record(bad).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+        let perfdata = || Workload::PerfData("perf.data".into());
+        let r = config(&["-e", "task-clock:u"], perfdata()).unwrap().record;
+        assert_eq!(
+            (r.event.as_deref(), r.record_event),
+            (Some("task-clock:u"), None)
+        );
+        assert!(config(&["--period", "3"], perfdata()).is_err());
+    }
+
     #[test]
     fn warnings_name_what_is_ignored_implied_or_rounded() {
         assert!(warnings(&[]).is_empty());
