@@ -185,17 +185,27 @@ fn native_notes(
         );
     }
     if summary.lost > 0 || summary.throttled > 0 {
+        // At a fixed period every lost sample is that many events missing from the graph.
+        let (short, fix) = match (options.period, options.record_event) {
+            (Some(period), Some(event)) if !event.is_time() => (
+                format!(
+                    ", so the graph is short of about {} {event}",
+                    summary.lost.saturating_mul(period)
+                ),
+                format!(
+                    "raise --period (e.g. --period {})",
+                    period.saturating_mul(100)
+                ),
+            ),
+            (Some(_), _) => (String::new(), "raise --period".to_owned()),
+            (None, _) => (String::new(), "lower -F".to_owned()),
+        };
         notes.push(format!(
-            "lost {} of {} samples ({} throttling events): the ring buffers overflowed; \
-             {} or use --call-graph fp",
+            "lost {} of {} samples ({} throttling events): the ring buffers overflowed{short}; \
+             {fix} or use --call-graph fp",
             summary.lost,
             summary.samples + summary.lost,
             summary.throttled,
-            if options.period.is_some() {
-                "raise --period"
-            } else {
-                "lower -F"
-            }
         ));
     }
     // A few cut stacks are normal (deep library code); many deserve a hint even without -v.
