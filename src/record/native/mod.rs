@@ -1,8 +1,9 @@
 //! The built-in Linux sampler: perf_event_open, ring buffers, launch and attach.
 //!
-//! [`record`] opens one sampling event per online CPU for the target (inherited by every thread
-//! and child it creates), maps one ring buffer per CPU, and delivers every record, merged across
-//! CPUs in timestamp order, to a callback. No `perf` binary and no perf.data file are involved.
+//! [`record`] opens one sampling event (`cpu-clock` unless [`NativeOptions::event`] says
+//! otherwise) per online CPU for the target (inherited by every thread and child it creates),
+//! maps one ring buffer per CPU, and delivers every record, merged across CPUs in timestamp
+//! order, to a callback. No `perf` binary and no perf.data file are involved.
 //!
 //! The stream a callback sees:
 //! - Attach mode starts with synthesized COMM (one per thread) and MMAP2 (one per executable
@@ -16,6 +17,8 @@
 //!   cut at `perf_event_max_stack` (127 by default) entries; with [`CallGraph::Dwarf`] they also
 //!   carry the user registers (`perf::regs_x86_64::UNWIND_MASK` or `perf::regs_aarch64::UNWIND_MASK`)
 //!   and the user stack copy.
+//! - Samples carry their period (nanoseconds for the clocks, events otherwise): a software count
+//!   event at a fixed period records none, and its samples are given that period.
 //! - LOST and THROTTLE records are delivered and also counted in [`RecordSummary`].
 
 mod attach;
@@ -292,7 +295,7 @@ pub fn record(
     let recorder = Recorder {
         options,
         cpus,
-        format: recorder_settings_format(options),
+        format: sample_format_of(options),
     };
     // Samples without a period field stand for the fixed period: give it to them.
     let fixed = perf_event::fixed_period(options.event, options.sampling());
@@ -309,7 +312,7 @@ pub fn record(
 }
 
 /// The parse format of the sampling events of `options`.
-fn recorder_settings_format(options: &NativeOptions) -> SampleFormat {
+fn sample_format_of(options: &NativeOptions) -> SampleFormat {
     let period = perf_event::fixed_period(options.event, options.sampling()).is_none();
     perf_event::sample_format(options.call_graph, period)
 }
