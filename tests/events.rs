@@ -174,13 +174,22 @@ fn cycles_without_a_pmu_fails_in_one_line() {
     let out = util::run_with_timeout(
         util::flamegraph()
             .current_dir(dir.path())
-            .args(["-e", "cycles", "-o", "out.folded", "--"])
+            .args([
+                "-e",
+                "cycles",
+                "--period",
+                "100000",
+                "-o",
+                "out.folded",
+                "--",
+            ])
             .arg(&prog)
             .arg("10"),
         Duration::from_secs(60),
     );
     if out.status.success() {
-        // A machine with a hardware PMU: the graph counts cycles.
+        // A machine with a hardware PMU: the graph counts cycles (starting a process takes
+        // millions: tens of samples).
         let folded = Folded::read(&dir.path().join("out.folded"));
         assert!(folded.total() > 0, "{}", util::describe_output(&out));
         assert!(stderr(&out).contains("of cycles:"), "{}", stderr(&out));
@@ -290,7 +299,7 @@ fn raw_event_is_accepted_or_refused_for_want_of_a_pmu() {
     let prog = fixture("page_touch", Variant::CNoFramePointers);
     let out = util::run_with_timeout(
         util::flamegraph()
-            .args(["-e", "r00c0", "-o", "/dev/null", "--"])
+            .args(["-e", "r00c0", "--period", "100000", "-o", "/dev/null", "--"])
             .args([prog.as_os_str(), OsStr::new("10")]),
         Duration::from_secs(60),
     );

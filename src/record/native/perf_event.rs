@@ -161,11 +161,12 @@ fn is_permission_error(err: &io::Error) -> bool {
 }
 
 /// Errors that mean "this machine cannot count this hardware event": no PMU (a virtual
-/// machine), or one that cannot sample it.
+/// machine), one that cannot sample it, or a raw event this CPU does not have (EINVAL: the
+/// rest of the attributes are the ones every other event opens with).
 fn is_missing_counter(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV | libc::ENOSYS)
+        Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV | libc::ENOSYS | libc::EINVAL)
     )
 }
 
@@ -246,7 +247,7 @@ fn missing_counter_reason(err: &io::Error) -> String {
              for it (no PMU: a virtual machine without a virtual PMU?)"
             .into(),
         Some(libc::EOPNOTSUPP) => "this CPU's performance monitoring unit cannot sample it".into(),
-        _ => format!("the kernel cannot count it here ({err})"),
+        _ => format!("this CPU cannot count it ({err})"),
     }
 }
 
