@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 
 use crate::collect::OffCpuMode;
 use crate::error::{Error, Result};
+use crate::event::{Event, Sampling};
 use crate::options::{
     Backend, CallGraph, Config, GraphOptions, OutputFormat, OutputOptions, OutputTarget, Palette,
     RecordOptions, ViewOptions, Workload, MAX_STACK_SIZE,
@@ -122,10 +123,19 @@ pub struct CommonArgs {
     #[arg(long, value_name = "BYTES")]
     pub stack_size: Option<u32>,
 
-    /// The event to draw from a --perfdata file with several (as `perf evlist` names it)
-    /// [default: the first]; choosing the event to record is not supported yet
+    /// The event to sample: cpu-clock, task-clock, page-faults, minor-faults, major-faults,
+    /// context-switches, cpu-migrations, cycles, instructions, cache-misses, cache-references,
+    /// branch-misses, branch-instructions or rNNNN (raw, hex) [default: cpu-clock]. Graphs of
+    /// events other than the clocks count events. With --perfdata: the recorded event to draw
+    /// (as `perf evlist` names it) [default: the first]
     #[arg(short = 'e', long = "event", value_name = "NAME")]
     pub event: Option<String>,
+
+    /// Sample every N events instead of at a frequency (nanoseconds for cpu-clock and
+    /// task-clock) [default: -F for clocks and hardware events, 1 for page faults, context
+    /// switches and migrations]
+    #[arg(long, value_name = "N")]
+    pub period: Option<u64>,
 
     /// With --perfdata: look up the recording machine's files under DIR (DIR/usr/lib/libc.so.6
     /// for /usr/lib/libc.so.6), as perf's --symfs; only files whose build-id matches are used
@@ -448,21 +458,15 @@ impl CommonArgs {
         if off_cpu != OffCpuMode::Off {
             check_off_cpu(backend, &workload)?;
         }
-        if !matches!(workload, Workload::PerfData(_)) {
-            if self.event.is_some() {
-                return Err(Error::InvalidOptions(
-                    "-e/--event picks the event to draw from a --perfdata file; choosing the \
-                     event to record is not supported yet (recording uses cpu-clock)"
-                        .into(),
-                ));
-            }
-            if self.symfs.is_some() || self.kallsyms.is_some() {
-                return Err(Error::InvalidOptions(
-                    "--symfs and --kallsyms apply to --perfdata files only (a live recording \
-                     reads this machine's files)"
-                        .into(),
-                ));
-            }
+        let (event, record_event, period) = self.sampling(backend, &workload, off_cpu)?;
+        if !matches!(workload, Workload::PerfData(_))
+            && (self.symfs.is_some() || self.kallsyms.is_some())
+        {
+            return Err(Error::InvalidOptions(
+                "--symfs and --kallsyms apply to --perfdata files only (a live recording \
+                 reads this machine's files)"
+                    .into(),
+            ));
         }
         let defaults = RecordOptions::default();
         let record = RecordOptions {
@@ -485,7 +489,9 @@ impl CommonArgs {
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
             stdout_to_stderr: self.output.iter().any(|o| crate::sink::shares_stdout(o)),
             run_as: None,
-            event: self.event,
+            event,
+            record_event,
+            period,
             symfs: self.symfs,
             kallsyms: self.kallsyms,
             off_cpu,
@@ -502,6 +508,58 @@ impl CommonArgs {
             output,
             view: self.views.into_options(),
         })
+    }
+}
+
+impl CommonArgs {
+    /// The event and period of `-e` and `--period`: (the event to draw from a perf.data file,
+    /// the event to record, the period), checked against the other options. Software count
+    /// events get their default period here when neither `-F` nor `--period` is given.
+    fn sampling(
+        &self,
+        backend: Backend,
+        workload: &Workload,
+        off_cpu: OffCpuMode,
+    ) -> Result<(Option<String>, Option<Event>, Option<u64>)> {
+        let invalid = |text: &str| Err(Error::InvalidOptions(text.into()));
+        if let Workload::PerfData(_) = workload {
+            if self.period.is_some() {
+                return invalid("--period sets how often to sample while recording; a --perfdata file is already recorded");
+            }
+            return Ok((self.event.clone(), None, None));
+        }
+        if self.period.is_some() && self.frequency.is_some() {
+            return invalid(
+                "--period and -F/--freq both set how often to sample: give one of them",
+            );
+        }
+        if self.period == Some(0) {
+            return invalid("--period must be at least 1");
+        }
+        let event = (self.event.as_deref().map(Event::parse).transpose())
+            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        if (event.is_some() || self.period.is_some()) && self.custom_cmd.is_some() {
+            return invalid("-c/--cmd replaces the perf record arguments: put -e and -c (period) in the custom command");
+        }
+        if (event.is_some() || self.period.is_some()) && backend == Backend::Dtrace {
+            return invalid("-e/--event and --period need the native or perf-cli backend (dtrace samples on a timer)");
+        }
+        if let (Some(e), true) = (event, off_cpu != OffCpuMode::Off) {
+            if !e.is_time() {
+                return Err(Error::InvalidOptions(format!(
+                    "--off-cpu weighs waits in time, and -e {e} counts events: one graph has one \
+                     unit; drop -e or use -e cpu-clock"
+                )));
+            }
+        }
+        let period = self.period.or(match (event, self.frequency) {
+            (Some(e), None) => match e.default_sampling(RecordOptions::default().frequency) {
+                Sampling::Period(period) => Some(period),
+                Sampling::Frequency(_) => None,
+            },
+            _ => None,
+        });
+        Ok((None, event, period))
     }
 }
 
@@ -561,18 +619,16 @@ pub fn workload(
     }
 }
 
-/// `--off-cpu` needs the native backend and a program we launch (its threads' stacks are read
-/// through /proc at each switch-out, which only our own children allow without privileges), or
-/// a perf.data file with switch records.
+/// `--off-cpu` needs the native backend (launch or attach; whether this user may read the
+/// attached threads' stacks is checked when recording), or a perf.data file with switch records.
 fn check_off_cpu(backend: Backend, workload: &Workload) -> Result<()> {
     let problem = match (backend, workload) {
         (Backend::PerfCli, _) => "it needs the native backend (or our perf.data reader)",
-        (Backend::Native, Workload::Command(_)) | (_, Workload::PerfData(_)) => return Ok(()),
-        (Backend::Native, Workload::Pids(_)) => "attaching (-p) is not supported yet",
+        (Backend::Native, _) | (_, Workload::PerfData(_)) => return Ok(()),
         _ => "it needs the native backend",
     };
     Err(Error::InvalidOptions(format!(
-        "--off-cpu: {problem}; profile a command you launch with the native backend"
+        "--off-cpu: {problem}; profile with the native backend"
     )))
 }
 
@@ -591,6 +647,49 @@ mod tests {
         let cli =
             Cli::try_parse_from(std::iter::once("flamegraph").chain(args.iter().copied())).unwrap();
         cli.common.warnings()
+    }
+
+    fn config(args: &[&str], workload: Workload) -> Result<Config> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("flamegraph").chain(args.iter().copied())).unwrap();
+        cli.common.into_config(workload)
+    }
+
+    #[test]
+    fn event_and_period_resolve_to_a_sampling() {
+        let run = || Workload::Command(vec!["prog".into()]);
+        let record = |args: &[&str]| config(args, run()).map(|c| c.record);
+        let r = record(&[]).unwrap();
+        assert_eq!((r.record_event, r.period, r.frequency), (None, None, 997));
+        let r = record(&["-e", "faults"]).unwrap();
+        assert_eq!(
+            (r.record_event, r.period),
+            (Some(Event::PageFaults), Some(1))
+        );
+        let r = record(&["-e", "faults", "-F", "99"]).unwrap();
+        assert_eq!((r.period, r.frequency), (None, 99));
+        let r = record(&["-e", "cycles"]).unwrap();
+        assert_eq!((r.record_event, r.period), (Some(Event::Cycles), None));
+        let r = record(&["-e", "cpu-clock", "--period", "250000"]).unwrap();
+        assert_eq!(r.period, Some(250000));
+        for bad in [
+            &["--period", "0"][..],
+            &["--period", "5", "-F", "99"],
+            &["-e", "nope"],
+            &["-e", "cycles", "--backend", "dtrace"],
+            &["-e", "cycles", "-c", "record -g"],
+            &["-e", "page-faults", "--off-cpu"],
+        ] {
+            let err = record(bad).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+        let perfdata = || Workload::PerfData("perf.data".into());
+        let r = config(&["-e", "task-clock:u"], perfdata()).unwrap().record;
+        assert_eq!(
+            (r.event.as_deref(), r.record_event),
+            (Some("task-clock:u"), None)
+        );
+        assert!(config(&["--period", "3"], perfdata()).is_err());
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub enum Error {
     )]
     NoSamples { detail: String },
 
+    /// Recording a counted event (`-e major-faults`) gave no sample: the program caused none.
+    #[error(
+        "-e {event}: the program caused none{detail} (or none this user may see: without kernel \
+         access only user-space events count), so there is nothing to draw; sample another \
+         event, or cpu-clock"
+    )]
+    NoEvents { event: String, detail: String },
+
     /// A combination of options that cannot work.
     #[error("{0}")]
     InvalidOptions(String),

@@ -8,6 +8,7 @@ pub mod cargo;
 pub mod collect;
 pub mod elf;
 pub mod error;
+pub mod event;
 pub mod fold;
 pub mod frame;
 #[doc(hidden)]

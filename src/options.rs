@@ -93,9 +93,17 @@ pub struct RecordOptions {
     /// Native sampler, launch mode: run the program as this user (uid, gid) while recording with
     /// our own privileges; set when `--root` re-runs the recorder under sudo. Default: none.
     pub run_as: Option<(u32, u32)>,
-    /// `-e/--event`: the event to draw from a perf.data file with several (by name, as `perf
-    /// evlist` shows it, modifiers such as `:u` optional). Default: the first.
+    /// `-e/--event` with `--perfdata`: the event to draw from a perf.data file with several (by
+    /// name, as `perf evlist` shows it, modifiers such as `:u` optional). Default: the first.
     pub event: Option<String>,
+    /// `-e/--event` when recording: the event to sample. Default: none, meaning cpu-clock for
+    /// the native backend and perf's own default for perf-cli.
+    pub record_event: Option<crate::event::Event>,
+    /// `--period N`: sample every N events (nanoseconds for cpu-clock and task-clock) instead of
+    /// at [`RecordOptions::frequency`]. Default: none; the CLI sets 1 for software count events
+    /// (faults, switches) when neither -F nor --period is given
+    /// ([`crate::event::Event::default_sampling`]).
+    pub period: Option<u64>,
     /// `--symfs DIR`: the recording machine's files, at their recorded paths under `DIR`
     /// (perf.data only). Default: none.
     pub symfs: Option<PathBuf>,
@@ -139,6 +147,8 @@ impl Default for RecordOptions {
             stdout_to_stderr: false,
             run_as: None,
             event: None,
+            record_event: None,
+            period: None,
             symfs: None,
             kallsyms: None,
             off_cpu: crate::collect::OffCpuMode::Off,

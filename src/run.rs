@@ -63,6 +63,10 @@ pub fn run(config: &Config) -> Result<Outcome> {
             }
             _ => String::new(),
         };
+        if let Some(event) = config.record.record_event.filter(|e| !e.is_time()) {
+            let event = event.name();
+            return Err(Error::NoEvents { event, detail });
+        }
         return Err(Error::NoSamples { detail });
     }
     if let Some(note) = thread_note(config, &recording.profile) {

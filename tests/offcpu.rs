@@ -272,14 +272,107 @@ fn off_cpu_only_shows_only_waiting() {
 
 #[test]
 fn off_cpu_refused_where_unsupported() {
-    let out = util::run_with_timeout(
-        util::flamegraph().args(["--off-cpu", "-p", "1", "-o", "/dev/null"]),
-        Duration::from_secs(30),
-    );
+    let args = [
+        "--off-cpu",
+        "--backend",
+        "perf-cli",
+        "-o",
+        "/dev/null",
+        "--",
+        "true",
+    ];
+    let out = util::run_with_timeout(util::flamegraph().args(args), Duration::from_secs(30));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--off-cpu"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+/// Attaches `--off-cpu` to `offcpu sleep` (one thread) for about 3 s, as `nobody` (the /proc
+/// path) or as root (context-switch samples); the target keeps running. The fixture's helper
+/// thread waits in `read` all along, from before the attach: its off-CPU time is the whole
+/// recording. The worker alternates computing and sleeping: it must show both.
+fn check_attach(as_nobody: bool, path: &str) {
+    let (dir, prog) = prepare();
+    let mut target = if as_nobody {
+        util::as_nobody(&prog)
+    } else {
+        Command::new(&prog)
+    };
+    target
+        .args(["sleep", "1000", "1"])
+        .stdout(std::process::Stdio::null());
+    let mut target = util::KillOnDrop(target.spawn().unwrap());
+    // Let it start its helper thread.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = target.0.id().to_string();
+    let mut cmd = if as_nobody {
+        util::as_nobody(env!("CARGO_BIN_EXE_flamegraph"))
+    } else {
+        util::flamegraph()
+    };
+    cmd.current_dir(dir.path())
+        .args(["--off-cpu", "-p", &pid, "-o", "out.folded"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let recorder = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    util::send_signal(recorder.id(), libc::SIGINT);
+    let out = recorder.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", util::describe_output(&out));
+    assert!(stderr.contains(path), "not the {path:?} path: {stderr}");
+    assert!(
+        target.0.try_wait().unwrap().is_none(),
+        "the attached program did not keep running"
+    );
+    let folded = Folded::read(&dir.path().join("out.folded"));
+    let on_thread = |root: &str| folded.weight_where(|s| s.first().is_some_and(|r| r == root));
+    let helper_total = on_thread("helper") as f64;
+    let helper_waiting = folded.weight_where(|s| {
+        s.first().is_some_and(|r| r == "helper") && has(s, "read") && leaf_is(s, "[off-cpu]")
+    }) as f64;
+    let summary = || format!("{}\n{stderr}", folded.summary());
+    // About 3 s of recording (SIGINT at 3 s after start; the attach takes a moment).
+    assert!(
+        helper_waiting >= 1.5e6 && helper_waiting >= 0.95 * helper_total,
+        "the helper waited in read all along: {helper_waiting} us of {helper_total}: {}",
+        summary()
+    );
+    let sleeping = folded.weight_where(|s| {
+        s.first().is_some_and(|r| r == "offcpu")
+            && has(s, "wait_sleep")
+            && has(s, "clock_nanosleep")
+            && leaf_is(s, "[off-cpu]")
+    }) as f64;
+    let computing = folded.weight_where(|s| {
+        s.first().is_some_and(|r| r == "offcpu")
+            && has(s, "compute")
+            && !s.iter().any(|f| f == "[off-cpu]" || f == "[preempted]")
+    }) as f64;
+    // A round is 50 ms of CPU time and 50 ms of sleep: however loaded the machine stretches the
+    // computing, 3 s hold a few rounds.
+    assert!(
+        sleeping >= 150_000.0 && computing >= 50_000.0,
+        "the worker sleeps and computes: {sleeping} us sleeping, {computing} us computing: {}",
+        summary()
+    );
+}
+
+#[test]
+fn attach_unprivileged_off_cpu_from_proc() {
+    if !require_root("attach_unprivileged_off_cpu_from_proc") {
+        return;
+    }
+    check_attach(true, "read from /proc/TID/syscall");
+}
+
+#[test]
+fn attach_root_off_cpu_from_context_switch_samples() {
+    if !require_root("attach_root_off_cpu_from_context_switch_samples") {
+        return;
+    }
+    check_attach(false, "context-switch samples");
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub struct Summary {
     pub event: String,
     /// Sample records.
     pub samples: u64,
+    /// Occurrences of the event, when the profile counts events (`-e page-faults`): period ×
+    /// samples.
+    pub events: Option<u64>,
     /// Samples the kernel dropped.
     pub lost: u64,
     /// Stacks cut short.
@@ -77,6 +80,8 @@ impl Summary {
             duration: info.duration,
             event: profile.event.clone(),
             samples: profile.sample_count(),
+            events: matches!(profile.weight_unit, crate::profile::WeightUnit::Events(_))
+                .then(|| profile.total(crate::profile::Measure::Weight)),
             lost: info.lost,
             truncated: info.truncated,
             by_self: top(self_w),
@@ -113,9 +118,13 @@ impl Summary {
         } else {
             format!("flamegraph: recorded {duration}{}:", self.event)
         };
+        let events = self
+            .events
+            .map(|n| format!(" ({n} {})", self.event))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{what} {} samples, {} lost, {} truncated",
+            "{what} {} samples{events}, {} lost, {} truncated",
             self.samples, self.lost, self.truncated
         );
         let rows = self.by_self.len().max(self.by_total.len());

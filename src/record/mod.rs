@@ -112,6 +112,8 @@ fn native_record(config: &Config) -> Result<Recording> {
     };
     let mut native_options = native::NativeOptions::new(target);
     native_options.frequency = options.frequency;
+    native_options.event = options.record_event.unwrap_or_default();
+    native_options.period = options.period;
     native_options.verbose = options.verbose;
     native_options.stdout_to_stderr = options.stdout_to_stderr;
     native_options.run_as = options.run_as;
@@ -134,7 +136,7 @@ fn native_record(config: &Config) -> Result<Recording> {
     let duration = started.elapsed();
     status.phase("symbolizing");
     let stats = collector.stats();
-    collector.set_event(summary.event);
+    collector.set_event(summary.event.clone());
     let (profile, symbolizer_notes) = collector.finish_with_notes();
     status.finish();
 
@@ -184,12 +186,27 @@ fn native_notes(
         );
     }
     if summary.lost > 0 || summary.throttled > 0 {
+        // At a fixed period every lost sample is that many events missing from the graph.
+        let (short, fix) = match (options.period, options.record_event) {
+            (Some(period), Some(event)) if !event.is_time() => (
+                format!(
+                    ", so the graph is short of about {} {event}",
+                    summary.lost.saturating_mul(period)
+                ),
+                format!(
+                    "raise --period (e.g. --period {})",
+                    period.saturating_mul(100)
+                ),
+            ),
+            (Some(_), _) => (String::new(), "raise --period".to_owned()),
+            (None, _) => (String::new(), "lower -F".to_owned()),
+        };
         notes.push(format!(
-            "lost {} of {} samples ({} throttling events): the ring buffers overflowed; \
-             lower -F or use --call-graph fp",
+            "lost {} of {} samples ({} throttling events): the ring buffers overflowed{short}; \
+             {fix} or use --call-graph fp",
             summary.lost,
             summary.samples + summary.lost,
-            summary.throttled
+            summary.throttled,
         ));
     }
     // A few cut stacks are normal (deep library code); many deserve a hint even without -v.

@@ -57,14 +57,16 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
             }
         }
         None => {
-            for a in [
-                "record",
-                "-F",
-                &options.frequency.to_string(),
-                "--call-graph",
-                "dwarf,64000",
-                "-g",
-            ] {
+            args.push("record".into());
+            if let Some(event) = options.record_event {
+                args.push("-e".into());
+                args.push(event.name().into());
+            }
+            let (flag, rate) = match options.period {
+                Some(period) => ("-c", period.to_string()),
+                None => ("-F", options.frequency.to_string()),
+            };
+            for a in [flag, &rate, "--call-graph", "dwarf,64000", "-g"] {
                 args.push(a.into());
             }
             if let Some(level) = options.compression_level {
@@ -116,11 +118,34 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions, roots: Roots) -> Re
             });
         }
     }
-    let folded = script(&tool, &output, options, graph, roots)?;
+    let counted = options.record_event.filter(|e| !e.is_time());
+    // Frequency-sampled events carry their varying period: keep it as the weight.
+    let keep_period = counted.is_some() && options.period.is_none();
+    let folded = script(&tool, &output, options, graph, roots, keep_period)?;
+    let mut recording = Recording::from_folded(&folded, Some(status));
+    if let Some(event) = counted {
+        weigh_events(&mut recording.profile, event, options.period);
+    }
     Ok(Recording {
         interrupted,
-        ..Recording::from_folded(&folded, Some(status))
+        ..recording
     })
+}
+
+/// A graph of `-e EVENT` (not a clock) counts events: period × samples with a fixed period,
+/// the summed periods (the folded counts) at a frequency.
+fn weigh_events(
+    profile: &mut crate::profile::Profile,
+    event: crate::event::Event,
+    period: Option<u64>,
+) {
+    use crate::profile::{Measure, WeightUnit};
+    for sample in &mut profile.samples {
+        sample.weight = sample.count.saturating_mul(period.unwrap_or(1));
+    }
+    profile.event = event.name();
+    profile.weight_unit = WeightUnit::Events(event.name());
+    profile.measure = Measure::Weight;
 }
 
 /// Folds an existing perf.data file with `perf script`.
@@ -131,7 +156,7 @@ pub fn script_file(
     path: &Path,
 ) -> Result<Recording> {
     let tool = perf_tool(options);
-    let folded = script(&tool, path, options, graph, roots)?;
+    let folded = script(&tool, path, options, graph, roots, false)?;
     Ok(Recording::from_folded(&folded, None))
 }
 
@@ -141,22 +166,25 @@ fn script(
     options: &RecordOptions,
     graph: &GraphOptions,
     roots: Roots,
+    keep_period: bool,
 ) -> Result<Folded> {
     // Without the period field, inferno counts one per sample: the graph counts samples, as the
-    // native backend's does, not nanoseconds of cpu-clock. Mangled names, so that our demangler,
-    // which knows Rust from C++, applies the naming rules. Per-thread and per-process roots need
-    // the pid beside the tid (`comm PID/TID`).
-    let fields = match roots {
-        Roots::ThreadName => "-period",
-        Roots::PerThread | Roots::PerProcess => "-period,+pid",
+    // native backend's does, not nanoseconds of cpu-clock (`keep_period`: events counted at a
+    // frequency, weighed by their periods). Mangled names, so that our demangler, which knows
+    // Rust from C++, applies the naming rules. Per-thread and per-process roots need the pid
+    // beside the tid (`comm PID/TID`).
+    let fields = match (roots, keep_period) {
+        (Roots::ThreadName, false) => Some("-period"),
+        (Roots::PerThread | Roots::PerProcess, false) => Some("-period,+pid"),
+        (Roots::ThreadName, true) => None,
+        (Roots::PerThread | Roots::PerProcess, true) => Some("+pid"),
     };
-    let mut args: Vec<OsString> = vec![
-        "script".into(),
-        "--force".into(),
-        "-F".into(),
-        fields.into(),
-        "--no-demangle".into(),
-    ];
+    let mut args: Vec<OsString> = vec!["script".into(), "--force".into()];
+    if let Some(fields) = fields {
+        args.push("-F".into());
+        args.push(fields.into());
+    }
+    args.push("--no-demangle".into());
     if !options.inline {
         args.push("--no-inline".into());
     }
@@ -276,6 +304,19 @@ mod tests {
                 "arg one"
             ]
         );
+    }
+
+    #[test]
+    fn event_and_period_are_passed_to_perf() {
+        let mut o = opts(None);
+        o.record_event = Some(crate::event::Event::PageFaults);
+        o.period = Some(1);
+        let a = strings(&record_args(&o).unwrap());
+        assert_eq!(a[..5], ["record", "-e", "page-faults", "-c", "1"]);
+        o.record_event = Some(crate::event::Event::Raw(0x1c2));
+        o.period = None;
+        let a = strings(&record_args(&o).unwrap());
+        assert_eq!(a[..5], ["record", "-e", "r1c2", "-F", "997"]);
     }
 
     #[test]

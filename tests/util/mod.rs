@@ -910,3 +910,25 @@ pub fn perf_folded(
     let folded = Folded::parse(&String::from_utf8(folded).unwrap());
     (folded, String::from_utf8_lossy(&script_out).into_owned())
 }
+
+/// A [`Command`] running `program` as user `nobody` (uid and gid 65534, no supplementary
+/// groups) through `setpriv`: what an unprivileged user sees. Needs root (see [`require_root`]).
+pub fn as_nobody(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program);
+    cmd
+}
+
+/// A fresh temporary directory anyone may write (0777), holding a copy of `program` anyone may
+/// run (0755): for runs as `nobody`, who cannot enter `target/`. Returns (dir, copy).
+pub fn copy_for_nobody(program: &Path) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o777)).unwrap();
+    let name = program.file_name().expect("a program file name");
+    let copy = dir.path().join(name);
+    std::fs::copy(program, &copy).unwrap();
+    std::fs::set_permissions(&copy, PermissionsExt::from_mode(0o755)).unwrap();
+    (dir, copy)
+}

@@ -15,11 +15,23 @@ const SYSCALL_FILE_MAX: u64 = 512;
 /// `/proc/PID/task/TID/syscall` (`nr arg1..arg6 sp pc` while in a system call, `-1 sp pc` when
 /// blocked elsewhere). `None` while it runs, or if the file cannot be read.
 pub fn ip_sp(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    parse_syscall(&read_syscall_file(pid, tid)?)
+}
+
+/// The text of `/proc/PID/task/TID/syscall` (bounded), or `None` if it cannot be read.
+fn read_syscall_file(pid: u32, tid: u32) -> Option<String> {
     let path = format!("/proc/{pid}/task/{tid}/syscall");
     let file = std::fs::File::open(path).ok()?;
     let mut text = String::new();
     file.take(SYSCALL_FILE_MAX).read_to_string(&mut text).ok()?;
-    parse_syscall(&text)
+    Some(text)
+}
+
+/// Whether this user may read process `pid`'s blocked stacks: the `syscall` file and
+/// `process_vm_readv` both need ptrace access to it (same user and dumpable, and a Yama
+/// `ptrace_scope` that allows it, or root).
+pub fn may_read(pid: u32) -> bool {
+    read_syscall_file(pid, pid).is_some()
 }
 
 /// Parses a `/proc/PID/task/TID/syscall` line into (pc, sp).
@@ -56,6 +68,51 @@ pub fn read_memory(pid: u32, address: u64, out: &mut [u8]) -> usize {
 /// it runs again (or vanished). The copy ends where the stack's mapping ends.
 pub fn capture(pid: u32, tid: u32, max: usize) -> Option<(u64, u64, Vec<u8>)> {
     let (ip, sp) = ip_sp(pid, tid)?;
+    Some(read_stack(pid, ip, sp, max))
+}
+
+/// Like [`capture`], for a thread waiting in a system call only (`-1 sp pc` is a thread
+/// preempted in user code: runnable, not waiting).
+fn capture_waiting(pid: u32, tid: u32, max: usize) -> Option<(u64, u64, Vec<u8>)> {
+    let text = read_syscall_file(pid, tid)?;
+    if text.trim_start().starts_with('-') {
+        return None;
+    }
+    let (ip, sp) = parse_syscall(&text)?;
+    Some(read_stack(pid, ip, sp, max))
+}
+
+/// Attach mode: a switch-out record at `time`, with its stack, for each thread of `pid` that is
+/// waiting in a system call when recording starts, so that a thread blocked since before the
+/// attach (a server's idle loop) shows its wait from there, not only waits that start later.
+pub fn synthesize_waiting(
+    pid: u32,
+    max: usize,
+    time: u64,
+    emit: &mut dyn FnMut(crate::perf::Record<'_>),
+) {
+    for tid in super::attach::threads(pid).unwrap_or_default() {
+        let Some((ip, sp, stack)) = capture_waiting(pid, tid, max) else {
+            continue;
+        };
+        emit(crate::perf::Record::Switch(crate::perf::Switch {
+            pid,
+            tid,
+            time,
+            out: true,
+            preempt: false,
+            blocked: Some(crate::perf::BlockedStack {
+                ip,
+                sp,
+                stack: &stack,
+            }),
+            sample: None,
+        }));
+    }
+}
+
+/// `pid`'s stack from `sp` up, at most `max` bytes, with the state (`ip`, `sp`) it goes with.
+fn read_stack(pid: u32, ip: u64, sp: u64, max: usize) -> (u64, u64, Vec<u8>) {
     let mut stack = vec![0u8; max];
     let mut filled = read_memory(pid, sp, &mut stack);
     if filled == 0 {
@@ -67,7 +124,7 @@ pub fn capture(pid: u32, tid: u32, max: usize) -> Option<(u64, u64, Vec<u8>)> {
     stack.truncate(filled);
     // Held until delivery (a few ms): keep only what was read.
     stack.shrink_to_fit();
-    Some((ip, sp, stack))
+    (ip, sp, stack)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The built-in Linux sampler: perf_event_open, ring buffers, launch and attach.
 //!
-//! [`record`] opens one sampling event per online CPU for the target (inherited by every thread
-//! and child it creates), maps one ring buffer per CPU, and delivers every record, merged across
-//! CPUs in timestamp order, to a callback. No `perf` binary and no perf.data file are involved.
+//! [`record`] opens one sampling event (`cpu-clock` unless [`NativeOptions::event`] says
+//! otherwise) per online CPU for the target (inherited by every thread and child it creates),
+//! maps one ring buffer per CPU, and delivers every record, merged across CPUs in timestamp
+//! order, to a callback. No `perf` binary and no perf.data file are involved.
 //!
 //! The stream a callback sees:
 //! - Attach mode starts with synthesized COMM (one per thread) and MMAP2 (one per executable
@@ -16,6 +17,8 @@
 //!   cut at `perf_event_max_stack` (127 by default) entries; with [`CallGraph::Dwarf`] they also
 //!   carry the user registers (`perf::regs_x86_64::UNWIND_MASK` or `perf::regs_aarch64::UNWIND_MASK`)
 //!   and the user stack copy.
+//! - Samples carry their period (nanoseconds for the clocks, events otherwise): a software count
+//!   event at a fixed period records none, and its samples are given that period.
 //! - LOST and THROTTLE records are delivered and also counted in [`RecordSummary`].
 
 mod attach;
@@ -69,8 +72,12 @@ pub enum CallGraph {
 pub struct NativeOptions {
     /// What to profile.
     pub target: Target,
-    /// Samples per second per CPU. Default: 997.
+    /// Samples per second per CPU, unless `period` is set. Default: 997.
     pub frequency: u32,
+    /// The sampled event. Default: cpu-clock.
+    pub event: crate::event::Event,
+    /// Sample every this many events instead of at `frequency`. Default: none.
+    pub period: Option<u64>,
     /// Default: `CallGraph::Dwarf` with [`crate::options::DEFAULT_STACK_SIZE`] (32 KiB), the
     /// default of the `flamegraph` command's `--stack-size`.
     pub call_graph: CallGraph,
@@ -95,19 +102,30 @@ pub struct NativeOptions {
     /// recorder keeps its own privileges (the recorder runs under sudo for `--root`).
     /// Default: none, the program runs as we do.
     pub run_as: Option<(u32, u32)>,
-    /// Also record context switches (launch mode), delivered as [`Record::Switch`]; each
-    /// switch-out carries the blocked thread's user stack read from `/proc` and
-    /// `process_vm_readv` when it was read from the ring (at most the DWARF stack size).
-    /// Default: false.
+    /// Also record context switches, delivered as [`Record::Switch`]; each switch-out carries
+    /// the blocked thread's user stack read from `/proc` and `process_vm_readv` when it was
+    /// read from the ring (at most the DWARF stack size), or the context-switch sample taken
+    /// with it where the kernel allows those. Attach mode starts with a synthesized switch-out
+    /// for each thread found waiting in a system call. Default: false.
     pub off_cpu: bool,
 }
 
 impl NativeOptions {
+    /// At `frequency`, or every `period` events.
+    fn sampling(&self) -> crate::event::Sampling {
+        match self.period {
+            Some(period) => crate::event::Sampling::Period(period),
+            None => crate::event::Sampling::Frequency(self.frequency),
+        }
+    }
+
     /// Options with every default for `target`.
     pub fn new(target: Target) -> Self {
         NativeOptions {
             target,
             frequency: 997,
+            event: crate::event::Event::CpuClock,
+            period: None,
             call_graph: CallGraph::Dwarf {
                 stack_size: crate::options::DEFAULT_STACK_SIZE,
             },
@@ -133,8 +151,8 @@ pub struct RecordSummary {
     pub throttled: u64,
     /// Records that could not be parsed (skipped).
     pub malformed: u64,
-    /// `"cycles"` or `"cpu-clock"`.
-    pub event: &'static str,
+    /// The sampled event's name (`cpu-clock`, `page-faults`, ...).
+    pub event: String,
     /// Whether kernel frames are included (false when `perf_event_paranoid` forbids them).
     pub kernel_frames: bool,
     /// The launched program's exit status (launch mode only).
@@ -154,11 +172,27 @@ pub enum OffCpuStacks {
     ProcReads,
 }
 
+impl From<SwitchStacks> for OffCpuStacks {
+    fn from(stacks: SwitchStacks) -> Self {
+        match stacks {
+            SwitchStacks::Samples => OffCpuStacks::ContextSwitchSamples,
+            SwitchStacks::Records => OffCpuStacks::ProcReads,
+        }
+    }
+}
+
 /// Errors of the native recorder.
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
     #[error("sampling frequency must be at least 1 Hz")]
     InvalidFrequency,
+    #[error("the sampling period must be at least 1 event")]
+    InvalidPeriod,
+    #[error(
+        "--off-cpu weighs waits in time, and -e {0} counts events: one graph has one unit; use \
+         cpu-clock or task-clock"
+    )]
+    OffCpuEvent(String),
     #[error(
         "sampling frequency {requested} Hz is above the kernel limit of {max} Hz \
          (/proc/sys/kernel/perf_event_max_sample_rate): use -F {max} or lower, or raise the limit \
@@ -172,9 +206,17 @@ pub enum NativeError {
          profiling with `sudo sysctl kernel.perf_event_paranoid=1`, or record as root (--root)"
     )]
     PermissionDenied { paranoid: String },
+    #[error("-e {event}: {reason}; sample -e cpu-clock instead")]
+    NoHardwareCounter { event: String, reason: String },
+    #[error(
+        "-e {event} counts in the kernel, which kernel.perf_event_paranoid {paranoid} hides from \
+         this user, so it would record nothing: allow it with `sudo sysctl \
+         kernel.perf_event_paranoid=1` or record as root (--root), or sample -e cpu-clock"
+    )]
+    KernelOnlyEvent { event: String, paranoid: String },
     #[error("cannot open perf event {event} for pid {pid} on cpu {cpu}: {source}")]
     Open {
-        event: &'static str,
+        event: String,
         pid: i32,
         cpu: i32,
         source: io::Error,
@@ -184,6 +226,13 @@ pub enum NativeError {
          `sudo sysctl kernel.perf_event_paranoid=1`, or record as root (--root)"
     )]
     OffCpuDenied,
+    #[error(
+        "--off-cpu -p {pid}: this user may neither sample context switches \
+         (kernel.perf_event_paranoid) nor read the waiting threads' stacks of pid {pid} (that \
+         needs ptrace access: same user, dumpable, kernel.yama.ptrace_scope 0): record as root \
+         (--root), or allow it with `sudo sysctl kernel.perf_event_paranoid=1`"
+    )]
+    OffCpuAttachDenied { pid: u32 },
     #[error("cannot map a perf ring buffer: {0}")]
     Mmap(io::Error),
     #[error("cannot run {program}: {source}")]
@@ -228,7 +277,10 @@ pub fn record(
     options: &NativeOptions,
     on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
 ) -> Result<RecordSummary, NativeError> {
-    perf_event::validate(options.frequency, options.call_graph)?;
+    perf_event::validate(options.sampling(), options.call_graph)?;
+    if options.off_cpu && !options.event.is_time() {
+        return Err(NativeError::OffCpuEvent(options.event.name()));
+    }
     let cpus = sys::online_cpus().map_err(|source| NativeError::Io {
         what: "cannot read the online CPUs",
         source,
@@ -243,12 +295,26 @@ pub fn record(
     let recorder = Recorder {
         options,
         cpus,
-        format: perf_event::sample_format(options.call_graph),
+        format: sample_format_of(options),
+    };
+    // Samples without a period field stand for the fixed period: give it to them.
+    let fixed = perf_event::fixed_period(options.event, options.sampling());
+    let on_record = &mut |format: &SampleFormat, mut record: Record<'_>| {
+        if let (Record::Sample(sample), Some(period)) = (&mut record, fixed) {
+            sample.period = period;
+        }
+        on_record(format, record)
     };
     match &options.target {
         Target::Launch { program, args } => recorder.launch(program, args, &mut stop, on_record),
         Target::Attach { pids } => recorder.attach(pids, &mut stop, on_record),
     }
+}
+
+/// The parse format of the sampling events of `options`.
+fn sample_format_of(options: &NativeOptions) -> SampleFormat {
+    let period = perf_event::fixed_period(options.event, options.sampling()).is_none();
+    perf_event::sample_format(options.call_graph, period)
 }
 
 /// The largest power of two not above `n` (`n` >= 1).
@@ -308,7 +374,8 @@ impl Recorder<'_> {
     fn settings(&self, enable_on_exec: bool) -> EventSettings {
         let (pages, _) = self.pages();
         EventSettings {
-            frequency: self.options.frequency,
+            event: self.options.event,
+            sampling: self.options.sampling(),
             call_graph: self.options.call_graph,
             inherit: true,
             enable_on_exec,
@@ -342,10 +409,13 @@ impl Recorder<'_> {
 
     fn report_choice(&self, opener: &EventOpener) {
         if self.options.verbose {
+            let rate = match self.options.sampling() {
+                crate::event::Sampling::Frequency(hz) => format!("{hz} Hz"),
+                crate::event::Sampling::Period(n) => format!("every {n} events"),
+            };
             eprintln!(
-                "flamegraph: sampling {} at {} Hz on {} CPUs, kernel frames {}",
+                "flamegraph: sampling {} at {rate} on {} CPUs, kernel frames {}",
                 opener.event_name(),
-                self.options.frequency,
                 self.cpus.len(),
                 if opener.kernel_frames() {
                     "included"
@@ -406,10 +476,7 @@ impl Recorder<'_> {
         Ok(RecordSummary {
             exit_status: Some(status),
             interrupted,
-            off_cpu_stacks: off_cpu.map(|stacks| match stacks {
-                SwitchStacks::Samples => OffCpuStacks::ContextSwitchSamples,
-                SwitchStacks::Records => OffCpuStacks::ProcReads,
-            }),
+            off_cpu_stacks: off_cpu.map(OffCpuStacks::from),
             ..self.summary(&session, &opener)
         })
     }
@@ -507,13 +574,23 @@ impl Recorder<'_> {
             self.open_threads(pid, &tids, &mut opened, &mut opener, &mut session)
                 .map_err(fds_error)?;
         }
+        let off_cpu = match self.options.off_cpu {
+            true => Some(self.attach_switches(pids, &opened, &mut session)?),
+            false => None,
+        };
         self.report_choice(&opener);
         session.enable_all().map_err(|source| NativeError::Io {
             what: "cannot enable perf events",
             source,
         })?;
+        let started = sys::monotonic_ns();
         for &pid in pids {
             attach::synthesize(pid, &mut |record| on_record(&self.format, record));
+            if off_cpu.is_some() {
+                let max = self.blocked_stack_size();
+                let emit = &mut |record: Record<'_>| on_record(&self.format, record);
+                blocked::synthesize_waiting(pid, max, started, emit);
+            }
         }
         let mut interrupted = false;
         while pids.iter().any(|&pid| attach::is_alive(pid)) {
@@ -528,8 +605,67 @@ impl Recorder<'_> {
         session.finish(on_record);
         Ok(RecordSummary {
             interrupted,
+            off_cpu_stacks: off_cpu.map(OffCpuStacks::from),
             ..self.summary(&session, &opener)
         })
+    }
+
+    /// Attach mode, `--off-cpu`: a context-switch event per (thread, CPU), all CPU `i` events
+    /// writing to one switch ring: context-switch samples where the kernel allows them, else
+    /// switch records whose threads' stacks are read from `/proc`, where this user may read
+    /// them (ptrace access to every target); otherwise [`NativeError::OffCpuAttachDenied`].
+    fn attach_switches(
+        &self,
+        pids: &[u32],
+        tids: &HashSet<u32>,
+        session: &mut Session,
+    ) -> Result<SwitchStacks, NativeError> {
+        let settings = self.settings(false);
+        let mut stacks = SwitchStacks::Samples;
+        let mut rings: Vec<usize> = Vec::new();
+        let mut tids: Vec<u32> = tids.iter().copied().collect();
+        tids.sort_unstable();
+        for (n, &tid) in tids.iter().enumerate() {
+            for (i, &cpu) in self.cpus.iter().enumerate() {
+                let mut opened =
+                    perf_event::open_switch_event(&settings, stacks, tid as i32, cpu as i32);
+                if n == 0 && i == 0 && opened.as_ref().is_err_and(is_permission) {
+                    if let Some(&pid) = pids.iter().find(|&&pid| !blocked::may_read(pid)) {
+                        return Err(NativeError::OffCpuAttachDenied { pid });
+                    }
+                    stacks = SwitchStacks::Records;
+                    opened =
+                        perf_event::open_switch_event(&settings, stacks, tid as i32, cpu as i32);
+                }
+                let fd = match opened {
+                    Ok(fd) => fd,
+                    Err(NativeError::Open { source, .. })
+                        if source.raw_os_error() == Some(libc::ESRCH) =>
+                    {
+                        break;
+                    }
+                    Err(err) if is_permission(&err) => return Err(NativeError::OffCpuDenied),
+                    Err(err) => return Err(err),
+                };
+                if let Some(&ring) = rings.get(i) {
+                    session
+                        .add_follower(fd, ring)
+                        .map_err(|source| NativeError::Io {
+                            what: "cannot share a ring buffer (PERF_EVENT_IOC_SET_OUTPUT)",
+                            source,
+                        })?;
+                    continue;
+                }
+                let (pages, capture) = match stacks {
+                    SwitchStacks::Samples => (SWITCH_SAMPLE_RING_PAGES, None),
+                    SwitchStacks::Records => (SWITCH_RING_PAGES, Some(self.blocked_stack_size())),
+                };
+                rings.push(session.rings().len());
+                let ring = Ring::map(fd, pages, 1).map_err(NativeError::Mmap)?;
+                session.add_switch_ring(ring, capture);
+            }
+        }
+        Ok(stacks)
     }
 
     /// Turns running out of file descriptors into the `ulimit -n` advice, with the count needed

@@ -9,15 +9,35 @@ pub use perf_event_open_sys::bindings::perf_event_attr;
 pub const PERF_TYPE_HARDWARE: u32 = perf_event_open_sys::bindings::PERF_TYPE_HARDWARE;
 /// `perf_event_attr.type` for software events.
 pub const PERF_TYPE_SOFTWARE: u32 = perf_event_open_sys::bindings::PERF_TYPE_SOFTWARE;
-/// Hardware event: CPU cycles.
-pub const PERF_COUNT_HW_CPU_CYCLES: u64 =
-    perf_event_open_sys::bindings::PERF_COUNT_HW_CPU_CYCLES as u64;
-/// Software event: a per-CPU high-resolution timer.
-pub const PERF_COUNT_SW_CPU_CLOCK: u64 =
-    perf_event_open_sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64;
+/// `perf_event_attr.type` for raw PMU events (`rNNNN`).
+pub const PERF_TYPE_RAW: u32 = perf_event_open_sys::bindings::PERF_TYPE_RAW;
 /// Software event: context switches (fires in the kernel, so it needs kernel access).
 pub const PERF_COUNT_SW_CONTEXT_SWITCHES: u64 =
     perf_event_open_sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64;
+/// `perf_event_attr` (type, config) of a sampled event.
+pub fn event_type_config(event: crate::event::Event) -> (u32, u64) {
+    use crate::event::Event;
+    use perf_event_open_sys::bindings as b;
+    let (hw, sw) = (PERF_TYPE_HARDWARE, PERF_TYPE_SOFTWARE);
+    let (type_, config) = match event {
+        Event::CpuClock => (sw, b::PERF_COUNT_SW_CPU_CLOCK),
+        Event::TaskClock => (sw, b::PERF_COUNT_SW_TASK_CLOCK),
+        Event::PageFaults => (sw, b::PERF_COUNT_SW_PAGE_FAULTS),
+        Event::MinorFaults => (sw, b::PERF_COUNT_SW_PAGE_FAULTS_MIN),
+        Event::MajorFaults => (sw, b::PERF_COUNT_SW_PAGE_FAULTS_MAJ),
+        Event::ContextSwitches => (sw, b::PERF_COUNT_SW_CONTEXT_SWITCHES),
+        Event::CpuMigrations => (sw, b::PERF_COUNT_SW_CPU_MIGRATIONS),
+        Event::Cycles => (hw, b::PERF_COUNT_HW_CPU_CYCLES),
+        Event::Instructions => (hw, b::PERF_COUNT_HW_INSTRUCTIONS),
+        Event::CacheMisses => (hw, b::PERF_COUNT_HW_CACHE_MISSES),
+        Event::CacheReferences => (hw, b::PERF_COUNT_HW_CACHE_REFERENCES),
+        Event::BranchMisses => (hw, b::PERF_COUNT_HW_BRANCH_MISSES),
+        Event::BranchInstructions => (hw, b::PERF_COUNT_HW_BRANCH_INSTRUCTIONS),
+        Event::Raw(config) => return (PERF_TYPE_RAW, config),
+    };
+    (type_, u64::from(config))
+}
+
 /// Software event that counts nothing: carries side-band records (context switches).
 pub const PERF_COUNT_SW_DUMMY: u64 = perf_event_open_sys::bindings::PERF_COUNT_SW_DUMMY as u64;
 /// `perf_event_open` flag: close the fd on exec.
