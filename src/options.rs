@@ -43,6 +43,8 @@ pub enum Workload {
     Command(Vec<OsString>),
     /// Attach to running processes.
     Pids(Vec<u32>),
+    /// Every process on every CPU (`-a`), until `--duration` or Ctrl-C.
+    SystemWide,
     /// Draw an existing perf.data file.
     PerfData(PathBuf),
 }
@@ -105,6 +107,9 @@ pub struct RecordOptions {
     /// Native sampler, launch mode: off-CPU time with on-CPU time (`--off-cpu`) or alone
     /// (`--off-cpu-only`). Default: off.
     pub off_cpu: crate::collect::OffCpuMode,
+    /// `--duration`: stop recording after this long, as Ctrl-C does (a launched program is
+    /// stopped; attached processes and a system-wide recording's keep running). Default: none.
+    pub duration: Option<std::time::Duration>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -138,6 +143,7 @@ impl Default for RecordOptions {
             symfs: None,
             kallsyms: None,
             off_cpu: crate::collect::OffCpuMode::Off,
+            duration: None,
         }
     }
 }

@@ -36,6 +36,16 @@ pub struct ModuleTable {
     locator: Option<Arc<Locator>>,
     /// With a locator, per module: the file found for it (`None`: no file matches).
     files: Vec<Option<PathBuf>>,
+    /// Per module: the file opened when its mapping appeared (live recordings), read through
+    /// its `/proc/self/fd` link from then on, even once deleted or replaced on disk.
+    opened: Vec<Option<OpenedFile>>,
+}
+
+/// A file held open for the profile's lifetime, and a path that reads it.
+#[derive(Debug)]
+struct OpenedFile {
+    _file: std::fs::File,
+    path: PathBuf,
 }
 
 impl ModuleTable {
@@ -74,13 +84,33 @@ impl ModuleTable {
         }
     }
 
-    /// The file to read for a file-backed module: its path, or with a locator the file found
-    /// with the recorded build-id (`None` when none matches, see [`ModuleTable::unmatched`]).
+    /// The file to read for a file-backed module: the file opened for it
+    /// ([`ModuleTable::set_opened`]), else its path, or with a locator the file found with the
+    /// recorded build-id (`None` when none matches, see [`ModuleTable::unmatched`]).
     pub fn file(&self, id: ModuleId) -> Option<&Path> {
+        if let Some(Some(opened)) = self.opened.get(id.0 as usize) {
+            return Some(&opened.path);
+        }
         match &self.locator {
             None => self.path(id),
             Some(_) => self.files.get(id.0 as usize)?.as_deref(),
         }
+    }
+
+    /// Whether a file was opened for `id` ([`ModuleTable::set_opened`]).
+    pub fn is_opened(&self, id: ModuleId) -> bool {
+        matches!(self.opened.get(id.0 as usize), Some(Some(_)))
+    }
+
+    /// Keeps `file`, the file module `id` maps, open until the table is dropped; `path` reads
+    /// it (`/proc/self/fd/N`) and replaces the module's path as the file to read, so a binary
+    /// deleted or replaced after it was mapped is still read as it was.
+    pub fn set_opened(&mut self, id: ModuleId, file: std::fs::File, path: PathBuf) {
+        let i = id.0 as usize;
+        if self.opened.len() <= i {
+            self.opened.resize_with(i + 1, || None);
+        }
+        self.opened[i] = Some(OpenedFile { _file: file, path });
     }
 
     /// A file-backed module for which no file carries the recorded build-id.

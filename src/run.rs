@@ -197,6 +197,7 @@ fn validate(config: &Config) -> Result<()> {
                 }
             }
         }
+        Workload::SystemWide => {}
         Workload::PerfData(path) => {
             std::fs::metadata(path).map_err(|source| Error::File {
                 action: "cannot read",

@@ -11,6 +11,7 @@
 
 mod join;
 mod offcpu;
+mod opened;
 mod resolve;
 mod sample;
 mod warmer;
@@ -55,6 +56,10 @@ pub struct CollectOptions {
     pub lines: bool,
     /// Off-CPU time from context-switch records. Default: [`OffCpuMode::Off`].
     pub off_cpu: OffCpuMode,
+    /// Live recordings: open each mapped file when its MMAP2 record arrives and read it through
+    /// that handle, so programs whose binaries are deleted or replaced before the end are still
+    /// unwound and named (see `collect/opened.rs`). Default: false (files are read by path).
+    pub open_mapped_files: bool,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -142,6 +147,8 @@ pub struct StackCollector {
     event: String,
     warmer: warmer::Warmer,
     off_cpu: offcpu::OffCpu,
+    /// With [`CollectOptions::open_mapped_files`].
+    file_opener: Option<opened::FileOpener>,
 }
 
 impl StackCollector {
@@ -150,6 +157,7 @@ impl StackCollector {
         let load_kallsyms = options.kernel == KernelNames::Running;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
         StackCollector {
+            file_opener: options.open_mapped_files.then(opened::FileOpener::default),
             warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
             processes: (options.locator.clone()).map_or_else(Processes::default, |locator| {
                 Processes::with_locator(locator)
@@ -198,6 +206,7 @@ impl StackCollector {
                         _ => None,
                     };
                     (self.processes).on_mmap_with_build_id(m.pid, range, m.filename, build_id);
+                    self.open_mapped_file(&m);
                 }
             }
             Record::Comm(Comm {
@@ -219,6 +228,17 @@ impl StackCollector {
                 self.processes.on_fork(pid, ppid, tid, ptid)
             }
             _ => {}
+        }
+    }
+
+    /// Opens the file of the mapping `m` just added, if asked to and not yet open.
+    fn open_mapped_file(&mut self, m: &crate::perf::records::Mmap2<'_>) {
+        let Some(opener) = &mut self.file_opener else {
+            return;
+        };
+        let mapping = self.processes.space(m.pid).and_then(|s| s.find(m.address));
+        if let Some(module) = mapping.map(|mapping| mapping.module) {
+            opener.open(&mut self.processes, module, m);
         }
     }
 

@@ -55,6 +55,7 @@ fn dtrace_args(options: &RecordOptions, stacks_file: &std::path::Path) -> Result
                 "--perfdata reads perf.data files; it does not work with --backend dtrace".into(),
             ))
         }
+        Workload::SystemWide => return Err(system_wide_unsupported()),
     }
     Ok(args)
 }
@@ -70,6 +71,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     tool.root = options.root.clone();
     tool.verbose = options.verbose;
     tool.stdout_to_stderr = options.stdout_to_stderr;
+    tool.duration = options.duration;
     let stacks_file = PathBuf::from(STACKS_FILE);
     let args = dtrace_args(options, &stacks_file)?;
     let finished = tool.run_teeing_stderr(tool.command(&args))?;
@@ -111,6 +113,11 @@ pub fn collapse_dtrace(bytes: &[u8]) -> Result<Folded> {
         text.as_bytes(),
         "dtrace",
     )
+}
+
+/// The error for `-a` with dtrace or xctrace.
+pub(crate) fn system_wide_unsupported() -> Error {
+    Error::InvalidOptions("-a/--all-cpus needs the native or perf-cli backend (Linux)".into())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub fn perf_tool(options: &RecordOptions) -> Tool {
     tool.root = options.root.clone();
     tool.verbose = options.verbose;
     tool.stdout_to_stderr = options.stdout_to_stderr;
+    tool.duration = options.duration;
     tool
 }
 
@@ -95,6 +96,8 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
                 args.push("-p".into());
                 args.push(list.join(",").into());
             }
+            // Until a stop (--duration, Ctrl-C) reaches perf.
+            Workload::SystemWide => args.push("-a".into()),
             Workload::PerfData(_) => {}
         }
     }

@@ -58,6 +58,7 @@ fn record_args(options: &RecordOptions, trace: &std::path::Path) -> Result<Vec<O
                 "xctrace cannot read perf.data files".into(),
             ))
         }
+        Workload::SystemWide => return Err(super::dtrace::system_wide_unsupported()),
     }
     Ok(args)
 }
@@ -73,6 +74,7 @@ pub fn record(options: &RecordOptions, graph: &GraphOptions) -> Result<Recording
     tool.root = options.root.clone();
     tool.verbose = options.verbose;
     tool.stdout_to_stderr = options.stdout_to_stderr;
+    tool.duration = options.duration;
     let trace = PathBuf::from(TRACE_FILE);
     let args = record_args(options, &trace)?;
     let finished = tool.run_teeing_stderr(tool.command(&args))?;
