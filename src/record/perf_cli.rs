@@ -96,7 +96,8 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
                 args.push("-p".into());
                 args.push(list.join(",").into());
             }
-            // Until a stop (--duration, Ctrl-C) reaches perf.
+            // Until a stop (--duration, Ctrl-C) reaches perf (perf script then resolves inline frames
+            // of every sampled binary with addr2line: slow; --no-inline is advised).
             Workload::SystemWide => args.push("-a".into()),
             Workload::PerfData(_) => {}
         }
