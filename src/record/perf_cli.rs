@@ -287,6 +287,17 @@ mod tests {
     }
 
     #[test]
+    fn system_wide_is_perf_record_a() {
+        let options = RecordOptions {
+            workload: Workload::SystemWide,
+            ..RecordOptions::default()
+        };
+        let a = record_args(&options).unwrap();
+        assert_eq!(strings(&a).last().map(String::as_str), Some("-a"));
+        assert!(!strings(&a).contains(&"--".to_owned()));
+    }
+
+    #[test]
     fn custom_args_are_shell_split_and_keep_their_output() {
         let a = record_args(&opts(Some(
             "record -e 'cpu-clock' -o my.data --call-graph fp",
