@@ -14,10 +14,16 @@ use crate::process::{ModuleId, ModuleKind, Processes};
 /// The most files held open: each costs a file descriptor.
 const MAX_OPENED: usize = 2048;
 
-/// Opens the files of new file-backed modules, up to [`MAX_OPENED`].
+/// File descriptors left to the rest of the tool (perf events, files being read).
+const FDS_KEPT_FREE: u64 = 256;
+
+/// Opens the files of new file-backed modules, up to [`MAX_OPENED`] and half of what
+/// `RLIMIT_NOFILE` leaves after [`FDS_KEPT_FREE`].
 #[derive(Debug, Default)]
 pub(super) struct FileOpener {
     opened: usize,
+    /// The bound, read at the first open (the recorder may raise the limit before).
+    max: Option<usize>,
     /// Out of file descriptors (or at the bound): modules are read by path from then on.
     exhausted: bool,
 }
@@ -31,11 +37,15 @@ impl FileOpener {
         let ModuleKind::File(path) = processes.modules.get(module) else {
             return;
         };
+        let max = *self.max.get_or_insert_with(max_opened);
+        if self.opened >= max {
+            self.exhausted = true;
+            return;
+        }
         match open_mapped(m, path) {
             Ok((file, path)) => {
                 processes.modules.set_opened(module, file, path);
                 self.opened += 1;
-                self.exhausted = self.opened >= MAX_OPENED;
             }
             Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 self.exhausted = true;
@@ -43,6 +53,22 @@ impl FileOpener {
             Err(_) => {}
         }
     }
+}
+
+/// How many files to hold open under the current `RLIMIT_NOFILE`.
+fn max_opened() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let spare = soft.saturating_sub(FDS_KEPT_FREE) / 2;
+    usize::try_from(spare).unwrap_or(MAX_OPENED).min(MAX_OPENED)
 }
 
 /// The file `m` maps (recorded at `path`), and the `/proc/self/fd` path that reads it.

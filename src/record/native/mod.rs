@@ -566,6 +566,8 @@ impl Recorder<'_> {
         if let system::Permission::Denied(paranoid) = system::permission() {
             return Err(denied(paranoid));
         }
+        // The collector holds the files of short-lived programs open (see collect/opened.rs).
+        sys::raise_nofile_limit();
         // Inheritance is a per-task notion: a CPU-wide event sees every task anyway.
         let settings = EventSettings {
             inherit: false,
