@@ -104,6 +104,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub off_cpu_only: bool,
 
+    /// Stop recording after SECS seconds (fractions allowed), as Ctrl-C does: a launched program
+    /// is stopped and the graph drawn; attached processes (-p) and a system-wide recording's
+    /// (-a) keep running
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
     /// Run a command to process the folded stacks, taking the input from stdin and outputting to
     /// stdout.
     #[arg(long)]
@@ -420,6 +426,9 @@ impl CommonArgs {
                 "-c/--cmd passes arguments to perf or dtrace; it cannot be used with --backend native".into(),
             ));
         }
+        if matches!(workload, Workload::SystemWide) && backend == Backend::Dtrace {
+            return Err(crate::record::dtrace::system_wide_unsupported());
+        }
         if self.frequency == Some(0) {
             return Err(Error::InvalidOptions(
                 "-F/--freq must be at least 1 Hz".into(),
@@ -496,17 +505,26 @@ impl CommonArgs {
             kallsyms: self.kallsyms,
             off_cpu,
             debuginfod: !self.no_debuginfod,
+            duration: self.duration,
         };
 
         let output = output_options(self.output, self.views.format, self.open, self.post_process)?;
+        let views = self.views.into_options();
         Ok(Config {
-            record,
             graph: GraphOptions {
                 time_in_us: off_cpu != OffCpuMode::Off,
                 ..self.graph.into_options()
             },
             output,
-            view: self.views.into_options(),
+            view: ViewOptions {
+                // Every process in one graph: each under its own root.
+                roots: match (&record.workload, views.roots) {
+                    (Workload::SystemWide, Roots::ThreadName) => Roots::PerProcess,
+                    (_, roots) => roots,
+                },
+                ..views
+            },
+            record,
         })
     }
 }
@@ -600,23 +618,46 @@ pub fn parse_pids(list: &str) -> Result<Vec<u32>> {
         })
 }
 
-/// The workload of `flamegraph`: exactly one of a command, `--pid` or `--perfdata`.
+/// The workload of `flamegraph`: exactly one of a command, `--pid`, `--all-cpus` or
+/// `--perfdata`.
 pub fn workload(
     command: Vec<OsString>,
     pids: Option<&str>,
+    all_cpus: bool,
     perfdata: Option<PathBuf>,
 ) -> Result<Workload> {
-    match (command.is_empty(), pids, perfdata) {
-        (false, None, None) => Ok(Workload::Command(command)),
-        (true, Some(p), None) => Ok(Workload::Pids(parse_pids(p)?)),
-        (true, None, Some(f)) => Ok(Workload::PerfData(f)),
-        (true, None, None) => Err(Error::InvalidOptions(
-            "nothing to profile: give a command after `--`, a --pid, or a --perfdata file".into(),
+    match (command.is_empty(), pids, all_cpus, perfdata) {
+        (false, None, false, None) => Ok(Workload::Command(command)),
+        (true, Some(p), false, None) => Ok(Workload::Pids(parse_pids(p)?)),
+        (true, None, true, None) => Ok(Workload::SystemWide),
+        (true, None, false, Some(f)) => Ok(Workload::PerfData(f)),
+        (true, None, false, None) => Err(Error::InvalidOptions(
+            "nothing to profile: give a command after `--`, a --pid, --all-cpus, or a \
+             --perfdata file"
+                .into(),
+        )),
+        (false, None, true, None) => Err(Error::InvalidOptions(
+            "-a/--all-cpus records every process until --duration SECS or Ctrl-C; it takes no \
+             command: start the command separately, or profile it alone without -a"
+                .into(),
         )),
         _ => Err(Error::InvalidOptions(
-            "give only one of: a command after `--`, --pid, --perfdata".into(),
+            "give only one of: a command after `--`, --pid, --all-cpus, --perfdata".into(),
         )),
     }
+}
+
+/// Parses `--duration SECS`: a positive number of seconds, fractions allowed.
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Err("the duration must be more than 0 seconds".into());
+    }
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text} seconds is too long"))
 }
 
 /// `--off-cpu` needs the native backend (launch or attach; whether this user may read the
@@ -690,6 +731,34 @@ mod tests {
             (Some("task-clock:u"), None)
         );
         assert!(config(&["--period", "3"], perfdata()).is_err());
+    }
+
+    #[test]
+    fn durations_and_system_wide_workloads() {
+        assert_eq!(parse_duration("2"), Ok(std::time::Duration::from_secs(2)));
+        assert_eq!(
+            parse_duration("0.5"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        for bad in ["0", "-1", "x", "NaN", "1e300"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            workload(Vec::new(), None, true, None).unwrap(),
+            Workload::SystemWide
+        );
+        let e = workload(vec!["ls".into()], None, true, None).unwrap_err();
+        assert!(e.to_string().contains("it takes no command"), "{e}");
+        let cli = Cli::try_parse_from(["flamegraph", "--duration", "3"]).unwrap();
+        let config = cli.common.into_config(Workload::SystemWide).unwrap();
+        assert_eq!(config.view.roots, Roots::PerProcess);
+        assert_eq!(
+            config.record.duration,
+            Some(std::time::Duration::from_secs(3))
+        );
+        let cli = Cli::try_parse_from(["flamegraph", "--per-thread"]).unwrap();
+        let config = cli.common.into_config(Workload::SystemWide).unwrap();
+        assert_eq!(config.view.roots, Roots::PerThread);
     }
 
     #[test]

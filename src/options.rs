@@ -43,6 +43,8 @@ pub enum Workload {
     Command(Vec<OsString>),
     /// Attach to running processes.
     Pids(Vec<u32>),
+    /// Every process on every CPU (`-a`), until `--duration` or Ctrl-C.
+    SystemWide,
     /// Draw an existing perf.data file.
     PerfData(PathBuf),
 }
@@ -117,6 +119,9 @@ pub struct RecordOptions {
     /// `DEBUGINFOD_URLS` names; `--no-debuginfod` turns it off. Default: true (nothing is asked
     /// when the variable is unset).
     pub debuginfod: bool,
+    /// `--duration`: stop recording after this long, as Ctrl-C does (a launched program is
+    /// stopped; attached processes and a system-wide recording's keep running). Default: none.
+    pub duration: Option<std::time::Duration>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -153,6 +158,7 @@ impl Default for RecordOptions {
             kallsyms: None,
             off_cpu: crate::collect::OffCpuMode::Off,
             debuginfod: true,
+            duration: None,
         }
     }
 }

@@ -27,9 +27,13 @@ mod namespace;
 
 pub use namespace::FileId;
 
-/// Most files kept open for modules reached through another process's root or `map_files`,
-/// whatever `RLIMIT_NOFILE` allows beyond that (a quarter of it).
-const MAX_HELD_FILES: usize = 512;
+/// Most files kept open for modules (reached through another process's root or `map_files`,
+/// or every mapped file in a live recording), whatever `RLIMIT_NOFILE` allows beyond that (half
+/// of what is left after [`FDS_KEPT_FREE`]).
+const MAX_HELD_FILES: usize = 2048;
+
+/// File descriptors left to the rest of the tool (perf events, files being read).
+const FDS_KEPT_FREE: u64 = 256;
 
 /// Index of a module in the [`ModuleTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,6 +111,9 @@ pub struct ModuleTable {
     refused: Option<(PathBuf, u32, usize)>,
     /// Files not kept open for want of descriptors.
     not_held: usize,
+    /// Live recordings: every mapped file is kept open from its first mapping (not only those of
+    /// other mount namespaces), so binaries deleted or rebuilt before the end are still read.
+    hold_all: bool,
 }
 
 impl ModuleTable {
@@ -171,6 +178,12 @@ impl ModuleTable {
         self.files.get(id.0 as usize)?.as_deref()
     }
 
+    /// Keeps every mapped file open from its first mapping (live recordings), so that programs
+    /// whose binaries are deleted or replaced before the end are still unwound and named.
+    pub fn hold_all_files(&mut self) {
+        self.hold_all = true;
+    }
+
     /// A file-backed module for which no file carries the recorded build-id.
     pub fn unmatched(&self, id: ModuleId) -> bool {
         self.locator.is_some() && self.path(id).is_some() && self.file(id).is_none()
@@ -192,7 +205,7 @@ impl ModuleTable {
         }
         if self.not_held > 0 {
             notes.push(format!(
-                "{} files of processes in other mount namespaces were not kept open (more than                  {} are): their frames may be unnamed; raise `ulimit -n`",
+                "{} mapped files were not kept open (more than {} are): frames of programs deleted                  since or in other mount namespaces may be unnamed; raise `ulimit -n`",
                 self.not_held,
                 self.held_limit()
             ));
@@ -218,6 +231,15 @@ impl ModuleTable {
         // Here the device may differ for the same file (btrfs subvolumes); for a process that
         // sees other files only the same device proves it is the same file.
         if std::fs::metadata(path).is_ok_and(|m| id.is(&m, !foreign)) {
+            if self.hold_all {
+                let same = |f: &File| {
+                    f.metadata()
+                        .is_ok_and(|m| m.is_file() && id.is(&m, !foreign))
+                };
+                if let Some(file) = open_here(path).ok().filter(same) {
+                    return self.hold(file).or_else(|| Some(path.to_owned()));
+                }
+            }
             return Some(path.to_owned());
         }
         let mut fallback = None;
@@ -277,8 +299,8 @@ impl ModuleTable {
         Some(path)
     }
 
-    /// How many files may be kept open: [`MAX_HELD_FILES`], at most a quarter of the soft
-    /// `RLIMIT_NOFILE`.
+    /// How many files may be kept open: [`MAX_HELD_FILES`], at most half of the soft
+    /// `RLIMIT_NOFILE` left after [`FDS_KEPT_FREE`].
     fn held_limit(&self) -> usize {
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -289,8 +311,19 @@ impl ModuleTable {
             0 => limit.rlim_cur,
             _ => 1024,
         };
-        MAX_HELD_FILES.min(usize::try_from(soft / 4).unwrap_or(MAX_HELD_FILES))
+        let spare = soft.saturating_sub(FDS_KEPT_FREE) / 2;
+        MAX_HELD_FILES.min(usize::try_from(spare).unwrap_or(MAX_HELD_FILES))
     }
+}
+
+/// Opens `path` in our own mount namespace for reading: not through a symlink in its last
+/// component, never blocking on a FIFO (the caller checks it is the mapped regular file).
+fn open_here(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// The path by which this process reads its open `file`.

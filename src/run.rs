@@ -202,6 +202,7 @@ fn validate(config: &Config) -> Result<()> {
                 }
             }
         }
+        Workload::SystemWide => {}
         Workload::PerfData(path) => {
             std::fs::metadata(path).map_err(|source| Error::File {
                 action: "cannot read",

@@ -1,4 +1,5 @@
-//! `flamegraph [OPTIONS] -- COMMAND [ARGS]`, `flamegraph --pid PID`, `flamegraph --perfdata FILE`.
+//! `flamegraph [OPTIONS] -- COMMAND [ARGS]`, `flamegraph --pid PID`, `flamegraph -a`,
+//! `flamegraph --perfdata FILE`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -15,6 +16,12 @@ struct Opt {
     /// Profile a running process by pid (comma separated list)
     #[arg(short = 'p', long = "pid")]
     pid: Option<String>,
+
+    /// Profile every process on every CPU (system-wide) until --duration SECS or Ctrl-C; each
+    /// process under its own root (`comm-PID`). Needs root, CAP_PERFMON or
+    /// kernel.perf_event_paranoid <= 0
+    #[arg(short = 'a', long = "all-cpus", conflicts_with_all = ["pid", "perf_file"])]
+    all_cpus: bool,
 
     /// Generate shell completions for the given shell
     #[arg(long = "completions", value_name = "SHELL", exclusive = true)]
@@ -47,7 +54,12 @@ fn main() -> ExitCode {
 }
 
 fn try_main(opt: Opt) -> anyhow::Result<ExitCode> {
-    let workload = cli::workload(opt.trailing_arguments, opt.pid.as_deref(), opt.perf_file)?;
+    let workload = cli::workload(
+        opt.trailing_arguments,
+        opt.pid.as_deref(),
+        opt.all_cpus,
+        opt.perf_file,
+    )?;
     let sudo_child = opt.common.sudo_child;
     let warnings = opt.common.warnings();
     let config = opt.common.into_config(workload)?;

@@ -55,6 +55,11 @@ pub struct CollectOptions {
     pub lines: bool,
     /// Off-CPU time from context-switch records. Default: [`OffCpuMode::Off`].
     pub off_cpu: OffCpuMode,
+    /// Live recordings: open each mapped file when its MMAP2 record arrives and read it through
+    /// that handle, so programs whose binaries are deleted or replaced before the end are still
+    /// unwound and named (see `process.rs`). Default: false (files are read by path, except
+    /// those of processes in other mount namespaces).
+    pub open_mapped_files: bool,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -149,11 +154,14 @@ impl StackCollector {
     pub fn new(options: CollectOptions) -> Self {
         let load_kallsyms = options.kernel == KernelNames::Running;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
+        let mut processes =
+            (options.locator.clone()).map_or_else(Processes::default, Processes::with_locator);
+        if options.open_mapped_files {
+            processes.modules.hold_all_files();
+        }
         StackCollector {
             warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
-            processes: (options.locator.clone()).map_or_else(Processes::default, |locator| {
-                Processes::with_locator(locator)
-            }),
+            processes,
             options,
             walker: StackWalker::new(),
             threads: Vec::new(),

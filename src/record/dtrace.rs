@@ -56,6 +56,7 @@ fn dtrace_args(options: &RecordOptions, stacks_file: &std::path::Path) -> Result
                 "--perfdata reads perf.data files; it does not work with --backend dtrace".into(),
             ))
         }
+        Workload::SystemWide => return Err(system_wide_unsupported()),
     }
     Ok(args)
 }
@@ -108,6 +109,11 @@ pub fn collapse_dtrace(bytes: &[u8]) -> Result<Folded> {
         text.as_bytes(),
         "dtrace",
     )
+}
+
+/// The error for `-a` with dtrace or xctrace.
+pub(crate) fn system_wide_unsupported() -> Error {
+    Error::InvalidOptions("-a/--all-cpus needs the native or perf-cli backend (Linux)".into())
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub struct Tool {
     pub verbose: bool,
     /// Give the tool (and so the program it launches) our stderr as its stdout, for `-o -`.
     pub stdout_to_stderr: bool,
+    /// Stop the recorder after this long, as Ctrl-C does (`--duration`). Default: none.
+    pub duration: Option<std::time::Duration>,
 }
 
 impl Tool {
@@ -33,6 +35,7 @@ impl Tool {
             root: None,
             verbose: false,
             stdout_to_stderr: false,
+            duration: None,
         }
     }
 
@@ -48,6 +51,7 @@ impl Tool {
             root: options.root.clone(),
             verbose: options.verbose,
             stdout_to_stderr: options.stdout_to_stderr,
+            duration: options.duration,
             ..Tool::from_env(env_var, default, install_hint)
         }
     }
@@ -120,7 +124,7 @@ impl Tool {
             .stderr
             .take()
             .map(|stderr| std::thread::spawn(move || tee_tail(stderr)));
-        let (status, interrupted) = wait_stopping(&mut child)
+        let (status, interrupted) = wait_stopping(&mut child, self.duration)
             .map_err(|e| Error::io(format!("waiting for {}", self.name()), e))?;
         let stderr_tail = tail.and_then(|t| t.join().ok()).unwrap_or_default();
         Ok(Finished {
@@ -206,11 +210,15 @@ const RECORDER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(
 
 /// Waits for `child` while catching the stop signals: each is forwarded to it (unless the
 /// terminal already sent it; SIGHUP as SIGTERM); a second one, or a child still running 10 s
-/// later, escalates (SIGTERM, then SIGKILL). Returns its status and whether a stop was requested.
+/// later, escalates (SIGTERM, then SIGKILL). `duration` is a stop request when it is up.
+/// Returns its status and whether a stop was requested.
 #[cfg(unix)]
-fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus, bool)> {
+fn wait_stopping(
+    child: &mut std::process::Child,
+    duration: Option<std::time::Duration>,
+) -> std::io::Result<(ExitStatus, bool)> {
     use super::stop::{StopRequests, Stopper};
-    let mut stop = StopRequests::new(true, None)?;
+    let mut stop = StopRequests::new(true, None)?.with_duration(duration);
     let mut stopper = Stopper::new(child.id() as i32, RECORDER_STOP_GRACE);
     let mut interrupted = false;
     loop {
@@ -232,7 +240,10 @@ fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus
 }
 
 #[cfg(not(unix))]
-fn wait_stopping(child: &mut std::process::Child) -> std::io::Result<(ExitStatus, bool)> {
+fn wait_stopping(
+    child: &mut std::process::Child,
+    _duration: Option<std::time::Duration>,
+) -> std::io::Result<(ExitStatus, bool)> {
     Ok((child.wait()?, false))
 }
 

@@ -109,6 +109,7 @@ fn native_record(config: &Config) -> Result<Recording> {
             }
         },
         Workload::Pids(pids) => native::Target::Attach { pids: pids.clone() },
+        Workload::SystemWide => native::Target::SystemWide,
     };
     let mut native_options = native::NativeOptions::new(target);
     native_options.frequency = options.frequency;
@@ -118,13 +119,18 @@ fn native_record(config: &Config) -> Result<Recording> {
     native_options.stdout_to_stderr = options.stdout_to_stderr;
     native_options.run_as = options.run_as;
     native_options.off_cpu = options.off_cpu != crate::collect::OffCpuMode::Off;
+    native_options.duration = options.duration;
     native_options.call_graph = match options.call_graph {
         CallGraph::FramePointer => native::CallGraph::FramePointer,
         CallGraph::Dwarf => native::CallGraph::Dwarf {
             stack_size: options.stack_size,
         },
     };
-    let mut collector = new_collector(config);
+    let mut collect = collect_options(config);
+    // Programs that come and go during the recording (their binaries deleted or rebuilt before
+    // the end) are read through the files opened as they were mapped.
+    collect.open_mapped_files = true;
+    let mut collector = crate::collect::StackCollector::new(collect);
     let mut status = crate::progress::Progress::new("recording");
     let started = std::time::Instant::now();
     let summary = native::record(&native_options, &mut |format, record| {
@@ -167,6 +173,7 @@ fn native_notes(
 ) -> Vec<String> {
     let mut notes = Vec::new();
     notes.extend(off_cpu_note(summary, stats));
+    notes.extend(duration_note(summary, options));
     if options.verbose {
         let interrupted = if summary.interrupted {
             " (interrupted)"
@@ -225,6 +232,39 @@ fn native_notes(
         ));
     }
     notes
+}
+
+/// The one line that says the recording stopped at the end of `--duration`, and what became of
+/// a launched program (stopped as by Ctrl-C: its death by that signal is no failure).
+#[cfg(target_os = "linux")]
+fn duration_note(
+    summary: &native::RecordSummary,
+    options: &crate::options::RecordOptions,
+) -> Option<String> {
+    let duration = options.duration.filter(|_| summary.duration_elapsed)?;
+    let what = match summary.exit_status {
+        Some(status) if status.success() => {
+            "; the program had not finished and exited successfully on SIGINT".to_owned()
+        }
+        Some(status) if !crate::record::external::failed(status, true) => format!(
+            "; the program had not finished and was stopped ({}), as by Ctrl-C: not an error",
+            crate::record::external::describe_failure(status)
+        ),
+        Some(status) => format!(
+            "; the program had not finished and then {}",
+            crate::record::external::describe_failure(status)
+        ),
+        None => "; the profiled processes keep running".to_owned(),
+    };
+    Some(format!(
+        "recording stopped after --duration {}{what}",
+        format_seconds(duration)
+    ))
+}
+
+/// `1.5s`, `30s`.
+fn format_seconds(duration: std::time::Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
 }
 
 /// The one line that says where off-CPU stacks came from, with the intervals left without one.

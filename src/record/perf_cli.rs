@@ -93,6 +93,9 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
                 args.push("-p".into());
                 args.push(list.join(",").into());
             }
+            // Until a stop (--duration, Ctrl-C) reaches perf (perf script then resolves inline frames
+            // of every sampled binary with addr2line: slow; --no-inline is advised).
+            Workload::SystemWide => args.push("-a".into()),
             Workload::PerfData(_) => {}
         }
     }
@@ -317,6 +320,17 @@ mod tests {
         o.period = None;
         let a = strings(&record_args(&o).unwrap());
         assert_eq!(a[..5], ["record", "-e", "r1c2", "-F", "997"]);
+    }
+
+    #[test]
+    fn system_wide_is_perf_record_a() {
+        let options = RecordOptions {
+            workload: Workload::SystemWide,
+            ..RecordOptions::default()
+        };
+        let a = record_args(&options).unwrap();
+        assert_eq!(strings(&a).last().map(String::as_str), Some("-a"));
+        assert!(!strings(&a).contains(&"--".to_owned()));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! that is not ours (a program that called `setsid` never sees the terminal's Ctrl-C); a second
 //! request, or a program still alive a grace period after the last signal, escalates to SIGTERM
 //! and then SIGKILL. After the recording, the signals that had their default action get it back.
+//!
+//! `--duration SECS` is a stop request too: when the time is up, [`StopRequests::take`] returns a
+//! SIGINT request as if the user had typed Ctrl-C (a launched program is stopped, an attached or
+//! system-wide recording just ends), so every backend stops by one mechanism.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -35,6 +39,14 @@ pub struct StopRequest {
     /// A Ctrl-C typed on the terminal: the terminal's foreground process group received it too,
     /// so a program still in our process group already has it.
     pub from_terminal: bool,
+}
+
+impl StopRequest {
+    /// A SIGINT sent by us (the stop flag, `--duration`), handled as a Ctrl-C.
+    const SIGINT_FROM_US: StopRequest = StopRequest {
+        signal: Signal::SIGINT,
+        from_terminal: false,
+    };
 }
 
 /// The hooks alive in this process, and the actions that give the stop signals their default
@@ -148,6 +160,10 @@ pub struct StopRequests {
     hooks: Option<Hooks>,
     external: Option<Arc<AtomicBool>>,
     external_seen: bool,
+    /// When `--duration` is up (`None`: no duration, or already requested).
+    deadline: Option<Instant>,
+    /// Whether the duration's request was made.
+    elapsed: bool,
     queue: VecDeque<StopRequest>,
 }
 
@@ -164,8 +180,23 @@ impl StopRequests {
             hooks,
             external,
             external_seen: false,
+            deadline: None,
+            elapsed: false,
             queue: VecDeque::new(),
         })
+    }
+
+    /// Also requests a stop (a SIGINT, as Ctrl-C) once `duration` has passed from now
+    /// (`--duration`); `None` sets no time limit.
+    pub fn with_duration(mut self, duration: Option<Duration>) -> Self {
+        self.deadline = duration.map(|d| Instant::now() + d);
+        self
+    }
+
+    /// Whether the stop came from `--duration` running out (its request was returned by
+    /// [`StopRequests::take`]).
+    pub fn duration_elapsed(&self) -> bool {
+        self.elapsed
     }
 
     /// The next request: each signal received, and the external flag's first `true`.
@@ -179,10 +210,12 @@ impl StopRequests {
             .is_some_and(|flag| flag.load(Ordering::SeqCst));
         if external && !self.external_seen {
             self.external_seen = true;
-            self.queue.push_back(StopRequest {
-                signal: Signal::SIGINT,
-                from_terminal: false,
-            });
+            self.queue.push_back(StopRequest::SIGINT_FROM_US);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.deadline = None;
+            self.elapsed = true;
+            self.queue.push_back(StopRequest::SIGINT_FROM_US);
         }
         self.queue.pop_front()
     }
@@ -356,6 +389,21 @@ mod tests {
         let request = stop.take().unwrap();
         assert_eq!(request.signal, Signal::SIGINT);
         assert!(!request.from_terminal);
+        assert_eq!(stop.take(), None);
+    }
+
+    #[test]
+    fn a_duration_is_one_sigint_request_when_it_is_up() {
+        let mut stop = StopRequests::new(false, None)
+            .unwrap()
+            .with_duration(Some(Duration::from_millis(50)));
+        assert_eq!(stop.take(), None);
+        assert!(!stop.duration_elapsed());
+        std::thread::sleep(Duration::from_millis(60));
+        let request = stop.take().unwrap();
+        assert_eq!(request.signal, Signal::SIGINT);
+        assert!(!request.from_terminal);
+        assert!(stop.duration_elapsed());
         assert_eq!(stop.take(), None);
     }
 

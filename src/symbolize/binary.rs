@@ -77,9 +77,15 @@ pub(crate) struct Binary {
 }
 
 impl Binary {
-    /// Maps and parses the file at `path`; its debug file, if needed, is searched under
-    /// `debug_root` (normally `/usr/lib/debug`) and next to it.
-    pub(crate) fn open(path: &Path, debug_root: &Path) -> Result<Self, SymbolizeError> {
+    /// Maps and parses the file at `path`, which stands for the file recorded at `recorded` (the
+    /// same path, an open file read through `/proc/self/fd/N`, a copy found by build-id); its
+    /// debug file, if needed, is searched under `debug_root` (normally `/usr/lib/debug`) and next
+    /// to `recorded`.
+    pub(crate) fn open(
+        path: &Path,
+        recorded: &Path,
+        debug_root: &Path,
+    ) -> Result<Self, SymbolizeError> {
         let io_err = |source| SymbolizeError::Io {
             path: path.to_owned(),
             source,
@@ -91,7 +97,7 @@ impl Binary {
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
         Self::parse(
             Bytes::Mapped(map),
-            Some((path.to_owned(), debug_root.to_owned())),
+            Some((recorded.to_owned(), debug_root.to_owned())),
         )
     }
 

@@ -182,7 +182,7 @@ impl Module {
             .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
         Module {
             name: name.into(),
-            binary: Binary::open(path, debug_root),
+            binary: Binary::open(path, display, debug_root),
         }
     }
 

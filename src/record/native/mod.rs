@@ -7,7 +7,8 @@
 //!
 //! The stream a callback sees:
 //! - Attach mode starts with synthesized COMM (one per thread) and MMAP2 (one per executable
-//!   mapping) records from `/proc`, before any sample.
+//!   mapping) records from `/proc`, before any sample; so does system-wide mode, for every
+//!   process running when it starts.
 //! - Launch mode starts at the exec of the program: its COMM (with `exec` set) and the MMAP2 of the
 //!   executable and the dynamic loader come from the kernel.
 //! - Records are delivered in non-decreasing time order (CLOCK_MONOTONIC nanoseconds): each poll
@@ -28,6 +29,7 @@ mod perf_event;
 mod ring;
 mod session;
 mod sys;
+mod system;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -54,6 +56,10 @@ pub enum Target {
     /// Attach to running processes (all their threads, and threads they create) until they all
     /// exit or a stop is requested; they keep running afterwards.
     Attach { pids: Vec<u32> },
+    /// Every process on every CPU (the idle task's samples are delivered too, with pid 0),
+    /// until a stop is requested ([`NativeOptions::duration`], a signal, the stop flag). Needs
+    /// root, CAP_PERFMON or `perf_event_paranoid` <= 0.
+    SystemWide,
 }
 
 /// How the kernel collects stacks.
@@ -108,6 +114,9 @@ pub struct NativeOptions {
     /// with it where the kernel allows those. Attach mode starts with a synthesized switch-out
     /// for each thread found waiting in a system call. Default: false.
     pub off_cpu: bool,
+    /// Stop after this long, as a Ctrl-C would (`--duration`): a launched program gets a
+    /// SIGINT (then escalation), attached processes keep running. Default: none.
+    pub duration: Option<std::time::Duration>,
 }
 
 impl NativeOptions {
@@ -136,6 +145,7 @@ impl NativeOptions {
             stdout_to_stderr: false,
             run_as: None,
             off_cpu: false,
+            duration: None,
         }
     }
 }
@@ -157,8 +167,10 @@ pub struct RecordSummary {
     pub kernel_frames: bool,
     /// The launched program's exit status (launch mode only).
     pub exit_status: Option<ExitStatus>,
-    /// True if a stop was requested (Ctrl-C, SIGTERM, SIGHUP or the `stop` flag).
+    /// True if a stop was requested (Ctrl-C, SIGTERM, SIGHUP, the `stop` flag or the duration).
     pub interrupted: bool,
+    /// True if [`NativeOptions::duration`] ran out (and stopped the recording).
+    pub duration_elapsed: bool,
     /// With [`NativeOptions::off_cpu`]: where the off-CPU stacks came from.
     pub off_cpu_stacks: Option<OffCpuStacks>,
 }
@@ -237,6 +249,12 @@ pub enum NativeError {
     Mmap(io::Error),
     #[error("cannot run {program}: {source}")]
     Exec { program: String, source: io::Error },
+    #[error(
+        "-a/--all-cpus records every process, which needs root, CAP_PERFMON or \
+         kernel.perf_event_paranoid <= 0 (it is {paranoid}): run flamegraph as root (sudo), or \
+         allow it with `sudo sysctl kernel.perf_event_paranoid=0`"
+    )]
+    SystemWideDenied { paranoid: String },
     #[error("no process to attach to")]
     NoProcess,
     #[error(
@@ -285,13 +303,12 @@ pub fn record(
         what: "cannot read the online CPUs",
         source,
     })?;
-    let mut stop =
-        StopRequests::new(options.handle_signals, options.stop.clone()).map_err(|source| {
-            NativeError::Io {
-                what: "cannot install signal handlers",
-                source,
-            }
-        })?;
+    let mut stop = StopRequests::new(options.handle_signals, options.stop.clone())
+        .map_err(|source| NativeError::Io {
+            what: "cannot install signal handlers",
+            source,
+        })?
+        .with_duration(options.duration);
     let recorder = Recorder {
         options,
         cpus,
@@ -305,10 +322,15 @@ pub fn record(
         }
         on_record(format, record)
     };
-    match &options.target {
+    let summary = match &options.target {
         Target::Launch { program, args } => recorder.launch(program, args, &mut stop, on_record),
         Target::Attach { pids } => recorder.attach(pids, &mut stop, on_record),
-    }
+        Target::SystemWide => recorder.system_wide(&mut stop, on_record),
+    }?;
+    Ok(RecordSummary {
+        duration_elapsed: stop.duration_elapsed(),
+        ..summary
+    })
 }
 
 /// The parse format of the sampling events of `options`.
@@ -403,6 +425,7 @@ impl Recorder<'_> {
             kernel_frames: opener.kernel_frames(),
             exit_status: None,
             interrupted: false,
+            duration_elapsed: false,
             off_cpu_stacks: None,
         }
     }
@@ -666,6 +689,55 @@ impl Recorder<'_> {
             }
         }
         Ok(stacks)
+    }
+
+    /// System-wide mode: one event per CPU for every task (pid -1), enabled, then the running
+    /// processes described from `/proc`, then records until a stop is requested.
+    fn system_wide(
+        &self,
+        stop: &mut StopRequests,
+        on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
+    ) -> Result<RecordSummary, NativeError> {
+        let denied = |paranoid| NativeError::SystemWideDenied { paranoid };
+        if let system::Permission::Denied(paranoid) = system::permission() {
+            return Err(denied(paranoid));
+        }
+        // The collector holds the files of short-lived programs open (see collect/opened.rs).
+        sys::raise_nofile_limit();
+        // Inheritance is a per-task notion: a CPU-wide event sees every task anyway.
+        let settings = EventSettings {
+            inherit: false,
+            ..self.settings(false)
+        };
+        let mut opener = EventOpener::new(settings);
+        let mut session = Session::new(self.format);
+        for &cpu in &self.cpus {
+            let fd = opener.open(-1, cpu as i32).map_err(|err| match err {
+                NativeError::PermissionDenied { paranoid } => denied(paranoid),
+                err if is_permission(&err) => denied("unknown".into()),
+                err => err,
+            })?;
+            session.add_ring(self.map(fd)?);
+        }
+        self.report_choice(&opener);
+        session.enable_all().map_err(|source| NativeError::Io {
+            what: "cannot enable perf events",
+            source,
+        })?;
+        system::synthesize(&mut |record| on_record(&self.format, record));
+        loop {
+            session.wait(POLL_MS);
+            session.round(on_record);
+            if stop.take().is_some() {
+                break;
+            }
+        }
+        session.disable_all();
+        session.finish(on_record);
+        Ok(RecordSummary {
+            interrupted: true,
+            ..self.summary(&session, &opener)
+        })
     }
 
     /// Turns running out of file descriptors into the `ulimit -n` advice, with the count needed
