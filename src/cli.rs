@@ -127,6 +127,11 @@ pub struct CommonArgs {
     #[arg(short = 'e', long = "event", value_name = "NAME")]
     pub event: Option<String>,
 
+    /// Testing: with --perfdata, unwind from only the first BYTES of each sample's copied user
+    /// stack (checks stacks completed by joining against the full copy)
+    #[arg(long = "replay-stack-prefix", value_name = "BYTES", hide = true)]
+    pub replay_stack_prefix: Option<u32>,
+
     /// With --perfdata: look up the recording machine's files under DIR (DIR/usr/lib/libc.so.6
     /// for /usr/lib/libc.so.6), as perf's --symfs; only files whose build-id matches are used
     #[arg(long, value_name = "DIR")]
@@ -452,6 +457,11 @@ impl CommonArgs {
                         .into(),
                 ));
             }
+            if self.replay_stack_prefix.is_some() {
+                return Err(Error::InvalidOptions(
+                    "--replay-stack-prefix applies to --perfdata files only".into(),
+                ));
+            }
             if self.symfs.is_some() || self.kallsyms.is_some() {
                 return Err(Error::InvalidOptions(
                     "--symfs and --kallsyms apply to --perfdata files only (a live recording \
@@ -479,6 +489,7 @@ impl CommonArgs {
             },
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
+            replay_stack_prefix: self.replay_stack_prefix,
             stdout_to_stderr: self.output.iter().any(|o| crate::sink::shares_stdout(o)),
             run_as: None,
             event: self.event,

@@ -105,6 +105,9 @@ pub struct RecordOptions {
     /// Native sampler, launch mode: off-CPU time with on-CPU time (`--off-cpu`) or alone
     /// (`--off-cpu-only`). Default: off.
     pub off_cpu: crate::collect::OffCpuMode,
+    /// Testing hook for `--perfdata` (hidden `--replay-stack-prefix BYTES`): unwind from only
+    /// the first BYTES of each sample's copied stack. Default: none.
+    pub replay_stack_prefix: Option<u32>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
@@ -132,6 +135,7 @@ impl Default for RecordOptions {
                 CallGraph::FramePointer
             },
             stack_size: DEFAULT_STACK_SIZE,
+            replay_stack_prefix: None,
             stdout_to_stderr: false,
             run_as: None,
             event: None,

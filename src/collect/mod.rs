@@ -55,6 +55,10 @@ pub struct CollectOptions {
     pub lines: bool,
     /// Off-CPU time from context-switch records. Default: [`OffCpuMode::Off`].
     pub off_cpu: OffCpuMode,
+    /// Testing hook (`--replay-stack-prefix`): unwind from only this many leading bytes of each
+    /// sample's copied user stack, as if the copy had been that small, to check stacks completed
+    /// by joining against the full copy of the same recording. Default: none (the whole copy).
+    pub stack_prefix: Option<usize>,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -148,6 +152,7 @@ impl StackCollector {
     /// A collector; it starts a symbolizer thread that works while samples arrive.
     pub fn new(options: CollectOptions) -> Self {
         let load_kallsyms = options.kernel == KernelNames::Running;
+        let stack_prefix = options.stack_prefix;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
         StackCollector {
             warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
@@ -155,7 +160,7 @@ impl StackCollector {
                 Processes::with_locator(locator)
             }),
             options,
-            walker: StackWalker::new(),
+            walker: StackWalker::new(stack_prefix),
             threads: Vec::new(),
             thread_ids: FxHashMap::default(),
             stacks: FxHashMap::default(),
