@@ -118,7 +118,7 @@ pub struct CommonArgs {
     pub call_graph: Option<CallGraphArg>,
 
     /// Native backend: bytes of user stack copied per sample with --call-graph dwarf (at most
-    /// 65528) [default: 32768]
+    /// 65528) [default: 49152]
     #[arg(long, value_name = "BYTES")]
     pub stack_size: Option<u32>,
 

@@ -111,7 +111,7 @@ pub struct RecordOptions {
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
-pub const DEFAULT_STACK_SIZE: u32 = 32 * 1024;
+pub const DEFAULT_STACK_SIZE: u32 = 48 * 1024;
 
 /// The largest user stack copy the kernel accepts (the sample record size is a u16).
 pub const MAX_STACK_SIZE: u32 = 65528;

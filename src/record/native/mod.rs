@@ -71,7 +71,7 @@ pub struct NativeOptions {
     pub target: Target,
     /// Samples per second per CPU. Default: 997.
     pub frequency: u32,
-    /// Default: `CallGraph::Dwarf` with [`crate::options::DEFAULT_STACK_SIZE`] (32 KiB), the
+    /// Default: `CallGraph::Dwarf` with [`crate::options::DEFAULT_STACK_SIZE`] (48 KiB), the
     /// default of the `flamegraph` command's `--stack-size`.
     pub call_graph: CallGraph,
     /// Print what was chosen (event, buffer sizes) to stderr. Default: false.
