@@ -125,7 +125,7 @@ pub struct CommonArgs {
     pub call_graph: Option<CallGraphArg>,
 
     /// Native backend: bytes of user stack copied per sample with --call-graph dwarf (at most
-    /// 65528) [default: 32768]
+    /// 65528) [default: 49152]
     #[arg(long, value_name = "BYTES")]
     pub stack_size: Option<u32>,
 
@@ -142,6 +142,10 @@ pub struct CommonArgs {
     /// switches and migrations]
     #[arg(long, value_name = "N")]
     pub period: Option<u64>,
+    /// Testing: with --perfdata, unwind from only the first BYTES of each sample's copied user
+    /// stack (checks stacks completed by joining against the full copy)
+    #[arg(long = "replay-stack-prefix", value_name = "BYTES", hide = true)]
+    pub replay_stack_prefix: Option<u32>,
 
     /// With --perfdata: look up the recording machine's files under DIR (DIR/usr/lib/libc.so.6
     /// for /usr/lib/libc.so.6), as perf's --symfs; only files whose build-id matches are used
@@ -477,6 +481,11 @@ impl CommonArgs {
                     .into(),
             ));
         }
+        if !matches!(workload, Workload::PerfData(_)) && self.replay_stack_prefix.is_some() {
+            return Err(Error::InvalidOptions(
+                "--replay-stack-prefix applies to --perfdata files only".into(),
+            ));
+        }
         let defaults = RecordOptions::default();
         let record = RecordOptions {
             backend,
@@ -496,6 +505,7 @@ impl CommonArgs {
             },
             // The kernel wants a multiple of 8.
             stack_size: self.stack_size.map_or(defaults.stack_size, |s| s & !7),
+            replay_stack_prefix: self.replay_stack_prefix,
             stdout_to_stderr: self.output.iter().any(|o| crate::sink::shares_stdout(o)),
             run_as: None,
             event,

@@ -122,10 +122,13 @@ pub struct RecordOptions {
     /// `--duration`: stop recording after this long, as Ctrl-C does (a launched program is
     /// stopped; attached processes and a system-wide recording's keep running). Default: none.
     pub duration: Option<std::time::Duration>,
+    /// Testing hook for `--perfdata` (hidden `--replay-stack-prefix BYTES`): unwind from only
+    /// the first BYTES of each sample's copied stack. Default: none.
+    pub replay_stack_prefix: Option<u32>,
 }
 
 /// Bytes of user stack copied per sample by default in DWARF mode.
-pub const DEFAULT_STACK_SIZE: u32 = 32 * 1024;
+pub const DEFAULT_STACK_SIZE: u32 = 48 * 1024;
 
 /// The largest user stack copy the kernel accepts (the sample record size is a u16).
 pub const MAX_STACK_SIZE: u32 = 65528;
@@ -149,6 +152,7 @@ impl Default for RecordOptions {
                 CallGraph::FramePointer
             },
             stack_size: DEFAULT_STACK_SIZE,
+            replay_stack_prefix: None,
             stdout_to_stderr: false,
             run_as: None,
             event: None,

@@ -265,3 +265,201 @@ fn debian_python_and_sqlite_stacks_reach_their_roots() {
         folded.summary()
     );
 }
+
+/// A perf.data recorded once by the real perf at the largest stack copy (65528 bytes).
+struct Recorded {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+}
+
+fn record_full_copies(command: &[&OsStr]) -> Recorded {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("perf.data");
+    let mut perf = std::process::Command::new("perf");
+    perf.current_dir(dir.path())
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "997",
+            "--call-graph",
+            "dwarf,65528",
+            "-o",
+        ])
+        .arg(&data)
+        .arg("--")
+        .args(command);
+    run_ok(&mut perf, Duration::from_secs(120));
+    Recorded { _dir: dir, data }
+}
+
+/// Folds `recorded` with our unwinder: from each sample's whole copy, or from only its first
+/// `prefix` bytes (hidden `--replay-stack-prefix`), where truncated walks are completed by
+/// joining them to earlier stacks of their thread.
+fn replay(recorded: &Recorded, prefix: Option<u32>) -> Folded {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.folded");
+    let mut cmd = flamegraph();
+    cmd.arg("--perfdata").arg(&recorded.data);
+    if let Some(bytes) = prefix {
+        cmd.arg("--replay-stack-prefix").arg(bytes.to_string());
+    }
+    let output = run_ok(cmd.arg("-o").arg(&out), Duration::from_secs(120));
+    let text = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("no folded output: {e}\n{}", util::describe_output(&output)));
+    Folded::parse(&text)
+}
+
+fn weights(folded: &Folded) -> HashMap<&[String], u64> {
+    let mut m = HashMap::new();
+    for (s, w) in &folded.stacks {
+        *m.entry(s.as_slice()).or_default() += w;
+    }
+    m
+}
+
+fn truncated(stack: &[String]) -> bool {
+    stack.iter().any(|f| f == "[truncated]")
+}
+
+/// Whether a stack (root first) reached its root.
+fn rooted(stack: &[String]) -> bool {
+    let single = Folded {
+        stacks: vec![(stack.to_vec(), 1)],
+    };
+    !truncated(stack) && unrooted_share(&single) == 0.0
+}
+
+/// The share of the weight whose stack from the prefix is complete (not `[truncated]`) but not
+/// one the full copy gives (or more often than it does): callers the joining invented.
+fn invented_share(full: &Folded, cut: &Folded) -> f64 {
+    let full_w = weights(full);
+    let invented: u64 = weights(cut)
+        .into_iter()
+        .filter(|(s, _)| !truncated(s))
+        .map(|(s, w)| w.saturating_sub(full_w.get(s).copied().unwrap_or(0)))
+        .sum();
+    invented as f64 / full.total().max(1) as f64
+}
+
+/// Of the weight rooted from the full copy, the share that is the same stack from the prefix,
+/// and the rooted share of the full copy.
+fn same_rooted_share(full: &Folded, cut: &Folded) -> (f64, f64) {
+    let cut_w = weights(cut);
+    let full_w = weights(full);
+    let rooted_w: u64 = full_w
+        .iter()
+        .filter(|(s, _)| rooted(s))
+        .map(|(_, &w)| w)
+        .sum();
+    let same: u64 = full_w
+        .iter()
+        .filter(|(s, _)| rooted(s))
+        .map(|(s, &w)| w.min(cut_w.get(s).copied().unwrap_or(0)))
+        .sum();
+    (
+        same as f64 / rooted_w.max(1) as f64,
+        rooted_w as f64 / full.total().max(1) as f64,
+    )
+}
+
+/// (1) Truth: a stack completed from the prefix is one the full copy gives too (the share of
+/// weight that is not stays at most `invented_limit`); (2) completeness: of the weight rooted
+/// from the full copy, at least 99.5% is the same stack from the prefix plus joining.
+fn assert_replay_agrees(what: &str, full: &Folded, cut: &Folded, invented_limit: f64) {
+    let summaries = || {
+        format!(
+            "full copy:\n{}\nprefix + joining:\n{}",
+            full.summary(),
+            cut.summary()
+        )
+    };
+    let invented = invented_share(full, cut);
+    assert!(
+        invented <= invented_limit,
+        "{what}: {:.2}% of the weight got completed stacks the full copy does not have\n{}",
+        invented * 100.0,
+        summaries()
+    );
+    let (same, rooted_share) = same_rooted_share(full, cut);
+    assert!(
+        rooted_share > 0.5,
+        "{what}: the full copy roots only {:.1}%\n{}",
+        rooted_share * 100.0,
+        summaries()
+    );
+    assert!(
+        same >= 0.995,
+        "{what}: of the weight rooted from the full copy, {:.2}% is the same stack from the \
+         prefix plus joining (want >= 99.5%)\n{}",
+        same * 100.0,
+        summaries()
+    );
+}
+
+/// Issue 11 item 4, the deep-recursion fixture: stacks unwound from the default copy size (plus
+/// joining) are those of the full 65528-byte copy of the same samples. In its `wave` mode
+/// `recurse` sweeps depths 1..400 (about 50 KB of stack at the bottom), so its deepest samples
+/// need more than the default copy and are completed from earlier samples of the same
+/// activations. From a 32 KiB prefix many more samples need joining: no caller may be invented
+/// then either.
+#[test]
+fn deep_recursion_from_a_prefix_plus_joining_equals_the_full_copy() {
+    if !has_gcc() || !util::require_perf() {
+        return;
+    }
+    let exe = fixture("recurse", Variant::CNoFramePointers);
+    let command = [
+        exe.as_os_str(),
+        OsStr::new("400"),
+        OsStr::new("2"),
+        OsStr::new("wave"),
+    ];
+    let recorded = record_full_copies(&command);
+    let full = replay(&recorded, None);
+    let default = replay(&recorded, Some(flamegraph::options::DEFAULT_STACK_SIZE));
+    assert_replay_agrees(
+        "recurse wave from the default copy size",
+        &full,
+        &default,
+        0.0,
+    );
+    let cut32 = replay(&recorded, Some(32 * 1024));
+    let invented = invented_share(&full, &cut32);
+    assert!(
+        invented == 0.0,
+        "recurse wave from 32 KiB: {:.2}% of the weight got invented callers\n{}",
+        invented * 100.0,
+        cut32.summary()
+    );
+}
+
+/// Issue 11 item 4, a real Rust program: rustc compiling a small program, recorded once at the
+/// full copy size. Its compiler thread's stacks all end in `[truncated]`, even from the full
+/// copy (`run_compiler::{closure#1}` has a 527 KiB frame, more than any copy): the comparison is
+/// on the rooted weight (the LLVM threads, the driver), and no stack may be completed wrongly.
+#[test]
+fn rustc_from_a_prefix_plus_joining_equals_the_full_copy() {
+    if !util::require_perf() {
+        return;
+    }
+    let sysroot = run_ok(
+        std::process::Command::new("rustc").args(["--print", "sysroot"]),
+        Duration::from_secs(60),
+    );
+    let rustc =
+        std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
+    let out_dir = tempfile::tempdir().unwrap();
+    let source = util::fixtures_dir().join("rust/generic.rs");
+    let command = [
+        rustc.as_os_str(),
+        OsStr::new("-O"),
+        OsStr::new("--out-dir"),
+        out_dir.path().as_os_str(),
+        source.as_os_str(),
+    ];
+    let recorded = record_full_copies(&command);
+    let full = replay(&recorded, None);
+    let default = replay(&recorded, Some(flamegraph::options::DEFAULT_STACK_SIZE));
+    assert_replay_agrees("rustc from the default copy size", &full, &default, 0.005);
+}

@@ -60,6 +60,10 @@ pub struct CollectOptions {
     /// unwound and named (see `process.rs`). Default: false (files are read by path, except
     /// those of processes in other mount namespaces).
     pub open_mapped_files: bool,
+    /// Testing hook (`--replay-stack-prefix`): unwind from only this many leading bytes of each
+    /// sample's copied user stack, as if the copy had been that small, to check stacks completed
+    /// by joining against the full copy of the same recording. Default: none (the whole copy).
+    pub stack_prefix: Option<usize>,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -153,6 +157,7 @@ impl StackCollector {
     /// A collector; it starts a symbolizer thread that works while samples arrive.
     pub fn new(options: CollectOptions) -> Self {
         let load_kallsyms = options.kernel == KernelNames::Running;
+        let stack_prefix = options.stack_prefix;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
         let mut processes =
             (options.locator.clone()).map_or_else(Processes::default, Processes::with_locator);
@@ -163,7 +168,7 @@ impl StackCollector {
             warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
             processes,
             options,
-            walker: StackWalker::new(),
+            walker: StackWalker::new(stack_prefix),
             threads: Vec::new(),
             thread_ids: FxHashMap::default(),
             stacks: FxHashMap::default(),

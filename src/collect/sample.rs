@@ -49,15 +49,19 @@ pub(super) struct StackWalker {
     /// The last complete user stack of each thread, to complete truncated walks.
     joiner: Joiner<CodeAddress>,
     steps: Vec<(CodeAddress, u64)>,
+    /// Unwind from at most this many leading bytes of each copied stack (a testing hook, see
+    /// [`super::CollectOptions::stack_prefix`]).
+    stack_prefix: Option<usize>,
 }
 
 impl StackWalker {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(stack_prefix: Option<usize>) -> Self {
         StackWalker {
             unwinder: Unwinder::new(),
             addresses: Vec::with_capacity(256),
             joiner: Joiner::new(),
             steps: Vec::with_capacity(256),
+            stack_prefix,
         }
     }
 
@@ -200,9 +204,13 @@ impl StackWalker {
         let Some(regs) = unwind::regs_from_sample::<unwind::NativeArch>(regs) else {
             return UnwindEnd::Stopped;
         };
+        let bytes = match self.stack_prefix {
+            Some(n) => &sample.user_stack[..n.min(sample.user_stack.len())],
+            None => sample.user_stack,
+        };
         let stack = StackSnapshot {
             sp: <unwind::NativeArch as unwind::SampleRegs>::sp(&regs),
-            bytes: sample.user_stack,
+            bytes,
         };
         let lookup = SpaceLookup {
             space: processes.space(sample.pid),

@@ -309,6 +309,7 @@ fn collect_options(config: &Config) -> crate::collect::CollectOptions {
     options.full_names = config.graph.full_names;
     options.lines = config.record.lines;
     options.off_cpu = config.record.off_cpu;
+    options.stack_prefix = config.record.replay_stack_prefix.map(|n| n as usize);
     options
 }
 

@@ -84,7 +84,7 @@ pub struct NativeOptions {
     pub event: crate::event::Event,
     /// Sample every this many events instead of at `frequency`. Default: none.
     pub period: Option<u64>,
-    /// Default: `CallGraph::Dwarf` with [`crate::options::DEFAULT_STACK_SIZE`] (32 KiB), the
+    /// Default: `CallGraph::Dwarf` with [`crate::options::DEFAULT_STACK_SIZE`] (48 KiB), the
     /// default of the `flamegraph` command's `--stack-size`.
     pub call_graph: CallGraph,
     /// Print what was chosen (event, buffer sizes) to stderr. Default: false.
