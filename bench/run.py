@@ -126,7 +126,7 @@ def prepare():
              "--root", RG_CACHED.parent.parent, "--target-dir", CACHE / "rg-target"], env=env)
         shutil.rmtree(CACHE / "rg-target", ignore_errors=True)
     if not ROCKS_BIN.exists():
-        log("building RocksDB with debug info: ~40 min on 2 cores")
+        log("building RocksDB with debug info: ~40-60 min on 2 cores")
         run(["cargo", "build", "--release", "--locked", "--target-dir", ROCKS_TARGET],
             cwd=ROCKS_SRC, env=env)
     log(f"ripgrep: {RG_CACHED} ({debug_info_mib(RG_CACHED):.0f} MiB of .debug_*)")
@@ -262,7 +262,7 @@ def workloads(args):
         loads.append(Workload("rocks", [ROCKS_BIN, SCRATCH, secs], True, r"ops=(\d+)",
                               threads=2, perf_timeout=slow))
     else:
-        log("rocks: not prepared (python3 bench/run.py --prepare, ~40 min); skipped")
+        log("rocks: not prepared (python3 bench/run.py --prepare, ~40-60 min); skipped")
     offcpu = ["bare", "native", "native --off-cpu"]
     if not args.only or "pingpong" in args.only:
         # 190 us of work per hop + the pipe's wake-up: ~5k switches/s on an idle machine (a
@@ -1214,7 +1214,7 @@ def main():
     ap.add_argument("--no-long", action="store_true", help="skip the 60 s RSS run (full mode)")
     ap.add_argument("--keep", action="store_true", help="keep perf.data files")
     ap.add_argument("--prepare", action="store_true",
-                    help="build the cached ripgrep and RocksDB workloads (once; ~40 min) and exit")
+                    help="build the cached ripgrep and RocksDB workloads (once; ~40-60 min) and exit")
     ap.add_argument("--scale", action="store_true", help="the scaling run (issue 14 item 5): "
                     "figures and plots into bench/scale.md and bench/scale-*.png")
     ap.add_argument("--soak", action="store_true", help="the soak run (issue 14 item 6): "
