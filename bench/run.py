@@ -850,10 +850,11 @@ def scale_table(results):
             "profiler CPU s | lost |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         x = f"{r['x']:.0f}"
+        err = f" ({r['error']})" if r.get("error") else ""
         rows.append(f"| {r['dimension']} | {x} | {cell(r.get('samples'), digits=0)} | "
                     f"{cell(r.get('stacks'), digits=0)} | {cell(r.get('rss_mib'), digits=1)} | "
                     f"{cell(r.get('post'))} | {cell(r.get('prof_cpu'))} | "
-                    f"{cell(r.get('lost'), digits=0)}{' (' + r['error'] + ')' if r.get('error') else ''} |")
+                    f"{cell(r.get('lost'), digits=0)}{err} |")
     return rows
 
 
@@ -934,8 +935,9 @@ def soak_run(args):
     # The baseline: the RSS at 1 minute (at a tenth of the run when it lasted under 2 minutes).
     t_base = 60 if series and series[-1][0] >= 120 else (series[-1][0] / 10 if series else 0)
     warm = [s for s in series if s[0] >= t_base]
+    soak_arg = f" --soak-seconds {secs}" if secs != 600 else ""
     md = ["# Soak results", "", f"Machine: {machine()}.",
-          f"Command: `python3 bench/run.py --soak{' --soak-seconds %d' % secs if secs != 600 else ''}`"
+          f"Command: `python3 bench/run.py --soak{soak_arg}`"
           f" (native, `rustload 4 N`: 4 threads, ~{secs} s).", "",
           "| t s | VmRSS MiB | VmHWM MiB |", "|---|---|---|"]
     md += [f"| {t:.0f} | {rss:.1f} | {hwm:.1f} |" for t, rss, hwm in series]
@@ -946,8 +948,9 @@ def soak_run(args):
         growth = top / base - 1
         ok = growth <= 0.05 and r.get("lost") == 0
         md.append(f"RSS after {warm[0][0]:.0f} s: {base:.1f} MiB, largest after it {top:.1f} MiB "
-                  f"({100 * growth:+.1f} %); peak (VmHWM at exit) {cell(r.get('rss_mib'), ' MiB', 1)}; "
-                  f"{cell(r.get('samples'), digits=0)} samples, {cell(r.get('lost'), digits=0)} lost "
+                  f"({100 * growth:+.1f} %); peak (VmHWM at exit) "
+                  f"{cell(r.get('rss_mib'), ' MiB', 1)}; {cell(r.get('samples'), digits=0)} "
+                  f"samples, {cell(r.get('lost'), digits=0)} lost "
                   f"in {cell(r.get('wall'))} s; post-processing {cell(r.get('post'))} s. "
                   f"Target (RSS within 5% after the first minute, 0 lost): {verdict(ok)}.")
     else:
@@ -1214,7 +1217,8 @@ def main():
     ap.add_argument("--no-long", action="store_true", help="skip the 60 s RSS run (full mode)")
     ap.add_argument("--keep", action="store_true", help="keep perf.data files")
     ap.add_argument("--prepare", action="store_true",
-                    help="build the cached ripgrep and RocksDB workloads (once; ~40-60 min) and exit")
+                    help="build the cached ripgrep and RocksDB workloads "
+                    "(once; ~40-60 min) and exit")
     ap.add_argument("--scale", action="store_true", help="the scaling run (issue 14 item 5): "
                     "figures and plots into bench/scale.md and bench/scale-*.png")
     ap.add_argument("--soak", action="store_true", help="the soak run (issue 14 item 6): "

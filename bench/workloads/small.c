@@ -25,7 +25,9 @@ __attribute__((noinline, noclone)) unsigned long WORK(unsigned long x, double ms
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     end = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6 + ms;
     do {
-        for (int i = 0; i < 20000; i++) x = x * 6364136223846793005UL + (1442695040888963407UL + ID);
+        for (int i = 0; i < 20000; i++) {
+            x = x * 6364136223846793005UL + (1442695040888963407UL + ID);
+        }
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     } while (ts.tv_sec * 1e3 + ts.tv_nsec / 1e6 < end);
     return x;
