@@ -234,6 +234,11 @@ def find_rg():
     return None
 
 
+def want(args, name):
+    """Whether `--only` (if given) selects workload `name`."""
+    return not args.only or name in args.only.split(",")
+
+
 def workloads(args):
     secs = 3 if args.quick else 10
     rust_secs = 5 if args.quick else 20
@@ -250,18 +255,18 @@ def workloads(args):
     loads.append(Workload(
         "rustc", [real_rustc(), "-O", "-o", SCRATCH / "hello", BENCH / "workloads" / "hello.rs"],
         False, comms=["cc", "collect2", "ld", "ld.bfd", "ld.gold", "rustc"], perf_timeout=slow))
-    rg = find_rg()
+    rg = find_rg() if want(args, "ripgrep") else None
     if rg:
         loads.append(Workload("ripgrep", rg_argv(rg, rg_copies(rg, 5 if args.quick else 10)),
                               False, threads=2, perf_timeout=slow))
-    else:
+    elif want(args, "ripgrep"):
         log("ripgrep: not prepared (python3 bench/run.py --prepare); skipped")
     loads.append(Workload("spin64", [OUT / "bin" / "spin", 64, secs], True, r"rounds=(\d+)",
                           threads=64, perf_timeout=slow))
     if ROCKS_BIN.exists():
         loads.append(Workload("rocks", [ROCKS_BIN, SCRATCH, secs], True, r"ops=(\d+)",
                               threads=2, perf_timeout=slow))
-    else:
+    elif want(args, "rocks"):
         log("rocks: not prepared (python3 bench/run.py --prepare, ~40-60 min); skipped")
     offcpu = ["bare", "native", "native --off-cpu"]
     if not args.only or "pingpong" in args.only:
