@@ -899,6 +899,9 @@ def scale_plots(results):
             ax.set_ylim(bottom=0)
             if dim in ("threads", "binaries"):
                 ax.set_xscale("log")
+                ax.minorticks_off()
+            ax.set_xticks(xs)
+            ax.set_xticklabels([f"{x:.0f}" for x in xs])
             ax.grid(alpha=0.3)
         fig.suptitle(f"flamegraph native backend: cost against {dim}")
         fig.tight_layout()
