@@ -343,7 +343,8 @@ def count_samples(contender, run_dir, stderr, folded):
     if contender.startswith("native"):
         m = re.search(r"recorded (\d+) samples", stderr)
         samples = int(m.group(1)) if m else None
-        m = re.search(r"lost (\d+) of (\d+) samples", stderr)
+        m = re.search(r"lost (\d+) of (\d+) samples", stderr) or re.search(
+            r"\d+ samples, (\d+) lost", stderr)  # the summary line of newer builds
         lost = int(m.group(1)) if m else 0
     elif contender.startswith("perf-cli"):
         m = re.search(r"perf record: Captured and wrote .*\((\d+) samples\)", stderr)
@@ -475,7 +476,8 @@ def run_one(contender, workload, rep, args, samply, sample_rss=False):
         result["samples"], result["lost"] = count_samples(contender, run_dir, stderr, folded)
         result["root_share"] = root_share(folded) if contender != "samply" else None
         result["stacks"] = folded_lines(folded)
-        m = re.search(r"VmHWM\D{0,20}(\d+(?:\.\d+)?)\s*(KiB|kB|MiB|MB)", stderr)
+        m = re.search(r"(\d+(?:\.\d+)?)\s*(KiB|kB|MiB|MB)\s*\(VmHWM\)", stderr) or re.search(
+            r"VmHWM\D{0,20}(\d+(?:\.\d+)?)\s*(KiB|kB|MiB|MB)", stderr)
         if m:  # the profiler's own report, if a build prints one (-v)
             result["vmhwm_reported_mib"] = float(m.group(1)) / (
                 1024 if m.group(2) in ("KiB", "kB") else 1)
@@ -754,7 +756,8 @@ def perfdata_points(args):
                  rss_mib=max((s["hwm_kib"] for s in fg), default=0) / 1024 or None,
                  prof_cpu=sum(s["cpu"] for s in fg) if fg else None,
                  stacks=folded_lines(d / "stacks.folded"))
-        m = re.search(r"lost (\d+) events", p.stderr)
+        m = re.search(r"lost (\d+) events", p.stderr) or re.search(
+            r"\d+ samples, (\d+) lost", p.stderr)
         r["lost"] = int(m.group(1)) if m else 0
         r["samples"] = sum(int(l.rpartition(" ")[2]) for l in
                            (d / "stacks.folded").read_text().splitlines() if l) if (
