@@ -1161,7 +1161,7 @@ def targets_table(results, loads, slow, long_run, perfdata, quick):
         cp = cpu_cost(results, "perf-cli", w.name, sp)
         if cn is not None and cs is not None:
             add(f"{w.name}: added CPU time < samply's", f"{cn:.2f} s vs samply {cs:.2f} s",
-                f"perf-cli: {cell(cp)} s", cn < cs)
+                "perf-cli: timed out" if p_to else f"perf-cli: {cell(cp)} s", cn < cs)
         if cn is not None and cs:
             add(f"{w.name}: added CPU <= 33% of samply's (issue 14)",
                 f"{cn:.2f} s vs samply {cs:.2f} s", f"{100 * cn / cs:.0f} % of samply's",
