@@ -395,6 +395,9 @@ impl StackCollector {
         for interval in self.off_cpu.finish() {
             self.tally_interval(interval);
         }
+        // No more stacks to walk: the unwind tables (and the mapped pages they read) go before
+        // symbolization needs memory.
+        self.walker = StackWalker::new(None);
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
         let mut symbolizer = warmer.finish(symbolize_options(&self.options));
         if let KernelNames::File(path) = &self.options.kernel {

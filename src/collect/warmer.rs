@@ -1,54 +1,98 @@
 //! A symbolizer working on a thread while samples arrive: it loads `/proc/kallsyms` and parses
 //! each module's debug info as soon as a first sample lands in it, so that little is left to do
 //! when recording ends (what the user waits for).
+//!
+//! The threads read each module apart and only then add it to the shared symbolizer, so that at
+//! the end the modules they finished are taken over even when a module is still being read (at
+//! nice 19 on a busy machine that can take long): only that one module is read twice, and no
+//! finished work is thrown away and redone while its memory is still held.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use crate::process::ModuleId;
 use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 
 /// How long the end of a recording waits for the symbolizer thread to finish its work before
-/// doing that work itself at normal priority.
+/// doing the rest itself at normal priority.
 const WARMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What the threads fill and the end of the recording takes.
+struct Shared {
+    symbolizer: Mutex<Symbolizer>,
+    /// Set when the symbolizer was taken: the threads stop and keep nothing more.
+    taken: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Symbolizer> {
+        // A panic of a warming thread leaves a usable cache: every insertion is one call.
+        self.symbolizer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `add` on the symbolizer unless it was taken.
+    fn add(&self, add: impl FnOnce(&mut Symbolizer)) {
+        let mut symbolizer = self.lock();
+        if !self.taken.load(Ordering::Acquire) {
+            add(&mut symbolizer);
+        }
+    }
+}
 
 pub(super) struct Warmer {
     /// (file to read, path as recorded, file offset).
     requests: Option<mpsc::Sender<(PathBuf, PathBuf, u64)>>,
-    thread: Option<std::thread::JoinHandle<Symbolizer>>,
+    /// The module thread and the kallsyms thread.
+    threads: Vec<std::thread::JoinHandle<()>>,
+    shared: Option<Arc<Shared>>,
     /// Per module id: already sent.
     sent: Vec<bool>,
 }
 
 impl Warmer {
     /// Starts the thread; it loads `/proc/kallsyms` too when `load_kallsyms`.
-    pub(super) fn start(mut symbolizer: Symbolizer, load_kallsyms: bool) -> Self {
+    pub(super) fn start(symbolizer: Symbolizer, load_kallsyms: bool) -> Self {
         let (tx, rx) = mpsc::channel::<(PathBuf, PathBuf, u64)>();
-        let thread = std::thread::Builder::new()
+        let preparer = symbolizer.preparer();
+        let shared = Arc::new(Shared {
+            symbolizer: Mutex::new(symbolizer),
+            taken: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        let modules = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
             .name("flamegraph-symbolizer".into())
             .spawn(move || {
                 lower_priority();
-                // Reading /proc/kallsyms is slow in the kernel: overlap it with debug info too.
-                let kernel = load_kallsyms.then(|| {
-                    std::thread::spawn(|| {
-                        lower_priority();
-                        KernelSymbols::load()
-                    })
-                });
-                let mut scratch = Vec::new();
                 for (file, path, offset) in rx {
-                    scratch.clear();
-                    symbolizer.symbolize_file_as(&file, &path, offset, &mut scratch);
+                    if modules.taken.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if modules.lock().has_file(&file) {
+                        continue;
+                    }
+                    let prepared = preparer.prepare(&file, &path, offset);
+                    modules.add(|symbolizer| symbolizer.adopt(prepared));
                 }
-                if let Some(Ok(kernel)) = kernel.map(|k| k.join()) {
-                    symbolizer.set_kernel_symbols(kernel);
-                }
-                symbolizer
-            })
-            .ok();
+            });
+        let Ok(thread) = spawned else {
+            return Self::idle();
+        };
+        threads.push(thread);
+        // Reading /proc/kallsyms is slow in the kernel: overlap it with debug info too.
+        if load_kallsyms {
+            let kernel = Arc::clone(&shared);
+            threads.extend(std::thread::Builder::new().spawn(move || {
+                lower_priority();
+                let symbols = KernelSymbols::load();
+                kernel.add(|symbolizer| symbolizer.set_kernel_symbols(symbols));
+            }));
+        }
         Warmer {
-            requests: thread.is_some().then_some(tx),
-            thread,
+            requests: Some(tx),
+            threads,
+            shared: Some(shared),
             sent: Vec::new(),
         }
     }
@@ -57,7 +101,8 @@ impl Warmer {
     pub(super) fn idle() -> Self {
         Warmer {
             requests: None,
-            thread: None,
+            threads: Vec::new(),
+            shared: None,
             sent: Vec::new(),
         }
     }
@@ -77,24 +122,40 @@ impl Warmer {
         }
     }
 
-    /// The warmed symbolizer, or a fresh one if the thread could not run or is not done within
-    /// [`WARMER_GRACE`]: at nice 19 on a machine whose cores are busy it gets almost no CPU
-    /// (a 0.3 s program took 148 s to draw at load 27), and waiting for it would make the
-    /// tool's normal-priority thread wait for the lowest priority there is. The abandoned
-    /// thread ends on its own (its request channel is closed) or with the process.
+    /// The warmed symbolizer: the threads get up to [`WARMER_GRACE`] to finish, then what they
+    /// finished is taken as it is. At nice 19 on a machine whose cores are busy they get almost
+    /// no CPU (a 0.3 s program took 148 s to draw at load 27), and waiting for them would make
+    /// the tool's normal-priority thread wait for the lowest priority there is. A thread still
+    /// reading a module drops it when done (its request channel is closed) and ends.
     pub(super) fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
         self.requests = None;
-        let thread = self.thread.take();
         let deadline = std::time::Instant::now() + WARMER_GRACE;
-        while thread.as_ref().is_some_and(|t| !t.is_finished())
-            && std::time::Instant::now() < deadline
-        {
+        let busy =
+            |threads: &[std::thread::JoinHandle<()>]| threads.iter().any(|t| !t.is_finished());
+        while busy(&self.threads) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        thread
-            .filter(|t| t.is_finished())
-            .and_then(|t| t.join().ok())
-            .unwrap_or_else(|| Symbolizer::new(options))
+        let Some(shared) = self.shared.take() else {
+            return Symbolizer::new(options);
+        };
+        // The threads hold the lock only to look up or add a module; give a thread that was
+        // preempted while holding it the same grace.
+        loop {
+            let locked = match shared.symbolizer.try_lock() {
+                Ok(symbolizer) => Some(symbolizer),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut symbolizer) = locked {
+                shared.taken.store(true, Ordering::Release);
+                return std::mem::replace(&mut *symbolizer, Symbolizer::new(options));
+            }
+            if std::time::Instant::now() >= deadline + WARMER_GRACE {
+                shared.taken.store(true, Ordering::Release);
+                return Symbolizer::new(options);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 

@@ -143,10 +143,17 @@ fn native_record(config: &Config) -> Result<Recording> {
     status.phase("symbolizing");
     let stats = collector.stats();
     collector.set_event(summary.event.clone());
+    let symbolizing = std::time::Instant::now();
     let (profile, symbolizer_notes) = collector.finish_with_notes();
     status.finish();
 
     let mut notes = native_notes(&summary, stats, options);
+    if options.verbose {
+        let seconds = symbolizing.elapsed().as_secs_f64();
+        notes.push(format!(
+            "symbolized in {seconds:.3} s after the recording ended"
+        ));
+    }
     notes.extend(symbolizer_notes);
     if options.call_graph == CallGraph::FramePointer {
         notes.extend(hints::frame_pointer_hint(&profile));

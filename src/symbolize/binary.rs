@@ -30,6 +30,9 @@ enum Bytes {
 #[derive(Default)]
 struct Storage {
     blocks: Vec<Bytes>,
+    /// Decompressed sections by the address of their compressed bytes, each decompressed once
+    /// for the name index and the line tables.
+    decompressed: Vec<(usize, &'static [u8])>,
 }
 
 impl Storage {
@@ -47,6 +50,43 @@ impl Storage {
         // last field of `Binary`, so every field holding such a view is dropped before it, and
         // `Binary` never hands out a view that outlives a borrow of itself.
         unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// The uncompressed content of `section`, decompressed (into a block kept here) on the first
+    /// call for it.
+    fn uncompressed(
+        &mut self,
+        section: &object::Section<'static, '_>,
+        name: &'static str,
+    ) -> Result<&'static [u8], SymbolizeError> {
+        let key = section
+            .compressed_data()
+            .map_or(0, |c| c.data.as_ptr() as usize);
+        if let Some(&(_, data)) = self.decompressed.iter().find(|(k, _)| *k == key) {
+            return Ok(data);
+        }
+        Ok(match bounded_uncompressed_data(section, name)? {
+            Cow::Borrowed(data) => data,
+            Cow::Owned(data) => {
+                let data = self.keep(Bytes::Owned(data.into_boxed_slice()));
+                self.decompressed.push((key, data));
+                data
+            }
+        })
+    }
+
+    /// Drops the pages of the mapped files from this process's memory: they count in its RSS
+    /// once read, and a big binary's symbol tables and debug info would otherwise stay resident.
+    /// Views stay valid: a page read again comes back from the page cache (or the file).
+    fn release(&self) {
+        for block in &self.blocks {
+            if let Bytes::Mapped(map) = block {
+                // SAFETY: the map is a private, read-only file mapping that nobody writes, so
+                // `MADV_DONTNEED` discards no data: the next read of a page maps the file's
+                // content again. Owned (heap) blocks, which it would zero, are never passed.
+                let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            }
+        }
     }
 }
 
@@ -68,6 +108,8 @@ pub(crate) struct Binary {
     /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
     /// path and content.
     debug_object: Option<Option<(PathBuf, object::File<'static>)>>,
+    /// Lookups since the mapped pages were last released (see [`Storage::release`]).
+    lookups: u32,
     object: object::File<'static>,
     segments: SegmentMap,
     /// The binary's path and the debug root to search for its separate debug file; `None` for
@@ -126,6 +168,7 @@ impl Binary {
             fdes: None,
             lines: None,
             debug_object: None,
+            lookups: 0,
             segments: SegmentMap::from_object(&object),
             object,
             debug_search,
@@ -148,6 +191,7 @@ impl Binary {
         options: SymbolizeOptions,
         out: &mut Vec<String>,
     ) -> bool {
+        self.count_lookup();
         let first = out.len();
         let from_symtab = self.push_symbol(svma, options, out);
         if options.inline || !from_symtab {
@@ -163,11 +207,15 @@ impl Binary {
     /// `lines.rs`); nothing if the binary has no DWARF. The line tables are read on first use.
     pub(crate) fn push_locations(&mut self, svma: u64, out: &mut Vec<Option<SourceLocation>>) {
         if self.lines.is_none() {
-            let lines = self
-                .dwarf()
-                .and_then(|names| SourceLines::new(std::sync::Arc::clone(names.dwarf())));
+            self.load_debug_object();
+            let search = self.debug_search.as_ref();
+            let lines = dwarf_object(&self.object, &self.debug_object, search)
+                .and_then(|(object, search)| load_dwarf(object, search, &mut self.storage).ok())
+                .and_then(|dwarf| SourceLines::new(std::sync::Arc::new(dwarf)));
+            self.storage.release();
             self.lines = Some(lines);
         }
+        self.count_lookup();
         if let Some(Some(lines)) = &mut self.lines {
             lines.locations(svma, out);
         }
@@ -194,8 +242,22 @@ impl Binary {
     }
 
     fn fdes(&mut self) -> &FunctionBounds {
-        self.fdes
-            .get_or_insert_with(|| FunctionBounds::build(&self.object))
+        if self.fdes.is_none() {
+            self.fdes = Some(FunctionBounds::build(&self.object));
+            self.storage.release();
+        }
+        self.fdes.get_or_insert_with(FunctionBounds::default)
+    }
+
+    /// Counts a lookup; every [`RELEASE_LOOKUPS`] lookups, drops the mapped pages read so far
+    /// from memory (see [`Storage::release`]): DWARF lookups read all over a big binary's debug
+    /// sections, and pages read once would otherwise stay resident for the rest of the run.
+    fn count_lookup(&mut self) {
+        self.lookups += 1;
+        if self.lookups >= RELEASE_LOOKUPS {
+            self.lookups = 0;
+            self.storage.release();
+        }
     }
 
     /// Pushes DWARF frames at `svma`, outermost first: the outermost function if `outermost`, the
@@ -245,22 +307,15 @@ impl Binary {
     /// The DWARF name index, built on first use from the binary or else its debug file.
     fn dwarf(&mut self) -> Option<&mut DwarfNames<Slice>> {
         if self.dwarf.is_none() {
-            let context = if has_dwarf(&self.object) {
-                let search = self
-                    .debug_search
-                    .as_ref()
-                    .map(|(path, root)| (path.as_path(), root.as_path()));
-                load_dwarf(&self.object, search, &mut self.storage).ok()
-            } else {
+            if !has_dwarf(&self.object) {
                 self.load_debug_object();
-                match (&self.debug_object, &self.debug_search) {
-                    (Some(Some((path, debug))), Some((_, root))) if has_dwarf(debug) => {
-                        load_dwarf(debug, Some((path, root)), &mut self.storage).ok()
-                    }
-                    _ => None,
-                }
-            };
-            self.dwarf = Some(context);
+            }
+            let search = self.debug_search.as_ref();
+            let names = dwarf_object(&self.object, &self.debug_object, search)
+                .and_then(|(object, search)| load_dwarf(object, search, &mut self.storage).ok())
+                .map(DwarfNames::new);
+            self.storage.release();
+            self.dwarf = Some(names);
         }
         self.dwarf.as_mut()?.as_mut()
     }
@@ -272,9 +327,11 @@ impl Binary {
             if self.object.symbols().next().is_none() {
                 self.load_debug_object();
             }
+            let storage = &self.storage;
+            let release = &mut || storage.release();
             let table = match &self.debug_object {
-                Some(Some((_, debug))) => SymbolTable::build(&[&self.object, debug]),
-                _ => SymbolTable::build(&[&self.object]),
+                Some(Some((_, debug))) => SymbolTable::build(&[&self.object, debug], release),
+                _ => SymbolTable::build(&[&self.object], release),
             };
             self.symbols = Some(table);
         }
@@ -316,6 +373,31 @@ fn has_dwarf(object: &object::File<'_>) -> bool {
         .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
 }
 
+/// How many lookups in a binary between two releases of its mapped pages.
+const RELEASE_LOOKUPS: u32 = 64;
+
+/// The object whose DWARF is used: the binary's own if it has some, else its debug file's
+/// (`debug_object`, already looked for), with the path that locates its supplementary file and
+/// the debug root.
+fn dwarf_object<'a>(
+    object: &'a object::File<'static>,
+    debug_object: &'a Option<Option<(PathBuf, object::File<'static>)>>,
+    search: Option<&'a (PathBuf, PathBuf)>,
+) -> Option<(&'a object::File<'static>, Option<(&'a Path, &'a Path)>)> {
+    if has_dwarf(object) {
+        return Some((
+            object,
+            search.map(|(path, root)| (path.as_path(), root.as_path())),
+        ));
+    }
+    match (debug_object, search) {
+        (Some(Some((path, debug))), Some((_, root))) if has_dwarf(debug) => {
+            Some((debug, Some((path.as_path(), root.as_path()))))
+        }
+        _ => None,
+    }
+}
+
 /// Sections name lookups never read: not loaded, to save decompressing them.
 const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
     gimli::SectionId::DebugLoc,
@@ -324,14 +406,15 @@ const UNUSED_SECTIONS: [gimli::SectionId; 4] = [
     gimli::SectionId::DebugMacro,
 ];
 
-/// Indexes the DWARF of `object` for names (see `dwarf.rs`), decompressing compressed
-/// sections into `storage`. `search` (the object's path and the debug root) locates a dwz
-/// supplementary file if the object links one.
+/// Loads the DWARF of `object`, decompressing compressed sections into `storage` (once: the
+/// name index and the line tables share them). `search` (the object's path and the debug root)
+/// locates a dwz supplementary file if the object links one. (`.debug_line` is loaded for names
+/// too: gimli parses a unit's line program header with the unit, and fails without it.)
 fn load_dwarf(
     object: &object::File<'static>,
     search: Option<(&Path, &Path)>,
     storage: &mut Storage,
-) -> Result<DwarfNames<Slice>, SymbolizeError> {
+) -> Result<gimli::Dwarf<Slice>, SymbolizeError> {
     let mut dwarf = gimli::Dwarf::load(|id| load_section(object, id, storage))?;
     let supplementary = search.and_then(|(path, root)| {
         let map = debugfile::find_supplementary(path, object, root)?;
@@ -343,7 +426,7 @@ fn load_dwarf(
     // Rust binaries have thousands of units sharing a few abbreviation tables: parse each
     // shared table once instead of once per unit parsed.
     dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
-    Ok(DwarfNames::new(dwarf))
+    Ok(dwarf)
 }
 
 /// The uncompressed content of `section`, refused when its compression header claims more than
@@ -384,10 +467,7 @@ fn load_section(
     };
     let data = match object.section_by_name(id.name()) {
         _ if UNUSED_SECTIONS.contains(&id) => &[],
-        Some(section) => match bounded_uncompressed_data(&section, id.name())? {
-            Cow::Borrowed(data) => data,
-            Cow::Owned(data) => storage.keep(Bytes::Owned(data.into_boxed_slice())),
-        },
+        Some(section) => storage.uncompressed(&section, id.name())?,
         None => &[],
     };
     Ok(EndianSlice::new(data, endian))

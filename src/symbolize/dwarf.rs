@@ -144,7 +144,10 @@ impl<R: Reader> Units<R> {
                 .unit_header(self.offsets[index])
                 .and_then(|header| dwarf.unit(header))
                 .ok();
-            *slot = Some(unit.map(|unit| {
+            *slot = Some(unit.map(|mut unit| {
+                // Names never read the line program: its header (a file table of hundreds of
+                // entries in Rust units) would stay for as long as the unit.
+                unit.line_program = None;
                 let language = root_language(&unit);
                 Box::new(ParsedUnit {
                     unit,
@@ -168,12 +171,6 @@ pub(crate) struct DwarfNames<R: Reader> {
 }
 
 impl<R: Reader> DwarfNames<R> {
-    /// The sections this index reads (with the supplementary file's, if any), to share with
-    /// other readers of the same DWARF (source lines, `lines.rs`).
-    pub(crate) fn dwarf(&self) -> &Arc<gimli::Dwarf<R>> {
-        &self.units.dwarf
-    }
-
     /// Indexes the units of `dwarf` by address. Cheap: parses `.debug_aranges` and, for units it
     /// does not list, each unit's root entry.
     pub(crate) fn new(dwarf: gimli::Dwarf<R>) -> Self {

@@ -211,6 +211,34 @@ impl Module {
     }
 }
 
+/// A binary read apart from any [`Symbolizer`], by a [`FilePreparer`]: ready to be
+/// [`Symbolizer::adopt`]ed.
+pub struct PreparedFile {
+    path: OsString,
+    module: Module,
+}
+
+/// Reads binaries for a [`Symbolizer`] that another thread owns meanwhile (see
+/// [`Symbolizer::preparer`]).
+pub struct FilePreparer {
+    options: SymbolizeOptions,
+    debug_root: PathBuf,
+}
+
+impl FilePreparer {
+    /// Reads the file at `path` (recorded as `display`) and does the work of a first lookup
+    /// at `file_offset` in it (its symbol table, its DWARF index and the unit there), as
+    /// [`Symbolizer::symbolize_file_as`] would.
+    pub fn prepare(&self, path: &Path, display: &Path, file_offset: u64) -> PreparedFile {
+        let mut module = Module::open(path, display, &self.debug_root);
+        module.symbolize(file_offset, self.options, &mut Vec::new());
+        PreparedFile {
+            path: path.as_os_str().to_owned(),
+            module,
+        }
+    }
+}
+
 /// Turns addresses into function names, caching the parsed state of every binary it reads.
 pub struct Symbolizer {
     options: SymbolizeOptions,
@@ -269,6 +297,24 @@ impl Symbolizer {
     /// The options this symbolizer was built with.
     pub fn options(&self) -> SymbolizeOptions {
         self.options
+    }
+
+    /// A reader of binaries for this symbolizer, to use on another thread.
+    pub fn preparer(&self) -> FilePreparer {
+        FilePreparer {
+            options: self.options,
+            debug_root: self.debug_root.clone(),
+        }
+    }
+
+    /// Whether the file at `path` was read already (or failed to be).
+    pub fn has_file(&self, path: &Path) -> bool {
+        self.files.contains_key(path.as_os_str())
+    }
+
+    /// Takes a file read by a [`FilePreparer`] into the cache, unless it is there already.
+    pub fn adopt(&mut self, file: PreparedFile) {
+        self.files.entry(file.path).or_insert(file.module);
     }
 
     /// Pushes the frames at `file_offset` in the file at `path`, outermost first.

@@ -340,6 +340,35 @@ fn rust_function_of_this_binary_is_demangled_without_hash() {
     );
 }
 
+/// Every 64 lookups a binary's mapped pages are dropped from memory (`MADV_DONTNEED`): the
+/// symbol table, the DWARF index and the units parsed before point into them and must read the
+/// same bytes again afterwards.
+#[test]
+fn lookups_stay_right_after_mapped_pages_are_released() {
+    let avma = marker_function_for_symbolization as *const () as usize as u64 + 1;
+    let (path, offset) = own_mapping(avma);
+    let mut symbolizer = Symbolizer::new(SymbolizeOptions::default());
+    let first = names(&mut symbolizer, &path, offset);
+    assert_eq!(
+        first[0],
+        "flamegraph::symbolize::tests::marker_function_for_symbolization"
+    );
+    for _ in 0..200 {
+        assert_eq!(names(&mut symbolizer, &path, offset), first);
+    }
+}
+
+/// Aliases at one address of the same binding: the fewest leading underscores wins, as perf
+/// chooses (`malloc`, not glibc's `__libc_malloc`), whether the names come from libc's `.dynsym`
+/// or its debug file's `.symtab`.
+#[test]
+fn alias_with_fewest_underscores_names_the_function() {
+    let avma = libc::malloc as *const () as usize as u64 + 4;
+    let (path, offset) = own_mapping(avma);
+    let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(false, true));
+    assert_eq!(names(&mut symbolizer, &path, offset), ["malloc"]);
+}
+
 #[test]
 fn kernel_address_from_kallsyms() {
     let content = std::fs::read_to_string("/proc/kallsyms").unwrap();

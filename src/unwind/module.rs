@@ -33,12 +33,12 @@ struct FdeEntry {
 pub(crate) struct ModuleInfo {
     seg_map: SegmentMap,
     bases: BaseAddresses,
-    eh_frame: Vec<u8>,
+    eh_frame: SectionBytes,
     /// `.eh_frame_hdr`, kept only when it parses and has a search table.
-    eh_frame_hdr: Option<Vec<u8>>,
+    eh_frame_hdr: Option<SectionBytes>,
     /// Our own index of `.eh_frame`, built when `eh_frame_hdr` is `None`.
     eh_index: Vec<FdeEntry>,
-    debug_frame: Vec<u8>,
+    debug_frame: SectionBytes,
     debug_index: Vec<FdeEntry>,
     /// SVMA ranges `[start, end)` of functions that switch stacks (Go's `runtime.systemstack`,
     /// `runtime.mcall`, ...), sorted: their CFI finds the caller on the wrong stack.
@@ -98,7 +98,11 @@ impl ModuleInfo {
         } else {
             FileData::open(path).map_err(io)?
         };
-        let mut info = Self::parse(&data).map_err(|source| UnwindError::Object {
+        let map = match &data {
+            FileData::Mapped(map) => Some(map),
+            FileData::Owned(_) => None,
+        };
+        let mut info = Self::parse(&data, map).map_err(|source| UnwindError::Object {
             path: path.to_path_buf(),
             source,
         })?;
@@ -108,8 +112,13 @@ impl ModuleInfo {
         Ok(info)
     }
 
-    /// Parses an ELF image held in memory.
-    pub fn parse(data: &[u8]) -> Result<Self, object::Error> {
+    /// Parses an ELF image held in memory: `data`, which is the content of `map` if given.
+    /// Uncompressed CFI sections then stay in the map (only the pages lookups read become
+    /// resident) instead of being copied.
+    fn parse(
+        data: &[u8],
+        map: Option<&std::sync::Arc<memmap2::Mmap>>,
+    ) -> Result<Self, object::Error> {
         let file = object::File::parse(data)?;
         let section = |name: &str| {
             let s = file.section_by_name(name)?;
@@ -117,7 +126,10 @@ impl ModuleInfo {
             if !crate::elf::plausible_size(&s) {
                 return None;
             }
-            let bytes = s.uncompressed_data().ok()?.into_owned();
+            let bytes = match (s.uncompressed_data().ok()?, map) {
+                (std::borrow::Cow::Borrowed(bytes), Some(map)) => SectionBytes::in_map(map, bytes),
+                (bytes, _) => SectionBytes::Owned(bytes.into_owned()),
+            };
             Some((s.address(), bytes))
         };
         let mut bases = BaseAddresses::default();
@@ -155,7 +167,7 @@ impl ModuleInfo {
         Ok(info)
     }
 
-    fn set_debug_frame(&mut self, bytes: Vec<u8>) {
+    fn set_debug_frame(&mut self, bytes: SectionBytes) {
         self.debug_frame = bytes;
         self.debug_index = build_index(&self.debug_section(), &BaseAddresses::default());
     }
@@ -188,7 +200,7 @@ impl ModuleInfo {
             .filter(crate::elf::plausible_size)
             .and_then(|s| s.uncompressed_data().ok());
         if let Some(bytes) = bytes {
-            self.set_debug_frame(bytes.into_owned());
+            self.set_debug_frame(SectionBytes::Owned(bytes.into_owned()));
         }
     }
 
@@ -311,8 +323,8 @@ fn rule_from_fde<'a, A: Arch, S: UnwindSection<Slice<'a>>>(
 impl ExprSource for ModuleInfo {
     fn expression(&self, e: Expr) -> Option<&[u8]> {
         let section = match e.section {
-            CfiSection::EhFrame => &self.eh_frame,
-            CfiSection::DebugFrame => &self.debug_frame,
+            CfiSection::EhFrame => &*self.eh_frame,
+            CfiSection::DebugFrame => &*self.debug_frame,
         };
         let start = usize::try_from(e.offset).ok()?;
         let len = usize::try_from(e.len).ok()?;
@@ -355,20 +367,65 @@ fn lookup(index: &[FdeEntry], svma: u64) -> Option<usize> {
     (svma < e.end).then_some(e.offset)
 }
 
-/// The bytes of a file: mapped (only the CFI sections are copied out of big binaries), or read.
+/// The bytes of a file: mapped (the CFI sections stay in the map, see [`SectionBytes`]), or read.
 enum FileData {
-    Mapped(memmap2::Mmap),
+    Mapped(std::sync::Arc<memmap2::Mmap>),
     Owned(Vec<u8>),
+}
+
+/// A CFI section's bytes: a range of the file's map, or a copy (decompressed, or read from an
+/// image in memory). Big binaries have megabytes of `.eh_frame` (7.7 MB in `libLLVM`), of which
+/// unwinding reads a few pages: a copy would make all of it resident.
+#[derive(Clone)]
+enum SectionBytes {
+    Mapped(std::sync::Arc<memmap2::Mmap>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl SectionBytes {
+    /// `bytes`, which lie in `map`, as a range of it (a copy if they do not).
+    fn in_map(map: &std::sync::Arc<memmap2::Mmap>, bytes: &[u8]) -> Self {
+        let start = (bytes.as_ptr() as usize).wrapping_sub(map.as_ptr() as usize);
+        match start.checked_add(bytes.len()) {
+            Some(end) if end <= map.len() => {
+                SectionBytes::Mapped(std::sync::Arc::clone(map), start..end)
+            }
+            _ => SectionBytes::Owned(bytes.to_vec()),
+        }
+    }
+}
+
+impl Default for SectionBytes {
+    fn default() -> Self {
+        SectionBytes::Owned(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for SectionBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SectionBytes({} bytes)", self.len())
+    }
+}
+
+impl std::ops::Deref for SectionBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SectionBytes::Mapped(map, range) => &map[range.clone()],
+            SectionBytes::Owned(bytes) => bytes,
+        }
+    }
 }
 
 impl FileData {
     fn open(path: &Path) -> std::io::Result<Self> {
         let mut file = crate::elf::open_regular(path)?;
-        // SAFETY: the map is read-only and lives only while the CFI sections are copied out. A
+        // SAFETY: the map is read-only and only read (it is kept for the CFI sections in it). A
         // file truncated meanwhile by another process could fault, a risk every profiler takes
-        // when reading binaries; nothing else writes through or keeps the map.
+        // when reading binaries; binaries replaced by rename keep their old content mapped.
         match unsafe { memmap2::Mmap::map(&file) } {
-            Ok(map) => Ok(FileData::Mapped(map)),
+            Ok(map) => Ok(FileData::Mapped(std::sync::Arc::new(map))),
             Err(_) => {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut file, &mut bytes)?;
