@@ -55,6 +55,10 @@ pub struct CollectOptions {
     pub lines: bool,
     /// Off-CPU time from context-switch records. Default: [`OffCpuMode::Off`].
     pub off_cpu: OffCpuMode,
+    /// The records come from a file, not a running program: the symbolizer thread that parses
+    /// debug info while records arrive runs at normal priority and is waited for at the end
+    /// (there is no program to leave the CPU to). Default: false (a live recording).
+    pub from_file: bool,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -150,7 +154,7 @@ impl StackCollector {
         let load_kallsyms = options.kernel == KernelNames::Running;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
         StackCollector {
-            warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
+            warmer: warmer::Warmer::start(symbolizer, load_kallsyms, !options.from_file),
             processes: (options.locator.clone()).map_or_else(Processes::default, |locator| {
                 Processes::with_locator(locator)
             }),

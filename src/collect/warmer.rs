@@ -18,20 +18,30 @@ pub(super) struct Warmer {
     thread: Option<std::thread::JoinHandle<Symbolizer>>,
     /// Per module id: already sent.
     sent: Vec<bool>,
+    /// The thread yields to everything else, and the end does not wait long for it (live
+    /// recordings); otherwise (a file is read) it runs at normal priority and is waited for.
+    background: bool,
 }
 
 impl Warmer {
-    /// Starts the thread; it loads `/proc/kallsyms` too when `load_kallsyms`.
-    pub(super) fn start(mut symbolizer: Symbolizer, load_kallsyms: bool) -> Self {
+    /// Starts the thread; it loads `/proc/kallsyms` too when `load_kallsyms`. A `background`
+    /// thread runs at nice 19 (a live recording: the profiled program comes first); otherwise
+    /// (a perf.data file: nothing to yield to) at normal priority, on the other core while
+    /// records are read.
+    pub(super) fn start(mut symbolizer: Symbolizer, load_kallsyms: bool, background: bool) -> Self {
         let (tx, rx) = mpsc::channel::<(PathBuf, PathBuf, u64)>();
         let thread = std::thread::Builder::new()
             .name("flamegraph-symbolizer".into())
             .spawn(move || {
-                lower_priority();
+                if background {
+                    lower_priority();
+                }
                 // Reading /proc/kallsyms is slow in the kernel: overlap it with debug info too.
                 let kernel = load_kallsyms.then(|| {
-                    std::thread::spawn(|| {
-                        lower_priority();
+                    std::thread::spawn(move || {
+                        if background {
+                            lower_priority();
+                        }
                         KernelSymbols::load()
                     })
                 });
@@ -50,6 +60,7 @@ impl Warmer {
             requests: thread.is_some().then_some(tx),
             thread,
             sent: Vec::new(),
+            background,
         }
     }
 
@@ -59,6 +70,7 @@ impl Warmer {
             requests: None,
             thread: None,
             sent: Vec::new(),
+            background: true,
         }
     }
 
@@ -81,10 +93,15 @@ impl Warmer {
     /// [`WARMER_GRACE`]: at nice 19 on a machine whose cores are busy it gets almost no CPU
     /// (a 0.3 s program took 148 s to draw at load 27), and waiting for it would make the
     /// tool's normal-priority thread wait for the lowest priority there is. The abandoned
-    /// thread ends on its own (its request channel is closed) or with the process.
+    /// thread ends on its own (its request channel is closed) or with the process. A thread
+    /// that is not `background` runs at normal priority and is waited for.
     pub(super) fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
         self.requests = None;
         let thread = self.thread.take();
+        if !self.background {
+            return (thread.and_then(|t| t.join().ok()))
+                .unwrap_or_else(|| Symbolizer::new(options));
+        }
         let deadline = std::time::Instant::now() + WARMER_GRACE;
         while thread.as_ref().is_some_and(|t| !t.is_finished())
             && std::time::Instant::now() < deadline
