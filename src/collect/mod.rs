@@ -145,6 +145,9 @@ pub struct StackCollector {
     stats: CollectStats,
     event: String,
     warmer: warmer::Warmer,
+    /// Addresses handed to the symbolizer thread to be named while records are read (a file
+    /// without `--lines`: see [`StackCollector::presymbolize`]).
+    presymbolizing: Option<rustc_hash::FxHashSet<(crate::process::ModuleId, u64)>>,
     off_cpu: offcpu::OffCpu,
 }
 
@@ -153,6 +156,7 @@ impl StackCollector {
     pub fn new(options: CollectOptions) -> Self {
         let load_kallsyms = options.kernel == KernelNames::Running;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
+        let presymbolizing = (options.from_file && !options.lines).then(Default::default);
         StackCollector {
             warmer: warmer::Warmer::start(symbolizer, load_kallsyms, !options.from_file),
             processes: (options.locator.clone()).map_or_else(Processes::default, |locator| {
@@ -168,6 +172,7 @@ impl StackCollector {
             scratch: Vec::with_capacity(256),
             stats: CollectStats::default(),
             event: "cpu-clock".into(),
+            presymbolizing,
             off_cpu: offcpu::OffCpu::default(),
         }
     }
@@ -366,6 +371,7 @@ impl StackCollector {
                     weight: 0,
                 });
                 self.stacks.insert(frames.clone().into_boxed_slice(), id);
+                self.presymbolize(&frames);
                 id
             }
         };
@@ -376,6 +382,25 @@ impl StackCollector {
             self.sequence.push((id, period, time));
         }
         self.scratch = frames;
+    }
+
+    /// Reading a file, the symbolizer thread names each new address of a new stack while the
+    /// records are read, on the other core, rather than all of them after the read: the
+    /// resolution at the end then finds them named.
+    fn presymbolize(&mut self, frames: &[FrameKey]) {
+        let Some(sent) = &mut self.presymbolizing else {
+            return;
+        };
+        let modules = &self.processes.modules;
+        for frame in frames {
+            if let FrameKey::Module { module, offset } = *frame {
+                if let (Some(file), Some(path)) = (modules.file(module), modules.path(module)) {
+                    if sent.insert((module, offset)) {
+                        self.warmer.presymbolize(module, file, path, offset);
+                    }
+                }
+            }
+        }
     }
 
     /// Symbolizes every unique frame once and builds the profile.
@@ -389,7 +414,7 @@ impl StackCollector {
             self.tally_interval(interval);
         }
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
-        let mut symbolizer = warmer.finish(symbolize_options(&self.options));
+        let (mut symbolizer, presymbolized) = warmer.finish(symbolize_options(&self.options));
         if let KernelNames::File(path) = &self.options.kernel {
             symbolizer.set_kernel_symbols(crate::symbolize::KernelSymbols::from_file(path));
         }
@@ -415,6 +440,7 @@ impl StackCollector {
         let mut resolver =
             resolve::Resolver::new(&mut symbolizer, &self.processes, self.options.lines);
         resolver.kernel_unnamed = matches!(self.options.kernel, KernelNames::Unnamed(_));
+        resolver.presymbolized = presymbolized;
         let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
             FxHashMap::default();
         // Per stack id: its profile stack and thread.

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use rustc_hash::FxHashMap;
+
 use crate::process::ModuleId;
 use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 
@@ -12,10 +14,16 @@ use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
 /// doing that work itself at normal priority.
 const WARMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Names of `(module, file offset)`s the thread symbolized ahead of the end (outermost first,
+/// as [`Symbolizer::symbolize_file_as`] gives them).
+pub(super) type Presymbolized = FxHashMap<(ModuleId, u64), Vec<String>>;
+
+/// File to read, path as recorded, file offset; and the module whose names to keep, if any.
+type Request = (PathBuf, PathBuf, u64, Option<ModuleId>);
+
 pub(super) struct Warmer {
-    /// (file to read, path as recorded, file offset).
-    requests: Option<mpsc::Sender<(PathBuf, PathBuf, u64)>>,
-    thread: Option<std::thread::JoinHandle<Symbolizer>>,
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<(Symbolizer, Presymbolized)>>,
     /// Per module id: already sent.
     sent: Vec<bool>,
     /// The thread yields to everything else, and the end does not wait long for it (live
@@ -29,7 +37,7 @@ impl Warmer {
     /// (a perf.data file: nothing to yield to) at normal priority, on the other core while
     /// records are read.
     pub(super) fn start(mut symbolizer: Symbolizer, load_kallsyms: bool, background: bool) -> Self {
-        let (tx, rx) = mpsc::channel::<(PathBuf, PathBuf, u64)>();
+        let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("flamegraph-symbolizer".into())
             .spawn(move || {
@@ -46,14 +54,18 @@ impl Warmer {
                     })
                 });
                 let mut scratch = Vec::new();
-                for (file, path, offset) in rx {
+                let mut names = Presymbolized::default();
+                for (file, path, offset, keep) in rx {
                     scratch.clear();
                     symbolizer.symbolize_file_as(&file, &path, offset, &mut scratch);
+                    if let Some(module) = keep {
+                        names.insert((module, offset), std::mem::take(&mut scratch));
+                    }
                 }
                 if let Some(Ok(kernel)) = kernel.map(|k| k.join()) {
                     symbolizer.set_kernel_symbols(kernel);
                 }
-                symbolizer
+                (symbolizer, names)
             })
             .ok();
         Warmer {
@@ -85,7 +97,17 @@ impl Warmer {
         }
         self.sent[i] = true;
         if let Some(tx) = &self.requests {
-            let _ = tx.send((file.to_path_buf(), path.to_path_buf(), offset));
+            let _ = tx.send((file.to_path_buf(), path.to_path_buf(), offset, None));
+        }
+    }
+
+    /// Asks for the names of `offset` in `module` to be found now and kept for the end (the
+    /// caller asks once per address). Only for a thread that is waited for (not `background`):
+    /// a live recording's thread may be abandoned.
+    pub(super) fn presymbolize(&mut self, module: ModuleId, file: &Path, path: &Path, offset: u64) {
+        if let (Some(tx), false) = (&self.requests, self.background) {
+            let request = (file.to_path_buf(), path.to_path_buf(), offset, Some(module));
+            let _ = tx.send(request);
         }
     }
 
@@ -94,13 +116,14 @@ impl Warmer {
     /// (a 0.3 s program took 148 s to draw at load 27), and waiting for it would make the
     /// tool's normal-priority thread wait for the lowest priority there is. The abandoned
     /// thread ends on its own (its request channel is closed) or with the process. A thread
-    /// that is not `background` runs at normal priority and is waited for.
-    pub(super) fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
+    /// that is not `background` runs at normal priority and is waited for. Also gives the names
+    /// found by [`Warmer::presymbolize`].
+    pub(super) fn finish(mut self, options: SymbolizeOptions) -> (Symbolizer, Presymbolized) {
         self.requests = None;
         let thread = self.thread.take();
         if !self.background {
             return (thread.and_then(|t| t.join().ok()))
-                .unwrap_or_else(|| Symbolizer::new(options));
+                .unwrap_or_else(|| (Symbolizer::new(options), Presymbolized::default()));
         }
         let deadline = std::time::Instant::now() + WARMER_GRACE;
         while thread.as_ref().is_some_and(|t| !t.is_finished())
@@ -111,7 +134,7 @@ impl Warmer {
         thread
             .filter(|t| t.is_finished())
             .and_then(|t| t.join().ok())
-            .unwrap_or_else(|| Symbolizer::new(options))
+            .unwrap_or_else(|| (Symbolizer::new(options), Presymbolized::default()))
     }
 }
 
