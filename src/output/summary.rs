@@ -185,4 +185,19 @@ mod tests {
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
         assert!(!text.contains('\x1b'));
     }
+
+    /// A name counts once per stack in the total (recursion, or two frames of one name: a
+    /// kernel and a user `f`), and its self share adds up over the stacks it ends.
+    #[test]
+    fn names_count_once_per_stack() {
+        let text = "p;main;f;g;f 2\np;main;f;f_[k] 3\np;main;g 5\n";
+        let profile = Profile::from_folded(&Folded::parse(text).unwrap(), false);
+        let s = Summary::new(&profile, &RecordingInfo::default(), 10, &[]);
+        let share = |v: &[(String, f64)], n: &str| v.iter().find(|(m, _)| m == n).map(|x| x.1);
+        assert_eq!(share(&s.by_total, "main"), Some(1.0));
+        assert_eq!(share(&s.by_total, "g"), Some(0.7));
+        assert_eq!(share(&s.by_self, "g"), Some(0.5));
+        assert_eq!(share(&s.by_total, "f"), Some(0.5));
+        assert_eq!(share(&s.by_self, "f"), Some(0.5));
+    }
 }

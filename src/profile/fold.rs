@@ -190,6 +190,51 @@ pub fn root_name(thread: &Thread, roots: Roots) -> String {
 mod tests {
     use super::*;
 
+    /// Two threads of one name, and two frames of one name (a user and an inlined `f`): their
+    /// lines are equal and merge; the rest stays sorted.
+    #[test]
+    fn equal_lines_of_other_threads_and_frames_merge() {
+        use crate::profile::{Measure, ProfileBuilder, WeightUnit};
+        let mut b = ProfileBuilder::new(WeightUnit::Nanoseconds, Measure::Count);
+        let main = b.frame(Frame::named("main", FrameKind::User));
+        let f = b.frame(Frame::named("f", FrameKind::User));
+        let mut inlined = Frame::named("f", FrameKind::User);
+        inlined.inline = true;
+        let f_inlined = b.frame(inlined);
+        let g = b.frame(Frame::named("g", FrameKind::User));
+        let thread = |b: &mut ProfileBuilder, tid| {
+            b.thread(Thread {
+                pid: Some(1),
+                tid: Some(tid),
+                name: "w".into(),
+                process_name: "p".into(),
+            })
+        };
+        let (t1, t2) = (thread(&mut b, 1), thread(&mut b, 2));
+        let (s1, s2, s3) = (
+            b.stack(&[main, f]),
+            b.stack(&[main, f_inlined]),
+            b.stack(&[g]),
+        );
+        b.add(s3, t1, 1, 7, None);
+        b.add(s1, t1, 2, 2, None);
+        b.add(s1, t2, 3, 3, None);
+        b.add(s2, t2, 4, 4, None);
+        let profile = b.finish();
+        assert_eq!(
+            fold(&profile, &FoldOptions::default()).to_text(),
+            "w;g 1\nw;main;f 9\n"
+        );
+        let per_thread = FoldOptions {
+            roots: Roots::PerThread,
+            ..FoldOptions::default()
+        };
+        assert_eq!(
+            fold(&profile, &per_thread).to_text(),
+            "w-1/1;g 1\nw-1/1;main;f 2\nw-1/2;main;f 7\n"
+        );
+    }
+
     #[test]
     fn short_files_keep_the_telling_part() {
         let cases = [
