@@ -186,6 +186,8 @@ fn total(folded: &[(Vec<String>, u64)]) -> u64 {
 /// Lines of the profiler's stderr that are notes about unmatched files or the kernel.
 fn elsewhere_notes(stderr: &str) -> Vec<&str> {
     (stderr.lines())
+        // Notes only: the summary table also shows `[kernel]` when a kernel leaf is in its top.
+        .filter(|l| l.starts_with("flamegraph:"))
         .filter(|l| l.contains("build-id") || l.contains("[kernel]"))
         .collect()
 }
