@@ -64,6 +64,10 @@ pub struct CollectOptions {
     /// sample's copied user stack, as if the copy had been that small, to check stacks completed
     /// by joining against the full copy of the same recording. Default: none (the whole copy).
     pub stack_prefix: Option<usize>,
+    /// The records come from a file, not a running program: the symbolizer thread that parses
+    /// debug info while records arrive runs at normal priority and is waited for at the end
+    /// (there is no program to leave the CPU to). Default: false (a live recording).
+    pub from_file: bool,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -150,6 +154,9 @@ pub struct StackCollector {
     stats: CollectStats,
     event: String,
     warmer: warmer::Warmer,
+    /// Addresses handed to the symbolizer thread to be named while records are read (a file
+    /// without `--lines`: see [`StackCollector::presymbolize`]).
+    presymbolizing: Option<rustc_hash::FxHashSet<(crate::process::ModuleId, u64)>>,
     off_cpu: offcpu::OffCpu,
 }
 
@@ -159,13 +166,14 @@ impl StackCollector {
         let load_kallsyms = options.kernel == KernelNames::Running;
         let stack_prefix = options.stack_prefix;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
+        let presymbolizing = (options.from_file && !options.lines).then(Default::default);
         let mut processes =
             (options.locator.clone()).map_or_else(Processes::default, Processes::with_locator);
         if options.open_mapped_files {
             processes.modules.hold_all_files();
         }
         StackCollector {
-            warmer: warmer::Warmer::start(symbolizer, load_kallsyms),
+            warmer: warmer::Warmer::start(symbolizer, load_kallsyms, !options.from_file),
             processes,
             options,
             walker: StackWalker::new(stack_prefix),
@@ -177,6 +185,7 @@ impl StackCollector {
             scratch: Vec::with_capacity(256),
             stats: CollectStats::default(),
             event: "cpu-clock".into(),
+            presymbolizing,
             off_cpu: offcpu::OffCpu::default(),
         }
     }
@@ -372,6 +381,7 @@ impl StackCollector {
                     weight: 0,
                 });
                 self.stacks.insert(frames.clone().into_boxed_slice(), id);
+                self.presymbolize(&frames);
                 id
             }
         };
@@ -382,6 +392,25 @@ impl StackCollector {
             self.sequence.push((id, period, time));
         }
         self.scratch = frames;
+    }
+
+    /// Reading a file, the symbolizer thread names each new address of a new stack while the
+    /// records are read, on the other core, rather than all of them after the read: the
+    /// resolution at the end then finds them named.
+    fn presymbolize(&mut self, frames: &[FrameKey]) {
+        let Some(sent) = &mut self.presymbolizing else {
+            return;
+        };
+        let modules = &self.processes.modules;
+        for frame in frames {
+            if let FrameKey::Module { module, offset } = *frame {
+                if let (Some(file), Some(path)) = (modules.file(module), modules.path(module)) {
+                    if sent.insert((module, offset)) {
+                        self.warmer.presymbolize(module, file, path, offset);
+                    }
+                }
+            }
+        }
     }
 
     /// Symbolizes every unique frame once and builds the profile.
@@ -399,7 +428,7 @@ impl StackCollector {
         // symbolization needs memory.
         self.walker = StackWalker::new(None);
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
-        let mut symbolizer = warmer.finish(symbolize_options(&self.options));
+        let (mut symbolizer, presymbolized) = warmer.finish(symbolize_options(&self.options));
         if let KernelNames::File(path) = &self.options.kernel {
             symbolizer.set_kernel_symbols(crate::symbolize::KernelSymbols::from_file(path));
         }
@@ -428,6 +457,7 @@ impl StackCollector {
         let mut resolver =
             resolve::Resolver::new(&mut symbolizer, &self.processes, self.options.lines);
         resolver.kernel_unnamed = matches!(self.options.kernel, KernelNames::Unnamed(_));
+        resolver.presymbolized = presymbolized;
         let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
             FxHashMap::default();
         // Per stack id: its profile stack and thread.

@@ -24,6 +24,9 @@ pub(super) struct Resolver<'a> {
     /// With `lines`: per entry of `names`, its location if known.
     locations: Vec<Option<SourceLocation>>,
     symbol_frames: Vec<SymbolFrame>,
+    /// Names found while records were read (see `warmer::Warmer::presymbolize`), taken from
+    /// here instead of symbolizing again.
+    pub presymbolized: super::warmer::Presymbolized,
 }
 
 impl<'a> Resolver<'a> {
@@ -42,6 +45,7 @@ impl<'a> Resolver<'a> {
             unmatched: Default::default(),
             locations: Vec::new(),
             symbol_frames: Vec::new(),
+            presymbolized: Default::default(),
         }
     }
 
@@ -98,9 +102,11 @@ impl<'a> Resolver<'a> {
                 let path = match self.processes.modules.get(module) {
                     ModuleKind::File(path) => {
                         file = self.processes.modules.file(module);
-                        match file {
-                            Some(found) => self.symbolize_file(found, path, offset),
-                            None => self.unmatched_frame(path, offset),
+                        let known = self.presymbolized.remove(&(module, offset));
+                        match (file, known) {
+                            (Some(_), Some(names)) if !self.lines => self.names = names,
+                            (Some(found), _) => self.symbolize_file(found, path, offset),
+                            (None, _) => self.unmatched_frame(path, offset),
                         }
                         path.to_string_lossy().into_owned()
                     }

@@ -6,23 +6,37 @@
 //! the end the modules they finished are taken over even when a module is still being read (at
 //! nice 19 on a busy machine that can take long): only that one module is read twice, and no
 //! finished work is thrown away and redone while its memory is still held.
+//!
+//! For a perf.data file (not `background`) the threads run at normal priority and are waited
+//! for, and the module thread also names the addresses of new stacks while records are read
+//! ([`Warmer::presymbolize`]), so the end only collects the names.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
+use rustc_hash::FxHashMap;
+
 use crate::process::ModuleId;
-use crate::symbolize::{KernelSymbols, SymbolizeOptions, Symbolizer};
+use crate::symbolize::{FilePreparer, KernelSymbols, SymbolizeOptions, Symbolizer};
 
 /// How long the end of a recording waits for the symbolizer thread to finish its work before
 /// doing the rest itself at normal priority.
 const WARMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Names of `(module, file offset)`s the thread symbolized ahead of the end (outermost first,
+/// as [`Symbolizer::symbolize_file_as`] gives them).
+pub(super) type Presymbolized = FxHashMap<(ModuleId, u64), Vec<String>>;
+
+/// File to read, path as recorded, file offset; and the module whose names to keep, if any.
+type Request = (PathBuf, PathBuf, u64, Option<ModuleId>);
 
 /// What the threads fill and the end of the recording takes.
 struct Shared {
     symbolizer: Mutex<Symbolizer>,
     /// Set when the symbolizer was taken: the threads stop and keep nothing more.
     taken: AtomicBool,
+    presymbolized: Mutex<Presymbolized>,
 }
 
 impl Shared {
@@ -38,42 +52,61 @@ impl Shared {
             add(&mut symbolizer);
         }
     }
+
+    /// Serves one request of the module thread: reads the module once, and names the address
+    /// when asked to keep its names.
+    fn serve(&self, preparer: &FilePreparer, (file, path, offset, keep): Request) {
+        if !self.lock().has_file(&file) {
+            let prepared = preparer.prepare(&file, &path, offset);
+            self.add(|symbolizer| symbolizer.adopt(prepared));
+        }
+        if let Some(module) = keep {
+            let mut names = Vec::new();
+            self.add(|symbolizer| symbolizer.symbolize_file_as(&file, &path, offset, &mut names));
+            let mut kept = self.presymbolized.lock().unwrap_or_else(|e| e.into_inner());
+            kept.insert((module, offset), names);
+        }
+    }
 }
 
 pub(super) struct Warmer {
-    /// (file to read, path as recorded, file offset).
-    requests: Option<mpsc::Sender<(PathBuf, PathBuf, u64)>>,
+    requests: Option<mpsc::Sender<Request>>,
     /// The module thread and the kallsyms thread.
     threads: Vec<std::thread::JoinHandle<()>>,
     shared: Option<Arc<Shared>>,
-    /// Per module id: already sent.
+    /// The threads yield to everything else, and the end does not wait long for them (live
+    /// recordings); otherwise (a file is read) they run at normal priority and are waited for.
+    background: bool,
+    /// Per module: whether it was sent to the thread already.
     sent: Vec<bool>,
 }
 
 impl Warmer {
-    /// Starts the thread; it loads `/proc/kallsyms` too when `load_kallsyms`.
-    pub(super) fn start(symbolizer: Symbolizer, load_kallsyms: bool) -> Self {
-        let (tx, rx) = mpsc::channel::<(PathBuf, PathBuf, u64)>();
+    /// Starts the threads; they load `/proc/kallsyms` too when `load_kallsyms`. `background`
+    /// threads run at nice 19 (a live recording: the profiled program comes first); otherwise
+    /// (a perf.data file: nothing to yield to) at normal priority, on the other core while
+    /// records are read.
+    pub(super) fn start(symbolizer: Symbolizer, load_kallsyms: bool, background: bool) -> Self {
+        let (tx, rx) = mpsc::channel::<Request>();
         let preparer = symbolizer.preparer();
         let shared = Arc::new(Shared {
             symbolizer: Mutex::new(symbolizer),
             taken: AtomicBool::new(false),
+            presymbolized: Mutex::new(Presymbolized::default()),
         });
         let mut threads = Vec::new();
         let modules = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("flamegraph-symbolizer".into())
             .spawn(move || {
-                lower_priority();
-                for (file, path, offset) in rx {
+                if background {
+                    lower_priority();
+                }
+                for request in rx {
                     if modules.taken.load(Ordering::Acquire) {
                         break;
                     }
-                    if modules.lock().has_file(&file) {
-                        continue;
-                    }
-                    let prepared = preparer.prepare(&file, &path, offset);
-                    modules.add(|symbolizer| symbolizer.adopt(prepared));
+                    modules.serve(&preparer, request);
                 }
             });
         let Ok(thread) = spawned else {
@@ -84,7 +117,9 @@ impl Warmer {
         if load_kallsyms {
             let kernel = Arc::clone(&shared);
             threads.extend(std::thread::Builder::new().spawn(move || {
-                lower_priority();
+                if background {
+                    lower_priority();
+                }
                 let symbols = KernelSymbols::load();
                 kernel.add(|symbolizer| symbolizer.set_kernel_symbols(symbols));
             }));
@@ -93,6 +128,7 @@ impl Warmer {
             requests: Some(tx),
             threads,
             shared: Some(shared),
+            background,
             sent: Vec::new(),
         }
     }
@@ -103,6 +139,7 @@ impl Warmer {
             requests: None,
             threads: Vec::new(),
             shared: None,
+            background: true,
             sent: Vec::new(),
         }
     }
@@ -118,26 +155,56 @@ impl Warmer {
         }
         self.sent[i] = true;
         if let Some(tx) = &self.requests {
-            let _ = tx.send((file.to_path_buf(), path.to_path_buf(), offset));
+            let _ = tx.send((file.to_path_buf(), path.to_path_buf(), offset, None));
         }
     }
 
-    /// The warmed symbolizer: the threads get up to [`WARMER_GRACE`] to finish, then what they
-    /// finished is taken as it is. At nice 19 on a machine whose cores are busy they get almost
-    /// no CPU (a 0.3 s program took 148 s to draw at load 27), and waiting for them would make
-    /// the tool's normal-priority thread wait for the lowest priority there is. A thread still
-    /// reading a module drops it when done (its request channel is closed) and ends.
-    pub(super) fn finish(mut self, options: SymbolizeOptions) -> Symbolizer {
+    /// Asks for the names of `offset` in `module` to be found now and kept for the end (the
+    /// caller asks once per address). Only for threads that are waited for (not `background`):
+    /// a live recording's threads may be abandoned.
+    pub(super) fn presymbolize(&mut self, module: ModuleId, file: &Path, path: &Path, offset: u64) {
+        if let (Some(tx), false) = (&self.requests, self.background) {
+            let request = (file.to_path_buf(), path.to_path_buf(), offset, Some(module));
+            let _ = tx.send(request);
+        }
+    }
+
+    /// The warmed symbolizer and the names found by [`Warmer::presymbolize`]. Threads that are
+    /// not `background` run at normal priority and are waited for. Background threads get up to
+    /// [`WARMER_GRACE`] to finish, then what they finished is taken as it is: at nice 19 on a
+    /// machine whose cores are busy they get almost no CPU (a 0.3 s program took 148 s to draw
+    /// at load 27), and waiting for them would make the tool's normal-priority thread wait for
+    /// the lowest priority there is. A thread still reading a module drops it when done (its
+    /// request channel is closed) and ends.
+    pub(super) fn finish(mut self, options: SymbolizeOptions) -> (Symbolizer, Presymbolized) {
         self.requests = None;
+        if !self.background {
+            for thread in std::mem::take(&mut self.threads) {
+                let _ = thread.join();
+            }
+        }
+        let Some(shared) = self.shared.take() else {
+            return (Symbolizer::new(options), Presymbolized::default());
+        };
+        let presymbolized = || {
+            let mut kept = shared
+                .presymbolized
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *kept)
+        };
+        let symbolizer = self.take_symbolizer(&shared, options);
+        (symbolizer, presymbolized())
+    }
+
+    /// Takes the symbolizer from `shared` once the threads are done or the grace is over.
+    fn take_symbolizer(&self, shared: &Shared, options: SymbolizeOptions) -> Symbolizer {
         let deadline = std::time::Instant::now() + WARMER_GRACE;
         let busy =
             |threads: &[std::thread::JoinHandle<()>]| threads.iter().any(|t| !t.is_finished());
         while busy(&self.threads) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let Some(shared) = self.shared.take() else {
-            return Symbolizer::new(options);
-        };
         // The threads hold the lock only to look up or add a module; give a thread that was
         // preempted while holding it the same grace.
         loop {

@@ -47,26 +47,40 @@ impl Summary {
     ) -> Self {
         let measure = profile.measure;
         let total = profile.total(measure).max(1) as f64;
-        let mut self_w: HashMap<&str, u64> = HashMap::new();
-        let mut total_w: HashMap<&str, u64> = HashMap::new();
-        let mut seen: Vec<&str> = Vec::new();
-        for sample in &profile.samples {
+        // Weights per function name, found through the frames' name ids (frames of one name,
+        // such as a function inlined in several places, count once per stack): no hashing of
+        // names per sample frame.
+        let mut name_ids: HashMap<&str, usize> = HashMap::new();
+        let frame_name: Vec<usize> = (profile.frames.iter())
+            .map(|f| {
+                let next = name_ids.len();
+                *name_ids.entry(&f.function).or_insert(next)
+            })
+            .collect();
+        let mut self_by_name: Vec<Option<u64>> = vec![None; name_ids.len()];
+        let mut total_by_name: Vec<Option<u64>> = vec![None; name_ids.len()];
+        // The last sample (index + 1) that counted each name.
+        let mut counted = vec![0usize; name_ids.len()];
+        for (i, sample) in profile.samples.iter().enumerate() {
             let value = sample.value(measure);
             let frames = &profile.stacks[sample.stack.0 as usize].frames;
             if let Some(leaf) = frames.last() {
-                *self_w
-                    .entry(&profile.frames[leaf.0 as usize].function)
-                    .or_default() += value;
+                *self_by_name[frame_name[leaf.0 as usize]].get_or_insert(0) += value;
             }
-            seen.clear();
             for f in frames.iter() {
-                let name: &str = &profile.frames[f.0 as usize].function;
-                if !seen.contains(&name) {
-                    seen.push(name);
-                    *total_w.entry(name).or_default() += value;
+                let name = frame_name[f.0 as usize];
+                if counted[name] != i + 1 {
+                    counted[name] = i + 1;
+                    *total_by_name[name].get_or_insert(0) += value;
                 }
             }
         }
+        let by_name = |weights: &[Option<u64>]| -> HashMap<&str, u64> {
+            (name_ids.iter())
+                .filter_map(|(&name, &id)| Some((name, weights[id]?)))
+                .collect()
+        };
+        let (self_w, total_w) = (by_name(&self_by_name), by_name(&total_by_name));
         let top = |map: HashMap<&str, u64>| {
             let mut v: Vec<(String, f64)> = map
                 .into_iter()
@@ -179,5 +193,20 @@ mod tests {
         assert!(text.contains("60.0%  work_a"), "{text}");
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
         assert!(!text.contains('\x1b'));
+    }
+
+    /// A name counts once per stack in the total (recursion, or two frames of one name: a
+    /// kernel and a user `f`), and its self share adds up over the stacks it ends.
+    #[test]
+    fn names_count_once_per_stack() {
+        let text = "p;main;f;g;f 2\np;main;f;f_[k] 3\np;main;g 5\n";
+        let profile = Profile::from_folded(&Folded::parse(text).unwrap(), false);
+        let s = Summary::new(&profile, &RecordingInfo::default(), 10, &[]);
+        let share = |v: &[(String, f64)], n: &str| v.iter().find(|(m, _)| m == n).map(|x| x.1);
+        assert_eq!(share(&s.by_total, "main"), Some(1.0));
+        assert_eq!(share(&s.by_total, "g"), Some(0.7));
+        assert_eq!(share(&s.by_self, "g"), Some(0.5));
+        assert_eq!(share(&s.by_total, "f"), Some(0.5));
+        assert_eq!(share(&s.by_self, "f"), Some(0.5));
     }
 }

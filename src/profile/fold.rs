@@ -4,8 +4,6 @@
 //! `comm-PID/TID` per thread or `comm-PID` per process (inferno's `--tid` / `--pid` spelling).
 //! Kernel frames carry inferno's `_[k]` annotation so that palettes colour them apart.
 
-use std::collections::HashMap;
-
 use super::{Frame, FrameKind, Measure, Profile, Thread};
 use crate::fold::Folded;
 
@@ -39,8 +37,14 @@ pub struct FoldOptions {
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
     let measure = options.measure.unwrap_or(profile.measure);
     let mut frame_text: Vec<Option<String>> = vec![None; profile.frames.len()];
-    let mut stack_text: Vec<Option<String>> = vec![None; profile.stacks.len()];
     let mut root_text: Vec<Option<String>> = vec![None; profile.threads.len()];
+    // A time-ordered profile repeats its stacks: their text is kept. Otherwise each sample is a
+    // unique (stack, thread) and its line is written once, straight into place.
+    let mut stack_text: Vec<Option<String>> = if profile.time_ordered {
+        vec![None; profile.stacks.len()]
+    } else {
+        Vec::new()
+    };
     let mut lines = Vec::with_capacity(profile.samples.len());
     for sample in &profile.samples {
         let value = sample.value(measure);
@@ -48,29 +52,55 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
             continue;
         }
         let root = root_text[sample.thread.0 as usize]
-            .get_or_insert_with(|| root_name(profile.thread(sample.thread), options.roots))
-            .clone();
-        let stack = stack_text[sample.stack.0 as usize].get_or_insert_with(|| {
-            let mut s = String::new();
-            for id in profile.stacks[sample.stack.0 as usize].frames.iter() {
-                let text = frame_text[id.0 as usize]
-                    .get_or_insert_with(|| frame_name(&profile.frames[id.0 as usize]));
-                s.push(';');
-                s.push_str(text);
+            .get_or_insert_with(|| root_name(profile.thread(sample.thread), options.roots));
+        let frames = &profile.stacks[sample.stack.0 as usize].frames;
+        for id in frames.iter() {
+            let text = &mut frame_text[id.0 as usize];
+            if text.is_none() {
+                *text = Some(frame_name(&profile.frames[id.0 as usize]));
             }
-            s
-        });
-        lines.push((root + stack, value));
+        }
+        let line = match stack_text.get_mut(sample.stack.0 as usize) {
+            Some(cached) => {
+                let stack = cached.get_or_insert_with(|| joined("", frames, &frame_text));
+                let mut line = String::with_capacity(root.len() + stack.len());
+                line.push_str(root);
+                line.push_str(stack);
+                line
+            }
+            None => joined(root, frames, &frame_text),
+        };
+        lines.push((line, value));
     }
     if profile.time_ordered {
         Folded::from_sequence(lines)
     } else {
-        let mut merged: HashMap<String, u64> = HashMap::with_capacity(lines.len());
-        for (line, value) in lines {
-            *merged.entry(line).or_default() += value;
-        }
-        Folded::from_counts(merged)
+        // Sorting brings equal lines (different stacks or threads of the same names) together,
+        // cheaper than hashing every line; `from_counts` then finds them sorted.
+        lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        lines.dedup_by(|next, kept| {
+            let equal = next.0 == kept.0;
+            if equal {
+                kept.1 += next.1;
+            }
+            equal
+        });
+        Folded::from_counts(lines)
     }
+}
+
+/// `root` followed by `;NAME` for each of `frames` (named in `frame_text`), allocated once at
+/// its final size.
+fn joined(root: &str, frames: &[super::FrameId], frame_text: &[Option<String>]) -> String {
+    let text = |id: &super::FrameId| frame_text[id.0 as usize].as_deref().unwrap_or("");
+    let len = root.len() + frames.iter().map(|id| text(id).len() + 1).sum::<usize>();
+    let mut line = String::with_capacity(len);
+    line.push_str(root);
+    for id in frames {
+        line.push(';');
+        line.push_str(text(id));
+    }
+    line
 }
 
 /// A frame's name in folded text: `;` would split it, so it becomes `:`. A frame with a source
@@ -159,6 +189,51 @@ pub fn root_name(thread: &Thread, roots: Roots) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two threads of one name, and two frames of one name (a user and an inlined `f`): their
+    /// lines are equal and merge; the rest stays sorted.
+    #[test]
+    fn equal_lines_of_other_threads_and_frames_merge() {
+        use crate::profile::{Measure, ProfileBuilder, WeightUnit};
+        let mut b = ProfileBuilder::new(WeightUnit::Nanoseconds, Measure::Count);
+        let main = b.frame(Frame::named("main", FrameKind::User));
+        let f = b.frame(Frame::named("f", FrameKind::User));
+        let mut inlined = Frame::named("f", FrameKind::User);
+        inlined.inline = true;
+        let f_inlined = b.frame(inlined);
+        let g = b.frame(Frame::named("g", FrameKind::User));
+        let thread = |b: &mut ProfileBuilder, tid| {
+            b.thread(Thread {
+                pid: Some(1),
+                tid: Some(tid),
+                name: "w".into(),
+                process_name: "p".into(),
+            })
+        };
+        let (t1, t2) = (thread(&mut b, 1), thread(&mut b, 2));
+        let (s1, s2, s3) = (
+            b.stack(&[main, f]),
+            b.stack(&[main, f_inlined]),
+            b.stack(&[g]),
+        );
+        b.add(s3, t1, 1, 7, None);
+        b.add(s1, t1, 2, 2, None);
+        b.add(s1, t2, 3, 3, None);
+        b.add(s2, t2, 4, 4, None);
+        let profile = b.finish();
+        assert_eq!(
+            fold(&profile, &FoldOptions::default()).to_text(),
+            "w;g 1\nw;main;f 9\n"
+        );
+        let per_thread = FoldOptions {
+            roots: Roots::PerThread,
+            ..FoldOptions::default()
+        };
+        assert_eq!(
+            fold(&profile, &per_thread).to_text(),
+            "w-1/1;g 1\nw-1/1;main;f 2\nw-1/2;main;f 7\n"
+        );
+    }
 
     #[test]
     fn short_files_keep_the_telling_part() {

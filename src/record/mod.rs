@@ -437,6 +437,7 @@ fn perf_data_collector(
         cache.as_deref(),
     );
     collect.locator = Some(std::sync::Arc::new(locator));
+    collect.from_file = true;
     crate::collect::StackCollector::new(collect)
 }
 

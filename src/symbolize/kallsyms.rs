@@ -35,16 +35,23 @@ impl Kallsyms {
     fn from_lines(mut reader: impl std::io::BufRead) -> Self {
         let mut entries: Vec<(u64, u32, u32)> = Vec::with_capacity(1 << 17);
         let mut text = String::with_capacity(3 << 20);
-        let mut line = String::new();
+        // Bytes, not `read_line`: most lines are data symbols, skipped before any UTF-8 check.
+        let mut line = Vec::new();
         loop {
             line.clear();
-            match reader.read_line(&mut line) {
+            match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            let Some((address, name)) = parse_line(line.trim_end_matches('\n')) else {
+            let Some((address, name)) = parse_line(line.strip_suffix(b"\n").unwrap_or(&line))
+            else {
                 continue;
             };
+            if address == 0 && entries.is_empty() {
+                // Addresses hidden (kptr_restrict, perf_event_paranoid as a user): they all are,
+                // and the other ~100k lines need not be formatted by the kernel.
+                return Self::default();
+            }
             let (Ok(start), Ok(len)) = (u32::try_from(text.len()), u32::try_from(name.len()))
             else {
                 break;
@@ -80,14 +87,16 @@ impl Kallsyms {
 }
 
 /// `(address, name)` of a text symbol line.
-fn parse_line(line: &str) -> Option<(u64, &str)> {
-    let mut parts = line.splitn(3, ' ');
-    let address = u64::from_str_radix(parts.next()?, 16).ok()?;
+fn parse_line(line: &[u8]) -> Option<(u64, &str)> {
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let address = std::str::from_utf8(parts.next()?).ok()?;
     let kind = parts.next()?;
-    if !matches!(kind, "t" | "T" | "w" | "W") {
+    if !matches!(kind, b"t" | b"T" | b"w" | b"W") {
         return None;
     }
-    let name = parts.next()?.split('\t').next()?;
+    let address = u64::from_str_radix(address, 16).ok()?;
+    let name = parts.next()?.split(|&b| b == b'\t').next()?;
+    let name = std::str::from_utf8(name).ok()?;
     (!name.is_empty()).then_some((address, name))
 }
 
