@@ -339,3 +339,46 @@ fn an_event_that_never_fires_is_an_error_not_an_empty_graph() {
     );
     assert!(!dir.path().join("out.svg").exists());
 }
+
+#[test]
+fn perf_data_recorded_at_a_fixed_period_weighs_each_sample_by_it() {
+    if !util::require_gcc() || !util::require_perf() {
+        return;
+    }
+    // `perf record -c N` leaves the period out of the samples: each stands for N events.
+    let prog = fixture("page_touch", Variant::CNoFramePointers);
+    let dir = tempfile::tempdir().unwrap();
+    util::run_ok(
+        std::process::Command::new("perf")
+            .current_dir(dir.path())
+            .args(["record", "-q", "-e", "page-faults", "-c", "10", "-g"])
+            .args(["-o", "p.data", "--"])
+            .arg(&prog)
+            .args([&PAGES.to_string(), BATCH]),
+        Duration::from_secs(120),
+    );
+    let out = util::run_ok(
+        util::flamegraph().current_dir(dir.path()).args([
+            "--perfdata",
+            "p.data",
+            "-o",
+            "out.folded",
+            "-o",
+            "out.svg",
+        ]),
+        Duration::from_secs(120),
+    );
+    let folded = Folded::read(&dir.path().join("out.folded"));
+    let svg = std::fs::read_to_string(dir.path().join("out.svg")).unwrap();
+    let touched = folded.weight_where(|s| s.iter().any(|f| util::frame_matches(f, "touch_pages")));
+    let lost = String::from_utf8_lossy(&out.stderr).contains("lost");
+    assert!(
+        (touched as f64 >= 0.9 * PAGES as f64 || lost) && touched as f64 <= 1.1 * PAGES as f64,
+        "{touched} page faults under touch_pages, expected {PAGES} ± 10%\n{}",
+        util::describe_output(&out)
+    );
+    assert!(
+        svg.contains(" page-faults, "),
+        "the SVG does not count page-faults"
+    );
+}

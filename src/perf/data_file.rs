@@ -335,6 +335,11 @@ impl Events {
     }
 
     /// The index and format of the event of a kernel record.
+    /// The fixed period of event `index` whose samples do not carry one (see [`Attr`]).
+    fn fixed_period(&self, index: usize) -> Option<u64> {
+        self.attrs.get(index)?.fixed_period
+    }
+
     fn event(&self, kind: u32, body: &[u8]) -> Option<(usize, &SampleFormat)> {
         let first = self.attrs.first()?;
         if self.attrs.len() == 1 {
@@ -484,8 +489,12 @@ impl Sink<'_> {
             self.summary.other_samples += 1;
             return Ok(());
         }
-        let parsed = parse_record(format, kind, misc, body)
+        let mut parsed = parse_record(format, kind, misc, body)
             .map_err(|source| PerfDataError::Record { at, source })?;
+        // `perf record -c N`: each sample stands for N events, as in a live recording.
+        if let (Record::Sample(sample), Some(period)) = (&mut parsed, events.fixed_period(event)) {
+            sample.period = period;
+        }
         let summary = &mut self.summary;
         summary.records += 1;
         match parsed {

@@ -45,6 +45,9 @@ pub(super) struct Attr {
     pub kind: u32,
     pub config: u64,
     pub ids: Vec<u64>,
+    /// The fixed sampling period (`perf record -c N`) when samples do not carry theirs: not a
+    /// frequency, and `PERF_SAMPLE_PERIOD` unset (perf leaves it out for `-c`).
+    pub fixed_period: Option<u64>,
 }
 
 /// What the feature sections (or pipe-mode feature records) say.
@@ -162,7 +165,13 @@ fn word_at(bytes: &[u8], offset: usize) -> u64 {
 /// Parses the fields of a `perf_event_attr` that matter here. Missing trailing fields are zero.
 pub(super) fn parse_attr(bytes: &[u8], ids: Vec<u64>) -> Attr {
     let flags = word_at(bytes, 40);
+    let sample_type = word_at(bytes, 24);
+    let freq = flags & (1 << 10) != 0;
+    let period = word_at(bytes, 16);
+    let fixed_period =
+        (!freq && sample_type & super::st::PERIOD == 0 && period > 0).then_some(period);
     Attr {
+        fixed_period,
         format: SampleFormat {
             sample_type: word_at(bytes, 24),
             read_format: word_at(bytes, 32),
