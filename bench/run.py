@@ -1284,7 +1284,7 @@ def main():
         "",
         "Method and workloads: see bench/README.md. perf-cli = flamegraph 0.6's pipeline "
         "(`perf record -F 997 --call-graph dwarf,64000`, `perf script`, inferno); native copies "
-        "32768 stack bytes. `>N (timeout)`: the run was stopped at its limit.",
+        "49152 stack bytes (the default). `>N (timeout)`: the run was stopped at its limit.",
         "",
     ]
     text = "\n".join(md)
