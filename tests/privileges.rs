@@ -133,7 +133,16 @@ fn low_nofile_soft_limit_is_raised_to_the_hard_limit() {
     let target = many_threads();
     let out = attach_with_nofile(dir.path(), target.0.id(), LIMIT, 4096);
     assert!(out.status.success(), "{}", util::describe_output(&out));
-    Folded::read(&dir.path().join("attach.folded")).assert_leaf_share("spin_attached", 0.975, 2.6);
+    // The attached threads spin in spin_attached: their stacks pass through it (the leaf may be
+    // a kernel interrupt, and under load the nice 19 target gives few samples).
+    let folded = Folded::read(&dir.path().join("attach.folded"));
+    let spinning = folded.weight_where(|s| s.iter().any(|f| f == "spin_attached"));
+    assert!(
+        folded.total() > 0 && spinning as f64 >= 0.9 * folded.total() as f64,
+        "{spinning} of {} under spin_attached\n{}",
+        folded.total(),
+        folded.summary()
+    );
 }
 
 #[test]
