@@ -302,7 +302,19 @@ fn check_attach(as_nobody: bool, path: &str) {
     target
         .args(["sleep", "1000", "1"])
         .stdout(std::process::Stdio::null());
-    let mut target = util::KillOnDrop(target.spawn().unwrap());
+    // A copy just written may be open for writing in a child another test forked meanwhile
+    // (until that child execs): ETXTBSY for a moment, not a failure.
+    let mut spawned = target.spawn();
+    for _ in 0..100 {
+        match &spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+                spawned = target.spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut target = util::KillOnDrop(spawned.unwrap());
     // Let it start its helper thread.
     std::thread::sleep(Duration::from_millis(300));
     let pid = target.0.id().to_string();
