@@ -313,13 +313,17 @@ fn perf_recording(dir: &Path, name: &str, options: &[&str]) -> Option<PathBuf> {
     }
     let program = fixture("recurse", Variant::CFramePointers);
     let file = dir.join(name);
+    // One CPU: a short recording is one round of records, written ring after ring, so a
+    // program that exec'd on one CPU and ran on the other has its MMAP records after its
+    // samples in the file, and the first half of the file would have samples of no known
+    // mapping (seen once under load). Pinned, the file's order is the time order.
     let output = run_with_timeout(
         Command::new("perf")
             .args(["record", "-F", "997", "-g"])
             .args(options)
             .arg("-o")
             .arg(&file)
-            .arg("--")
+            .args(["--", "taskset", "-c", "0"])
             .arg(&program)
             .args(["20", "1"]),
         Duration::from_secs(60),
