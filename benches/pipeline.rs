@@ -235,10 +235,7 @@ mod linux {
             b.iter(|| {
                 for capture in &f.captures {
                     out.clear();
-                    let stack = StackSnapshot {
-                        sp: capture.regs.file.sp,
-                        bytes: &capture.bytes,
-                    };
+                    let stack = StackSnapshot::new(capture.regs.file.sp, &capture.bytes);
                     black_box(unwinder.unwind(&capture.regs, &stack, &f.maps, &mut out));
                 }
             })

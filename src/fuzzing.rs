@@ -174,10 +174,7 @@ pub fn unwind(elfs: &[&Path], data: &[u8]) -> Vec<CodeAddress> {
             pgoff: 0,
         },
     };
-    let stack = StackSnapshot {
-        sp,
-        bytes: f.rest(),
-    };
+    let stack = StackSnapshot::new(sp, f.rest());
     let mut out = Vec::new();
     if flags & 1 == 0 {
         let regs = X86_64Regs::new(pc, sp, fp);

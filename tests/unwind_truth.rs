@@ -446,9 +446,10 @@ fn deep_recursion_from_a_prefix_plus_joining_equals_the_full_copy() {
 }
 
 /// Issue 11 item 4, a real Rust program: rustc compiling a small program, recorded once at the
-/// full copy size. Its compiler thread's stacks all end in `[truncated]`, even from the full
-/// copy (`run_compiler::{closure#1}` has a 527 KiB frame, more than any copy): the comparison is
-/// on the rooted weight (the LLVM threads, the driver), and no stack may be completed wrongly.
+/// full copy size. Replayed from a perf.data file, its compiler thread's stacks all end in
+/// `[truncated]`, even from the full copy (`run_compiler::{closure#1}` has a 527 KiB frame, more
+/// than any copy; only a live recording reads past it): the comparison is on the rooted weight
+/// (the LLVM threads, the driver), and no stack may be completed wrongly.
 #[test]
 fn rustc_from_a_prefix_plus_joining_equals_the_full_copy() {
     if !util::require_perf() {
@@ -478,5 +479,75 @@ fn rustc_from_a_prefix_plus_joining_equals_the_full_copy() {
         &default,
         0.005,
         0.995,
+    );
+}
+
+/// Issue 11 item 4, a frame larger than any stack copy: `recurse 20 1 big` runs its recursion
+/// under `big_frame`, whose 256 KiB of locals no copy reaches past, so neither a larger copy nor
+/// joining can find `main`. The first such sample is completed from the running program's stack
+/// and the next ones are joined to it: at default settings every sample is the exact chain
+/// main → big_frame → recurse × 20 → burn_at_bottom (≥ 95% of the weight; the rest start-up).
+#[test]
+fn a_frame_larger_than_the_copy_is_completed_from_the_live_stack() {
+    if !has_gcc() {
+        return;
+    }
+    let exe = fixture("recurse", Variant::CNoFramePointers);
+    let folded = record(
+        &[],
+        &[
+            exe.as_os_str(),
+            OsStr::new("20"),
+            OsStr::new("1"),
+            OsStr::new("big"),
+        ],
+    );
+    let mut expected = vec!["main", "big_frame"];
+    expected.extend(std::iter::repeat_n("recurse", 20));
+    expected.push("burn_at_bottom");
+    let exact = folded.share_where(|s| {
+        let user: Vec<&str> = s.iter().map(|f| plain(f)).collect();
+        user.windows(expected.len())
+            .any(|w| w == expected.as_slice())
+            && user.last() == Some(&"burn_at_bottom")
+            && rooted(s)
+    });
+    assert!(
+        exact >= 0.95,
+        "{:.1}% of the weight is the whole chain under big_frame\n{}",
+        exact * 100.0,
+        folded.summary()
+    );
+}
+
+/// Issue 11 item 4: rustc compiling a small program at default settings: ≥ 95% of the weight
+/// reaches a root (its compiler thread's `run_compiler::{closure#1}` frame is 527 KiB: the
+/// callers past it come from the running compiler's stack).
+#[test]
+fn rustc_stacks_reach_their_roots_at_default_settings() {
+    let sysroot = run_ok(
+        std::process::Command::new("rustc").args(["--print", "sysroot"]),
+        Duration::from_secs(60),
+    );
+    let rustc =
+        std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
+    let out_dir = tempfile::tempdir().unwrap();
+    let source = util::fixtures_dir().join("rust/generic.rs");
+    let folded = record(
+        &[],
+        &[
+            rustc.as_os_str(),
+            OsStr::new("-O"),
+            OsStr::new("--out-dir"),
+            out_dir.path().as_os_str(),
+            source.as_os_str(),
+        ],
+    );
+    let rooted_share = folded.share_where(rooted);
+    assert!(
+        rooted_share >= 0.95,
+        "{:.1}% of rustc's weight is rooted\n{}",
+        rooted_share * 100.0,
+        folded.summary()
     );
 }

@@ -10,10 +10,13 @@
 //! - [`resolve`]: at the end, each unique frame key is symbolized once into profile frames.
 
 mod join;
+mod live;
 mod offcpu;
 mod resolve;
 mod sample;
 mod warmer;
+
+pub use self::live::LiveMemory;
 
 use std::sync::Arc;
 
@@ -68,6 +71,10 @@ pub struct CollectOptions {
     /// debug info while records arrive runs at normal priority and is waited for at the end
     /// (there is no program to leave the CPU to). Default: false (a live recording).
     pub from_file: bool,
+    /// A live recording that may read its targets' memory: truncated walks that cannot be
+    /// joined are completed from the running process's stack (see `collect/live.rs`). Default:
+    /// none.
+    pub live_memory: Option<LiveMemory>,
 }
 
 /// Whether and how off-CPU intervals join the profile.
@@ -103,6 +110,9 @@ pub struct CollectStats {
     /// Samples whose user stack ran out of copied bytes and was completed from an earlier
     /// complete stack of the same thread (see `collect/join.rs`).
     pub joined: u64,
+    /// Samples whose user stack ran out of copied bytes and was completed from the running
+    /// process's stack (see `collect/live.rs`).
+    pub live: u64,
     /// Samples of the idle task (pid 0), ignored.
     pub idle: u64,
     /// Time of the first and last sample (0 when unknown).
@@ -165,6 +175,7 @@ impl StackCollector {
     pub fn new(options: CollectOptions) -> Self {
         let load_kallsyms = options.kernel == KernelNames::Running;
         let stack_prefix = options.stack_prefix;
+        let live_memory = options.live_memory;
         let symbolizer = Symbolizer::new(symbolize_options(&options));
         let presymbolizing = (options.from_file && !options.lines).then(Default::default);
         let mut processes =
@@ -176,7 +187,7 @@ impl StackCollector {
             warmer: warmer::Warmer::start(symbolizer, load_kallsyms, !options.from_file),
             processes,
             options,
-            walker: StackWalker::new(stack_prefix),
+            walker: StackWalker::new(stack_prefix, live_memory),
             threads: Vec::new(),
             thread_ids: FxHashMap::default(),
             stacks: FxHashMap::default(),
@@ -297,6 +308,9 @@ impl StackCollector {
         }
         if walk.joined {
             self.stats.joined += 1;
+        }
+        if walk.live {
+            self.stats.live += 1;
         }
         if switch_sample {
             self.off_cpu.stash_sample(sample.tid, sample.time, &frames);
@@ -426,7 +440,7 @@ impl StackCollector {
         }
         // No more stacks to walk: the unwind tables (and the mapped pages they read) go before
         // symbolization needs memory.
-        self.walker = StackWalker::new(None);
+        self.walker = StackWalker::new(None, None);
         let warmer = std::mem::replace(&mut self.warmer, warmer::Warmer::idle());
         let (mut symbolizer, presymbolized) = warmer.finish(symbolize_options(&self.options));
         if let KernelNames::File(path) = &self.options.kernel {

@@ -4,11 +4,12 @@
 //! stacks hash equal however their modules were mapped.
 
 use super::join::{JoinOutcome, Joiner};
+use super::live::{LiveMemory, LiveReader, MAX_AGE_NS};
 use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{BlockedStack, Sample, UserRegs};
 use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
-use crate::unwind::{self, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
+use crate::unwind::{self, LiveStack, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
 
 /// One frame of an aggregated stack, before symbolization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +41,8 @@ pub(super) struct UserWalk {
     pub truncated: bool,
     /// The walk ran out of copied stack, and was completed from an earlier stack of the thread.
     pub joined: bool,
+    /// The walk ran out of copied stack, and was completed from the running process's stack.
+    pub live: bool,
 }
 
 /// Turns samples into frame keys; reusable buffers live here so the hot path does not allocate.
@@ -52,16 +55,22 @@ pub(super) struct StackWalker {
     /// Unwind from at most this many leading bytes of each copied stack (a testing hook, see
     /// [`super::CollectOptions::stack_prefix`]).
     stack_prefix: Option<usize>,
+    /// A live recording: truncated walks may read the rest of the stack from the process.
+    live: Option<LiveMemory>,
+    /// Processes that could not be read (no access, or gone): not tried again.
+    unreadable: rustc_hash::FxHashSet<u32>,
 }
 
 impl StackWalker {
-    pub(super) fn new(stack_prefix: Option<usize>) -> Self {
+    pub(super) fn new(stack_prefix: Option<usize>, live: Option<LiveMemory>) -> Self {
         StackWalker {
             unwinder: Unwinder::new(),
             addresses: Vec::with_capacity(256),
             joiner: Joiner::new(),
             steps: Vec::with_capacity(256),
             stack_prefix,
+            live,
+            unreadable: Default::default(),
         }
     }
 
@@ -79,17 +88,21 @@ impl StackWalker {
         let mut walk = UserWalk {
             truncated: false,
             joined: false,
+            live: false,
         };
         let mut marker = None;
         match (sample.user_regs, sample.user_stack.is_empty()) {
-            (Some(regs), false) => match self.unwind_user(sample, &regs, processes) {
-                // Out of copied stack: an earlier stack of the thread, or the kernel's
-                // frame-pointer walk (where the code keeps frame pointers), may know the callers.
+            (Some(regs), false) => match self.unwind_user(sample, &regs, processes, None) {
+                // Out of copied stack: an earlier stack of the thread, the kernel's
+                // frame-pointer walk (where the code keeps frame pointers), or the running
+                // process's stack may know the callers.
                 UnwindEnd::Truncated => {
                     if self.join(sample.tid, true)
                         || self.continue_with_callchain(sample, processes)
                     {
                         walk.joined = true;
+                    } else if self.complete_live(sample, &regs, processes) {
+                        walk.live = true;
                     } else {
                         walk.truncated = true;
                     }
@@ -163,10 +176,7 @@ impl StackWalker {
     ) -> bool {
         self.addresses.clear();
         let regs = <unwind::NativeArch as unwind::SampleRegs>::from_ip_sp(blocked.ip, blocked.sp);
-        let stack = StackSnapshot {
-            sp: blocked.sp,
-            bytes: blocked.stack,
-        };
+        let stack = StackSnapshot::new(blocked.sp, blocked.stack);
         let lookup = SpaceLookup {
             space: processes.space(pid),
             modules: &processes.modules,
@@ -194,12 +204,49 @@ impl StackWalker {
         }
     }
 
-    /// Unwinds the copied user stack into `self.addresses`; returns how the walk ended.
+    /// Walks a truncated sample again, reading past the copy from the running process (see
+    /// `collect/live.rs`); keeps the walk and remembers it for joining when it reaches the
+    /// outermost frame, else leaves `self.addresses` as the truncated walk made them.
+    fn complete_live(
+        &mut self,
+        sample: &Sample<'_>,
+        regs: &UserRegs<'_>,
+        processes: &Processes,
+    ) -> bool {
+        let Some(memory) = self.live else {
+            return false;
+        };
+        if self.unreadable.contains(&sample.pid)
+            || (memory.now)().saturating_sub(sample.time) > MAX_AGE_NS
+        {
+            return false;
+        }
+        let walked = self.addresses.len();
+        let reader = LiveReader::new(memory, sample.pid);
+        self.addresses.clear();
+        let end = self.unwind_user(sample, regs, processes, Some(&reader));
+        if reader.refused() {
+            self.unreadable.insert(sample.pid);
+        }
+        // A zero word read where a return address should be also ends a walk as complete:
+        // only a walk that found callers past the copy counts.
+        if end == UnwindEnd::Complete && self.addresses.len() > walked {
+            self.join(sample.tid, false);
+            return true;
+        }
+        // The copied part of the walk is the same either way.
+        self.addresses.truncate(walked);
+        false
+    }
+
+    /// Unwinds the copied user stack into `self.addresses` (reading past the copy from `live`
+    /// if given); returns how the walk ended.
     fn unwind_user(
         &mut self,
         sample: &Sample<'_>,
         regs: &UserRegs<'_>,
         processes: &Processes,
+        live: Option<&dyn LiveStack>,
     ) -> UnwindEnd {
         let Some(regs) = unwind::regs_from_sample::<unwind::NativeArch>(regs) else {
             return UnwindEnd::Stopped;
@@ -208,10 +255,11 @@ impl StackWalker {
             Some(n) => &sample.user_stack[..n.min(sample.user_stack.len())],
             None => sample.user_stack,
         };
-        let stack = StackSnapshot {
-            sp: <unwind::NativeArch as unwind::SampleRegs>::sp(&regs),
-            bytes,
-        };
+        let mut stack =
+            StackSnapshot::new(<unwind::NativeArch as unwind::SampleRegs>::sp(&regs), bytes);
+        if let Some(live) = live {
+            stack = stack.with_live(live);
+        }
         let lookup = SpaceLookup {
             space: processes.space(sample.pid),
             modules: &processes.modules,

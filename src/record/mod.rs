@@ -130,6 +130,8 @@ fn native_record(config: &Config) -> Result<Recording> {
     // Programs that come and go during the recording (their binaries deleted or rebuilt before
     // the end) are read through the files opened as they were mapped.
     collect.open_mapped_files = true;
+    // Stacks deeper than the copy may be completed from the running program.
+    collect.live_memory = Some(native::live_memory());
     let mut collector = crate::collect::StackCollector::new(collect);
     let mut status = crate::progress::Progress::new("recording");
     let started = std::time::Instant::now();
@@ -229,6 +231,13 @@ fn native_notes(
             "{} of {} stacks were deeper than the {}-byte stack copy and were completed from an \
              earlier stack of their thread",
             stats.joined, stats.samples, options.stack_size
+        ));
+    }
+    if options.verbose && stats.live > 0 {
+        notes.push(format!(
+            "{} of {} stacks were deeper than the {}-byte stack copy and were completed from the \
+             running program's stack",
+            stats.live, stats.samples, options.stack_size
         ));
     }
     if stats.truncated > 0 && (options.verbose || stats.truncated * 100 > stats.samples) {

@@ -90,13 +90,34 @@ pub enum UnwindError {
     },
 }
 
-/// A copy of the user stack: `bytes[i]` is the memory at `sp + i`.
-#[derive(Clone, Copy, Debug)]
+/// A copy of the user stack: `bytes[i]` is the memory at `sp + i`; optionally, the live stack
+/// past the copy ([`StackSnapshot::with_live`]).
+#[derive(Clone, Copy)]
 pub struct StackSnapshot<'a> {
     /// The sampled stack pointer.
     pub sp: u64,
     /// The copied stack (the kernel's `dyn_size` bytes).
     pub bytes: &'a [u8],
+    /// Where reads past the copied bytes go, if anywhere.
+    live: Option<&'a dyn LiveStack>,
+}
+
+impl std::fmt::Debug for StackSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackSnapshot")
+            .field("sp", &self.sp)
+            .field("bytes", &self.bytes.len())
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+/// The stack memory of the sampled thread past the copied bytes, read from the running process
+/// (its callers' frames, which stay put while the sampled frames are live): see
+/// `collect::live`.
+pub trait LiveStack {
+    /// Fills `out` with the memory at `address`; false when it cannot be read.
+    fn read(&self, address: u64, out: &mut [u8]) -> bool;
 }
 
 /// Why a read from a [`StackSnapshot`] failed.
@@ -108,7 +129,24 @@ pub(crate) enum ReadError {
     Invalid,
 }
 
-impl StackSnapshot<'_> {
+impl<'a> StackSnapshot<'a> {
+    /// The copy `bytes` of the stack at `sp`.
+    pub fn new(sp: u64, bytes: &'a [u8]) -> Self {
+        StackSnapshot {
+            sp,
+            bytes,
+            live: None,
+        }
+    }
+
+    /// This copy, with reads past its end served by `live`.
+    pub fn with_live(self, live: &'a dyn LiveStack) -> Self {
+        StackSnapshot {
+            live: Some(live),
+            ..self
+        }
+    }
+
     /// Reads the little-endian value of `size` bytes (1 to 8) at `addr`.
     pub(crate) fn read_sized(&self, addr: u64, size: u8) -> Result<u64, ReadError> {
         let size = usize::from(size);
@@ -120,13 +158,21 @@ impl StackSnapshot<'_> {
             return Err(ReadError::Invalid);
         }
         let start = usize::try_from(offset).map_err(|_| ReadError::Invalid)?;
-        let src = self
-            .bytes
-            .get(start..start + size)
-            .ok_or(ReadError::Truncated)?;
         let mut word = [0u8; 8];
-        word[..size].copy_from_slice(src);
+        match self.bytes.get(start..start + size) {
+            Some(src) => word[..size].copy_from_slice(src),
+            None => self.read_live(addr, &mut word[..size])?,
+        }
         Ok(u64::from_le_bytes(word))
+    }
+
+    /// Reads past the copied bytes from the live stack, if there is one.
+    #[cold]
+    fn read_live(&self, addr: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        match self.live {
+            Some(live) if live.read(addr, out) => Ok(()),
+            _ => Err(ReadError::Truncated),
+        }
     }
 
     /// Reads the 8-byte word at `addr`.

@@ -26,10 +26,7 @@ impl FakeStack {
     }
 
     fn snapshot(&self, len: usize) -> StackSnapshot<'_> {
-        StackSnapshot {
-            sp: SP,
-            bytes: &self.bytes[..len],
-        }
+        StackSnapshot::new(SP, &self.bytes[..len])
     }
 }
 

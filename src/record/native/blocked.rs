@@ -50,6 +50,12 @@ fn parse_syscall(text: &str) -> Option<(u64, u64)> {
 /// Copies up to `out.len()` bytes of `pid`'s memory from `address` into `out`, stopping at the
 /// first unreadable page; returns the number of bytes read (0 on any error).
 pub fn read_memory(pid: u32, address: u64, out: &mut [u8]) -> usize {
+    try_read_memory(pid, address, out).unwrap_or(0)
+}
+
+/// [`read_memory`], telling an unreadable address (`Ok(0)`) from a process that cannot be
+/// read at all (no ptrace access: `EPERM`; gone: `ESRCH`), which is an error.
+pub fn try_read_memory(pid: u32, address: u64, out: &mut [u8]) -> std::io::Result<usize> {
     let local = libc::iovec {
         iov_base: out.as_mut_ptr().cast(),
         iov_len: out.len(),
@@ -61,7 +67,20 @@ pub fn read_memory(pid: u32, address: u64, out: &mut [u8]) -> usize {
     // SAFETY: `local` describes `out`, a writable buffer we own for the whole call; the remote
     // iovec is only read by the kernel, in the other process's address space, with its checks.
     let read = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    usize::try_from(read).unwrap_or(0)
+    match usize::try_from(read) {
+        Ok(n) => Ok(n),
+        Err(_) => match std::io::Error::last_os_error() {
+            e if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ESRCH)) => Err(e),
+            _ => Ok(0),
+        },
+    }
+}
+
+/// The samples' clock (`CLOCK_MONOTONIC`, see `perf_event.rs`), in nanoseconds.
+pub fn monotonic_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// A blocked thread's state: pc, sp and up to `max` bytes of its stack from sp up, or `None` if

@@ -814,6 +814,14 @@ fn is_permission(err: &NativeError) -> bool {
     }
 }
 
+/// How the collector reads the recorded processes' stacks past the copy of a sample.
+pub fn live_memory() -> crate::collect::LiveMemory {
+    crate::collect::LiveMemory {
+        read: blocked::try_read_memory,
+        now: blocked::monotonic_now,
+    }
+}
+
 /// The error for a refused attach to `pid` when `/proc` shows why this user may not profile it
 /// (another user's, setuid or non-dumpable process); `None` when it shows no such reason.
 pub fn attach_denied(pid: u32) -> Option<NativeError> {

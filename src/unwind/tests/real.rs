@@ -144,10 +144,7 @@ impl Symbols {
 fn real_stack_unwinds_through_the_test_functions() {
     let maps = SelfMaps::read();
     let capture = e2e_level_one(&maps);
-    let snapshot = StackSnapshot {
-        sp: capture.regs.file.sp,
-        bytes: &capture.bytes,
-    };
+    let snapshot = StackSnapshot::new(capture.regs.file.sp, &capture.bytes);
     let mut unwinder = Unwinder::<X86_64>::new();
     let mut frames = Vec::new();
     let end = unwinder.unwind(&capture.regs, &snapshot, &maps, &mut frames);
@@ -172,10 +169,7 @@ fn real_stack_unwinds_through_the_test_functions() {
     assert!(names.len() > test + 3, "{listing}");
 
     // Cut to a few hundred bytes: the walk stops early, marked truncated, on the same frames.
-    let cut = StackSnapshot {
-        sp: capture.regs.file.sp,
-        bytes: &capture.bytes[..300],
-    };
+    let cut = StackSnapshot::new(capture.regs.file.sp, &capture.bytes[..300]);
     let mut short = Vec::new();
     let end = unwinder.unwind(&capture.regs, &cut, &maps, &mut short);
     assert_eq!(end, UnwindEnd::Truncated);
@@ -232,10 +226,7 @@ fn real_signal_frame_is_crossed() {
     let maps = MAPS.get_or_init(SelfMaps::read);
     raise_sigusr2();
     let capture = IN_HANDLER.lock().unwrap().take().unwrap();
-    let snapshot = StackSnapshot {
-        sp: capture.regs.file.sp,
-        bytes: &capture.bytes,
-    };
+    let snapshot = StackSnapshot::new(capture.regs.file.sp, &capture.bytes);
     let mut frames = Vec::new();
     let end = Unwinder::<X86_64>::new().unwind(&capture.regs, &snapshot, maps, &mut frames);
     let mut symbols = Symbols {

@@ -258,10 +258,7 @@ fn module_stripped_of_cfi_unwinds_with_frame_pointers() {
         bytes: s.bytes[8..].to_vec(),
     };
     let mut out = Vec::new();
-    let snapshot = crate::unwind::StackSnapshot {
-        sp: SP + 8,
-        bytes: &stack.bytes,
-    };
+    let snapshot = crate::unwind::StackSnapshot::new(SP + 8, &stack.bytes);
     let end = Unwinder::<X86_64>::new().unwind(&regs, &snapshot, &lib.lookup(), &mut out);
     assert_eq!(end, UnwindEnd::Complete);
     assert_eq!(out, [Ip(lib.at("f_nocfi_ret")), Ra(lib.at("f_frame_ret"))]);
