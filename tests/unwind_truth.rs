@@ -365,7 +365,7 @@ fn same_rooted_share(full: &Folded, cut: &Folded) -> (f64, f64) {
 
 /// (1) Truth: a stack completed from the prefix is one the full copy gives too (the share of
 /// weight that is not stays at most `invented_limit`); (2) completeness: of the weight rooted
-/// from the full copy, at least 99.5% is the same stack from the prefix plus joining.
+/// from the full copy, at least `same_at_least` is the same stack from the prefix plus joining.
 fn assert_replay_agrees(
     what: &str,
     full: &Folded,
@@ -388,6 +388,11 @@ fn assert_replay_agrees(
         summaries()
     );
     let (same, rooted_share) = same_rooted_share(full, cut);
+    eprintln!(
+        "{what}: {:.2}% the same, {:.2}% invented",
+        same * 100.0,
+        invented * 100.0
+    );
     assert!(
         rooted_share > 0.5,
         "{what}: the full copy roots only {:.1}%\n{}",
@@ -430,10 +435,7 @@ fn deep_recursion_from_a_prefix_plus_joining_equals_the_full_copy() {
         &full,
         &default,
         0.0,
-        // The issue asks 99.5%. Measured 99.15-99.85% over runs: the joiner keeps only each
-        // thread's last complete stack, which is sometimes shallower than the cut of the next
-        // deep sample (then that sample stays [truncated]; it is never given a wrong caller).
-        0.985,
+        0.995,
     );
     let cut32 = replay(&recorded, Some(32 * 1024));
     let invented = invented_share(&full, &cut32);

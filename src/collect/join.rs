@@ -15,8 +15,17 @@
 //! callers are then the same too, unless the stack below was rewritten in between by a return
 //! into a caller and a new call chain that reached exactly the same `(address, sp)`; that is the
 //! accepted, rare error of the method.
+//!
+//! A few recent complete stacks of each thread are kept, not only the last one: when a thread
+//! sweeps up and down a deep recursion, the last complete sample may be shallower than the point
+//! where the next deep one was cut, while the one before it reaches that point.
+
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
+
+/// Complete stacks kept per thread (searched newest first).
+const RECENT: usize = 4;
 
 /// One user frame of a walk: its key (anything comparable) and the stack pointer it ran at.
 pub(super) type Step<K> = (K, u64);
@@ -32,9 +41,9 @@ pub(super) enum JoinOutcome {
     Truncated,
 }
 
-/// The last complete user stack of each thread, outermost frame last.
+/// The last few complete user stacks of each thread (newest first), each outermost frame last.
 pub(super) struct Joiner<K> {
-    threads: FxHashMap<u32, Vec<Step<K>>>,
+    threads: FxHashMap<u32, VecDeque<Vec<Step<K>>>>,
 }
 
 impl<K: Copy + PartialEq> Joiner<K> {
@@ -56,25 +65,22 @@ impl<K: Copy + PartialEq> Joiner<K> {
             (false, _) => JoinOutcome::Complete,
             (true, None) => return JoinOutcome::Truncated,
             (true, Some(&outermost)) => {
-                let Some(earlier) = self.threads.get(&tid) else {
+                let mut recent = self.threads.get(&tid).into_iter().flatten();
+                let Some(rest) = recent.find_map(|earlier| callers_of(earlier, outermost)) else {
                     return JoinOutcome::Truncated;
                 };
-                // Stack pointers grow toward the root: only frames at or above the outermost
-                // one's sp can be it.
-                let start = earlier.partition_point(|&(_, sp)| sp < outermost.1);
-                match earlier[start..].iter().position(|&step| step == outermost) {
-                    Some(i) => {
-                        let rest = &earlier[start + i + 1..];
-                        steps.extend_from_slice(rest);
-                        JoinOutcome::Joined(rest.len())
-                    }
-                    None => return JoinOutcome::Truncated,
-                }
+                steps.extend_from_slice(rest);
+                JoinOutcome::Joined(rest.len())
             }
         };
-        let remembered = self.threads.entry(tid).or_default();
+        let recent = self.threads.entry(tid).or_default();
+        let mut remembered = match recent.len() {
+            RECENT.. => recent.pop_back().unwrap_or_default(),
+            _ => Vec::new(),
+        };
         remembered.clear();
         remembered.extend_from_slice(steps);
+        recent.push_front(remembered);
         outcome
     }
 
@@ -82,6 +88,14 @@ impl<K: Copy + PartialEq> Joiner<K> {
     pub(super) fn forget(&mut self, tid: u32) {
         self.threads.remove(&tid);
     }
+}
+
+/// The frames of `earlier` (outermost last) rootward of the activation `frame`, if it has it.
+fn callers_of<K: Copy + PartialEq>(earlier: &[Step<K>], frame: Step<K>) -> Option<&[Step<K>]> {
+    // Stack pointers grow toward the root: only frames at or above `frame`'s sp can be it.
+    let start = earlier.partition_point(|&(_, sp)| sp < frame.1);
+    let i = earlier[start..].iter().position(|&step| step == frame)?;
+    Some(&earlier[start + i + 1..])
 }
 
 #[cfg(test)]
@@ -111,5 +125,25 @@ mod tests {
         j.forget(1);
         let mut again = vec![('f', 800)];
         assert_eq!(j.join(1, &mut again, true), JoinOutcome::Truncated);
+    }
+
+    #[test]
+    fn joins_to_an_earlier_stack_than_the_last_when_the_last_is_too_shallow() {
+        let mut j = Joiner::new();
+        let mut deep = vec![('g', 600), ('f', 700), ('f', 800), ('f', 900), ('m', 1000)];
+        assert_eq!(j.join(1, &mut deep, false), JoinOutcome::Complete);
+        let mut shallow = vec![('g', 850), ('f', 900), ('m', 1000)];
+        assert_eq!(j.join(1, &mut shallow, false), JoinOutcome::Complete);
+        // Cut at the f at 800, which only the deep stack had.
+        let mut cut = vec![('h', 500), ('f', 700), ('f', 800)];
+        assert_eq!(j.join(1, &mut cut, true), JoinOutcome::Joined(2));
+        assert_eq!(cut[3..], [('f', 900), ('m', 1000)]);
+        // Only the last few are kept: after enough shallow stacks the deep one is gone.
+        for _ in 0..RECENT {
+            let mut shallow = vec![('g', 850), ('f', 900), ('m', 1000)];
+            j.join(1, &mut shallow, false);
+        }
+        let mut cut = vec![('h', 500), ('f', 700), ('f', 800)];
+        assert_eq!(j.join(1, &mut cut, true), JoinOutcome::Truncated);
     }
 }
