@@ -40,25 +40,27 @@ impl Folded {
     pub fn parse(text: &str) -> Result<Self> {
         let mut stacks = Vec::new();
         for (n, line) in text.lines().enumerate() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
-            }
-            let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
-                Error::Malformed(format!(
-                    "folded stacks line {}: no count in {line:?}",
-                    n + 1
-                ))
-            })?;
-            let count: u64 = count.parse().map_err(|_| {
-                Error::Malformed(format!(
-                    "folded stacks line {}: bad count in {line:?}",
-                    n + 1
-                ))
-            })?;
-            stacks.push((stack.to_owned(), count));
+            stacks.extend(parse_line(n, line)?);
         }
         Ok(Folded { stacks })
+    }
+
+    /// [`Folded::parse`] of text read line by line (a command's output: never held whole).
+    pub fn read(reader: impl std::io::BufRead) -> Result<Self> {
+        let mut stacks = Vec::new();
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(|e| Error::io("reading folded stacks", e))?;
+            stacks.extend(parse_line(n, &line)?);
+        }
+        Ok(Folded { stacks })
+    }
+
+    /// Writes the stacks as text, one `stack weight` line at a time.
+    pub fn write_text(&self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        for (stack, weight) in &self.stacks {
+            writeln!(writer, "{stack} {weight}")?;
+        }
+        Ok(())
     }
 
     /// The stacks and weights, in order.
@@ -180,6 +182,27 @@ fn split_annotation(frame: &str) -> (&str, &str) {
         }
     }
     (frame, "")
+}
+
+/// One line of collapsed text (line number `n` from 0): `None` when blank.
+fn parse_line(n: usize, line: &str) -> Result<Option<(String, u64)>> {
+    let line = line.trim_end();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
+        Error::Malformed(format!(
+            "folded stacks line {}: no count in {line:?}",
+            n + 1
+        ))
+    })?;
+    let count: u64 = count.parse().map_err(|_| {
+        Error::Malformed(format!(
+            "folded stacks line {}: bad count in {line:?}",
+            n + 1
+        ))
+    })?;
+    Ok(Some((stack.to_owned(), count)))
 }
 
 #[cfg(test)]

@@ -472,23 +472,20 @@ impl StackCollector {
             resolve::Resolver::new(&mut symbolizer, &self.processes, self.options.lines);
         resolver.kernel_unnamed = matches!(self.options.kernel, KernelNames::Unnamed(_));
         resolver.presymbolized = presymbolized;
-        let mut key_frames: FxHashMap<FrameKey, Vec<crate::profile::FrameId>> =
-            FxHashMap::default();
+        let stacks = std::mem::take(&mut self.stacks);
+        let (key_frames, key_frame_ids) = name_keys(&stacks, &mut resolver, &mut builder);
         // Per stack id: its profile stack and thread.
         let mut ids = vec![None; self.tallies.len()];
         let mut path = Vec::new();
-        for (keys, &id) in &self.stacks {
+        // Each stack's keys are freed as it is added to the profile, which grows meanwhile.
+        for (keys, id) in stacks {
             let Some((FrameKey::Thread(thread), keys)) = keys.split_last() else {
                 continue;
             };
             path.clear();
             for key in keys.iter().rev() {
-                let frames = key_frames.entry(*key).or_insert_with(|| {
-                    let mut out = Vec::new();
-                    resolver.frames(*key, &mut builder, &mut out);
-                    out
-                });
-                path.extend_from_slice(frames);
+                let (start, len) = key_frames[key];
+                path.extend_from_slice(&key_frame_ids[start as usize..(start + len) as usize]);
             }
             let t = &self.threads[*thread as usize];
             let thread = builder.thread(Thread {
@@ -560,4 +557,46 @@ impl StackCollector {
         }
         vec![format!("{}; {}", parts.join("; "), fixes.join("; "))]
     }
+}
+
+/// Names every frame key of `stacks` once: per key, where its profile frames are in the
+/// returned vector (one key may be several frames: inlined functions). Keys are named module by
+/// module, and each module's symbols and debug info are let go once its addresses are named, so
+/// that memory holds one module's at a time (a system-wide recording samples hundreds).
+#[allow(clippy::type_complexity)]
+fn name_keys(
+    stacks: &FxHashMap<Box<[FrameKey]>, u32>,
+    resolver: &mut resolve::Resolver<'_>,
+    builder: &mut ProfileBuilder,
+) -> (
+    FxHashMap<FrameKey, (u32, u32)>,
+    Vec<crate::profile::FrameId>,
+) {
+    let mut key_frames: FxHashMap<FrameKey, (u32, u32)> = FxHashMap::default();
+    for keys in stacks.keys() {
+        for key in keys.iter().filter(|k| !matches!(k, FrameKey::Thread(_))) {
+            key_frames.insert(*key, (0, 0));
+        }
+    }
+    let mut keys: Vec<FrameKey> = key_frames.keys().copied().collect();
+    let module_of = |key: &FrameKey| match *key {
+        FrameKey::Module { module, offset } => (Some(module), offset),
+        _ => (None, 0),
+    };
+    keys.sort_unstable_by_key(module_of);
+    let mut ids = Vec::new();
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        out.clear();
+        resolver.frames(*key, builder, &mut out);
+        key_frames.insert(*key, (ids.len() as u32, out.len() as u32));
+        ids.extend_from_slice(&out);
+        let module = module_of(key).0;
+        if let Some(module) =
+            module.filter(|_| keys.get(i + 1).map(|k| module_of(k).0) != Some(module))
+        {
+            resolver.release(module);
+        }
+    }
+    (key_frames, ids)
 }

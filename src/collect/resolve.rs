@@ -70,6 +70,13 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Lets go of the symbols and debug info read for `module` (its addresses are all named).
+    pub fn release(&mut self, module: crate::process::ModuleId) {
+        if let Some(file) = self.processes.modules.file(module) {
+            self.symbolizer.release(file);
+        }
+    }
+
     /// The frame of a module whose recorded build-id no file here has: `NAME+0xOFFSET`.
     fn unmatched_frame(&mut self, path: &std::path::Path, offset: u64) {
         let name = path.file_name().unwrap_or(path.as_os_str());

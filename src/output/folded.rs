@@ -1,6 +1,6 @@
 //! Folded stacks: the `.folded` output, and `--post-process`, which edits them with a command.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -8,8 +8,8 @@ use crate::fold::Folded;
 
 /// Writes `folded` as text, one `stack count` per line.
 pub fn write(folded: &Folded, writer: &mut dyn Write) -> Result<()> {
-    writer
-        .write_all(folded.to_text().as_bytes())
+    folded
+        .write_text(writer)
         .map_err(|e| Error::io("writing folded stacks", e))
 }
 
@@ -30,20 +30,18 @@ pub fn post_process(folded: &Folded, command: &str) -> Result<Folded> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
-    let mut stdout = child
+    let stdout = child
         .stdout
         .take()
         .ok_or_else(|| fail("no stdout pipe".into()))?;
-    // Read concurrently so a command that writes as it reads never blocks on a full pipe.
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).map(|_| out)
-    });
-    let text = folded.to_text();
-    if let Some(mut stdin) = child.stdin.take() {
+    // Read concurrently so a command that writes as it reads never blocks on a full pipe; both
+    // directions stream, line by line (a system-wide profile's text is tens of MB).
+    let reader = std::thread::spawn(move || Folded::read(std::io::BufReader::new(stdout)));
+    if let Some(stdin) = child.stdin.take() {
         // A command that does not read all its input (e.g. `head`) closes the pipe early; that is
         // its right, not an error.
-        if let Err(e) = stdin.write_all(text.as_bytes()) {
+        let mut stdin = std::io::BufWriter::new(stdin);
+        if let Err(e) = folded.write_text(&mut stdin).and_then(|()| stdin.flush()) {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
                 return Err(fail(format!("writing its input: {e}")));
             }
@@ -54,12 +52,14 @@ pub fn post_process(folded: &Folded, command: &str) -> Result<Folded> {
         .map_err(|e| fail(format!("waiting for it: {e}")))?;
     let output = reader
         .join()
-        .map_err(|_| fail("reader thread panicked".into()))?
-        .map_err(|e| fail(format!("reading its output: {e}")))?;
+        .map_err(|_| fail("reader thread panicked".into()))?;
     if !status.success() {
         return Err(fail(format!("it exited with {status}")));
     }
-    Folded::parse(&output).map_err(|e| fail(format!("its output is not folded stacks: {e}")))
+    output.map_err(|e| match e {
+        Error::Malformed(_) => fail(format!("its output is not folded stacks: {e}")),
+        e => fail(format!("reading its output: {e}")),
+    })
 }
 
 #[cfg(test)]

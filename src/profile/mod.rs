@@ -22,7 +22,10 @@ pub mod fold;
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 /// Index of a [`Frame`] in [`Profile::frames`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -270,12 +273,21 @@ impl Sample {
     }
 }
 
+/// The hash the builder's interning tables use.
+fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+    FxBuildHasher.hash_one(value)
+}
+
 /// Fills a [`Profile`], interning frames, stacks, threads and modules, and aggregating samples
 /// of the same stack on the same thread unless time order is kept.
 pub struct ProfileBuilder {
     profile: Profile,
-    frame_ids: FxHashMap<Frame, FrameId>,
-    stack_ids: FxHashMap<Box<[FrameId]>, StackId>,
+    /// Indices into `profile.frames` and `profile.stacks` by the hash of what they index: each
+    /// frame and stack is kept once, in the profile (a big profile has ~100k of each).
+    frame_ids: HashTable<u32>,
+    stack_ids: HashTable<u32>,
+    /// Function names, once each: a function sampled at many addresses is many frames.
+    names: FxHashSet<Arc<str>>,
     thread_ids: FxHashMap<Thread, ThreadId>,
     module_ids: FxHashMap<Arc<str>, ModuleIndex>,
     sample_ids: FxHashMap<(StackId, ThreadId), usize>,
@@ -296,8 +308,9 @@ impl ProfileBuilder {
                 measure,
                 time_ordered: false,
             },
-            frame_ids: FxHashMap::default(),
-            stack_ids: FxHashMap::default(),
+            frame_ids: HashTable::new(),
+            stack_ids: HashTable::new(),
+            names: FxHashSet::default(),
             thread_ids: FxHashMap::default(),
             module_ids: FxHashMap::default(),
             sample_ids: FxHashMap::default(),
@@ -315,14 +328,26 @@ impl ProfileBuilder {
     }
 
     /// The id of `frame`, interned.
-    pub fn frame(&mut self, frame: Frame) -> FrameId {
-        if let Some(&id) = self.frame_ids.get(&frame) {
-            return id;
+    pub fn frame(&mut self, mut frame: Frame) -> FrameId {
+        let hash = hash_of(&frame);
+        let frames = &self.profile.frames;
+        if let Some(&id) = self
+            .frame_ids
+            .find(hash, |&id| frames[id as usize] == frame)
+        {
+            return FrameId(id);
         }
-        let id = FrameId(self.profile.frames.len() as u32);
-        self.profile.frames.push(frame.clone());
-        self.frame_ids.insert(frame, id);
-        id
+        match self.names.get(&frame.function) {
+            Some(name) => frame.function = Arc::clone(name),
+            None => {
+                self.names.insert(Arc::clone(&frame.function));
+            }
+        }
+        let id = self.profile.frames.len() as u32;
+        self.profile.frames.push(frame);
+        let frames = &self.profile.frames;
+        (self.frame_ids).insert_unique(hash, id, |&id| hash_of(&frames[id as usize]));
+        FrameId(id)
     }
 
     /// The id of the module at `path`, interned; `build_id` is called once, on first sight.
@@ -342,16 +367,19 @@ impl ProfileBuilder {
 
     /// The id of the stack with these frames (root first), interned.
     pub fn stack(&mut self, frames: &[FrameId]) -> StackId {
-        if let Some(&id) = self.stack_ids.get(frames) {
-            return id;
+        let hash = hash_of(frames);
+        let stacks = &self.profile.stacks;
+        if let Some(&id) = (self.stack_ids).find(hash, |&id| *stacks[id as usize].frames == *frames)
+        {
+            return StackId(id);
         }
-        let id = StackId(self.profile.stacks.len() as u32);
-        let frames: Box<[FrameId]> = frames.into();
+        let id = self.profile.stacks.len() as u32;
         self.profile.stacks.push(Stack {
-            frames: frames.clone(),
+            frames: frames.into(),
         });
-        self.stack_ids.insert(frames, id);
-        id
+        let stacks = &self.profile.stacks;
+        (self.stack_ids).insert_unique(hash, id, |&id| hash_of(&*stacks[id as usize].frames));
+        StackId(id)
     }
 
     /// The id of `thread`, interned.

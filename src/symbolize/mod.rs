@@ -448,6 +448,16 @@ impl Symbolizer {
         true
     }
 
+    /// Lets go of what was read of the file at `path` (its symbols and debug info), unless it
+    /// could not be read (the reason is kept for [`Symbolizer::failed_files`]); a later lookup
+    /// reads it again. The end of a recording names each module's addresses together and then
+    /// lets the module go, so that memory holds one module's debug info at a time, not all.
+    pub fn release(&mut self, path: &Path) {
+        if (self.files.get(path.as_os_str())).is_some_and(|m| m.binary.is_ok()) {
+            self.files.remove(path.as_os_str());
+        }
+    }
+
     /// One line per problem the user should know of: perf maps skipped (not a regular file,
     /// owned by another user) or only partly read.
     pub fn notes(&self) -> &[String] {

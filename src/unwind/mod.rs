@@ -232,7 +232,7 @@ pub struct Unwinder<A: Arch> {
     module_ids: FastMap<Box<[u8]>, u32>,
     /// Indexed by module id; `None` for a file that could not be read.
     modules: Vec<Option<ModuleInfo>>,
-    rules: FastMap<(u32, u64), Option<FrameRule>>,
+    rules: RuleCache,
     ctx: Box<UnwindContext<usize>>,
     /// The stack pointer of each frame of the last walk (see [`Unwinder::frame_sps`]).
     sps: Vec<u64>,
@@ -251,7 +251,7 @@ impl<A: Arch> Unwinder<A> {
         Unwinder {
             module_ids: FastMap::default(),
             modules: Vec::new(),
-            rules: FastMap::default(),
+            rules: RuleCache::default(),
             ctx: Box::new(UnwindContext::new()),
             sps: Vec::with_capacity(256),
             _arch: PhantomData,
@@ -350,7 +350,8 @@ impl<A: Arch> Unwinder<A> {
             return frame_pointer_step::<A>(regs, stack);
         };
         // Applied where it lies in the cache (a rule is a few hundred bytes): one hash lookup.
-        match cached_rule::<A>(&mut self.rules, info, id, svma, &mut self.ctx) {
+        let ctx = &mut self.ctx;
+        match (self.rules).get_or_insert_with((id, svma), || info.find_rule::<A>(svma, ctx)) {
             Some(rule) => apply_rule_in_place::<A>(rule, pc, regs, stack, info),
             None => frame_pointer_step::<A>(regs, stack),
         }
@@ -361,7 +362,7 @@ impl<A: Arch> Unwinder<A> {
     #[cfg(test)]
     pub(crate) fn insert_rule(&mut self, path: &Path, svma: u64, rule: Option<FrameRule>) {
         let id = self.module_id(path);
-        self.rules.insert((id, svma), rule);
+        self.rules.get_or_insert_with((id, svma), || rule);
     }
 
     /// The id of the module at `path`, loading it on first use.
@@ -378,22 +379,51 @@ impl<A: Arch> Unwinder<A> {
     }
 }
 
-/// The rule of `(id, svma)` from the cache, computed from `info` on a miss (`None`: no CFI
-/// covers the address).
-fn cached_rule<'r, A: Arch>(
-    rules: &'r mut FastMap<(u32, u64), Option<FrameRule>>,
-    info: &ModuleInfo,
-    id: u32,
-    svma: u64,
-    ctx: &mut UnwindContext<usize>,
-) -> Option<&'r FrameRule> {
-    if rules.len() >= RULE_CACHE_CAPACITY && !rules.contains_key(&(id, svma)) {
-        rules.clear();
+/// Unwind rules by (module id, SVMA), each distinct rule stored once: the addresses of a module
+/// share few rules (every address of a function body past its prologue has the same one), and a
+/// rule is ~300 bytes where an address entry is 24. Flushed whole when full.
+#[derive(Default)]
+struct RuleCache {
+    /// Index into `table`, or [`RuleCache::NONE`] where no CFI covers the address.
+    by_address: FastMap<(u32, u64), u32>,
+    table: Vec<FrameRule>,
+    ids: FastMap<FrameRule, u32>,
+}
+
+impl RuleCache {
+    const NONE: u32 = u32::MAX;
+
+    /// The rule at `key`, computed by `find` on a miss (`None`: no CFI covers the address).
+    fn get_or_insert_with(
+        &mut self,
+        key: (u32, u64),
+        find: impl FnOnce() -> Option<FrameRule>,
+    ) -> Option<&FrameRule> {
+        let id = match self.by_address.get(&key) {
+            Some(&id) => id,
+            None => {
+                if self.by_address.len() >= RULE_CACHE_CAPACITY {
+                    self.clear();
+                }
+                let id = match find() {
+                    Some(rule) => *self.ids.entry(rule).or_insert_with(|| {
+                        self.table.push(rule);
+                        (self.table.len() - 1) as u32
+                    }),
+                    None => Self::NONE,
+                };
+                self.by_address.insert(key, id);
+                id
+            }
+        };
+        self.table.get(id as usize)
     }
-    rules
-        .entry((id, svma))
-        .or_insert_with(|| info.find_rule::<A>(svma, ctx))
-        .as_ref()
+
+    fn clear(&mut self) {
+        self.by_address.clear();
+        self.table.clear();
+        self.ids.clear();
+    }
 }
 
 /// Continues a walk that ended in [`UnwindEnd::StackSwitch`] with the kernel's frame-pointer

@@ -19,14 +19,14 @@ use super::arch::{Arch, RegFile, MAX_REGS};
 use super::{ReadError, StackSnapshot, UnwindEnd};
 
 /// Which CFI section an expression lives in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum CfiSection {
     EhFrame,
     DebugFrame,
 }
 
 /// A DWARF expression, as a byte range of a module's CFI section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Expr {
     pub section: CfiSection,
     pub offset: u32,
@@ -34,14 +34,14 @@ pub(crate) struct Expr {
 }
 
 /// How to compute the canonical frame address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum CfaRule {
     RegOffset { reg: u16, offset: i64 },
     Expr(Expr),
 }
 
 /// How to recover one register of the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum RegRule {
     /// No rule in the CFI: the architecture's default applies.
     Unspecified,
@@ -61,7 +61,7 @@ pub(crate) enum RegRule {
 pub(crate) const MAX_SAVED: usize = 12;
 
 /// Rules of the tracked registers a CFI row names, other than sp and the return-address column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SavedRules {
     regs: [u8; MAX_SAVED],
     rules: [RegRule; MAX_SAVED],
@@ -128,7 +128,7 @@ impl SavedRules {
 }
 
 /// The unwind rules that apply at one code address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FrameRule {
     pub cfa: CfaRule,
     /// The rule of the return-address column.
