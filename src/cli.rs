@@ -430,7 +430,7 @@ impl CommonArgs {
                 "-c/--cmd passes arguments to perf or dtrace; it cannot be used with --backend native".into(),
             ));
         }
-        if matches!(workload, Workload::SystemWide) && backend == Backend::Dtrace {
+        if matches!(workload, Workload::SystemWide(_)) && backend == Backend::Dtrace {
             return Err(crate::record::dtrace::system_wide_unsupported());
         }
         if self.frequency == Some(0) {
@@ -529,7 +529,7 @@ impl CommonArgs {
             view: ViewOptions {
                 // Every process in one graph: each under its own root.
                 roots: match (&record.workload, views.roots) {
-                    (Workload::SystemWide, Roots::ThreadName) => Roots::PerProcess,
+                    (Workload::SystemWide(_), Roots::ThreadName) => Roots::PerProcess,
                     (_, roots) => roots,
                 },
                 ..views
@@ -628,8 +628,8 @@ pub fn parse_pids(list: &str) -> Result<Vec<u32>> {
         })
 }
 
-/// The workload of `flamegraph`: exactly one of a command, `--pid`, `--all-cpus` or
-/// `--perfdata`.
+/// The workload of `flamegraph`: exactly one of a command, `--pid`, `--all-cpus` (with or
+/// without a command) or `--perfdata`.
 pub fn workload(
     command: Vec<OsString>,
     pids: Option<&str>,
@@ -639,16 +639,11 @@ pub fn workload(
     match (command.is_empty(), pids, all_cpus, perfdata) {
         (false, None, false, None) => Ok(Workload::Command(command)),
         (true, Some(p), false, None) => Ok(Workload::Pids(parse_pids(p)?)),
-        (true, None, true, None) => Ok(Workload::SystemWide),
+        (_, None, true, None) => Ok(Workload::SystemWide(command)),
         (true, None, false, Some(f)) => Ok(Workload::PerfData(f)),
         (true, None, false, None) => Err(Error::InvalidOptions(
             "nothing to profile: give a command after `--`, a --pid, --all-cpus, or a \
              --perfdata file"
-                .into(),
-        )),
-        (false, None, true, None) => Err(Error::InvalidOptions(
-            "-a/--all-cpus records every process until --duration SECS or Ctrl-C; it takes no \
-             command: start the command separately, or profile it alone without -a"
                 .into(),
         )),
         _ => Err(Error::InvalidOptions(
@@ -755,19 +750,27 @@ mod tests {
         }
         assert_eq!(
             workload(Vec::new(), None, true, None).unwrap(),
-            Workload::SystemWide
+            Workload::SystemWide(Vec::new())
         );
-        let e = workload(vec!["ls".into()], None, true, None).unwrap_err();
-        assert!(e.to_string().contains("it takes no command"), "{e}");
+        assert_eq!(
+            workload(vec!["ls".into()], None, true, None).unwrap(),
+            Workload::SystemWide(vec!["ls".into()])
+        );
         let cli = Cli::try_parse_from(["flamegraph", "--duration", "3"]).unwrap();
-        let config = cli.common.into_config(Workload::SystemWide).unwrap();
+        let config = cli
+            .common
+            .into_config(Workload::SystemWide(Vec::new()))
+            .unwrap();
         assert_eq!(config.view.roots, Roots::PerProcess);
         assert_eq!(
             config.record.duration,
             Some(std::time::Duration::from_secs(3))
         );
         let cli = Cli::try_parse_from(["flamegraph", "--per-thread"]).unwrap();
-        let config = cli.common.into_config(Workload::SystemWide).unwrap();
+        let config = cli
+            .common
+            .into_config(Workload::SystemWide(Vec::new()))
+            .unwrap();
         assert_eq!(config.view.roots, Roots::PerThread);
     }
 

@@ -43,8 +43,9 @@ pub enum Workload {
     Command(Vec<OsString>),
     /// Attach to running processes.
     Pids(Vec<u32>),
-    /// Every process on every CPU (`-a`), until `--duration` or Ctrl-C.
-    SystemWide,
+    /// Every process on every CPU (`-a`), until `--duration` or Ctrl-C, or while this command
+    /// (program and arguments; empty: none) runs, as `perf record -a -- CMD` does.
+    SystemWide(Vec<OsString>),
     /// Draw an existing perf.data file.
     PerfData(PathBuf),
 }

@@ -225,7 +225,7 @@ fn validate(config: &Config) -> Result<()> {
                 }
             }
         }
-        Workload::SystemWide => {}
+        Workload::SystemWide(_) => {}
         Workload::PerfData(path) => {
             std::fs::metadata(path).map_err(|source| Error::File {
                 action: "cannot read",

@@ -324,3 +324,55 @@ fn perf_cli_records_all_cpus_for_a_duration() {
     );
     assert!(folded.roots().len() > 1, "{:?}", folded.roots());
 }
+
+/// `-a -- CMD` (perf's `record -a -- CMD`): every process is recorded while the command runs,
+/// the command under its own `comm-PID` root; the recording ends when it exits, and its failure
+/// is the tool's.
+#[test]
+fn all_cpus_with_a_command_records_while_it_runs() {
+    if !util::require_root("recording every process (-a)") || !util::require_gcc() {
+        return;
+    }
+    let prog = fixture("split", Variant::CNoFramePointers);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (_, folded) = record_folded(
+        dir.path(),
+        &["-a", "--", prog.to_str().unwrap(), "serial", "1"],
+    );
+    let elapsed = started.elapsed();
+    let roots = folded.roots();
+    let root = (roots.iter().map(|(r, _)| r))
+        .find(|r| r.starts_with("split-"))
+        .unwrap_or_else(|| panic!("no split-PID root: {roots:?}"));
+    let stacks = under_root(&folded, root);
+    let total: u64 = stacks.iter().map(|(_, n)| n).sum();
+    // split serial: work_a 60%, work_b 30%, work_c 10% of its CPU time.
+    let work_a = weight_with_frame(&stacks, "work_a");
+    assert!(
+        total >= 500 && work_a * 100 >= total * 50,
+        "{root}: work_a {work_a} of {total}\n{}",
+        folded.summary()
+    );
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+    // The command's exit status is the tool's (the graph is still written).
+    let out = dir.path().join("failed.folded");
+    let output = run_with_timeout(
+        flamegraph()
+            .args(["-a", "-o"])
+            .arg(&out)
+            .args(["--", "sh", "-c", "exit 3"]),
+        TIMEOUT,
+    );
+    assert!(
+        !output.status.success(),
+        "{}",
+        util::describe_output(&output)
+    );
+    assert!(
+        stderr(&output).contains("exit status: 3"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(out.exists());
+}

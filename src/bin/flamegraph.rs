@@ -17,9 +17,9 @@ struct Opt {
     #[arg(short = 'p', long = "pid")]
     pid: Option<String>,
 
-    /// Profile every process on every CPU (system-wide) until --duration SECS or Ctrl-C; each
-    /// process under its own root (`comm-PID`). Needs root, CAP_PERFMON or
-    /// kernel.perf_event_paranoid <= 0
+    /// Profile every process on every CPU (system-wide) until --duration SECS or Ctrl-C, or
+    /// while the command after `--` runs; each process under its own root (`comm-PID`). Needs
+    /// root, CAP_PERFMON or kernel.perf_event_paranoid <= 0
     #[arg(short = 'a', long = "all-cpus", conflicts_with_all = ["pid", "perf_file"])]
     all_cpus: bool,
 

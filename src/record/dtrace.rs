@@ -56,7 +56,7 @@ fn dtrace_args(options: &RecordOptions, stacks_file: &std::path::Path) -> Result
                 "--perfdata reads perf.data files; it does not work with --backend dtrace".into(),
             ))
         }
-        Workload::SystemWide => return Err(system_wide_unsupported()),
+        Workload::SystemWide(_) => return Err(system_wide_unsupported()),
     }
     Ok(args)
 }

@@ -109,7 +109,9 @@ fn native_record(config: &Config) -> Result<Recording> {
             }
         },
         Workload::Pids(pids) => native::Target::Attach { pids: pids.clone() },
-        Workload::SystemWide => native::Target::SystemWide,
+        Workload::SystemWide(cmd) => native::Target::SystemWide {
+            command: (cmd.split_first()).map(|(program, args)| (program.clone(), args.to_vec())),
+        },
     };
     let mut native_options = native::NativeOptions::new(target);
     native_options.frequency = options.frequency;

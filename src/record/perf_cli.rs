@@ -93,9 +93,16 @@ fn record_args(options: &RecordOptions) -> Result<RecordArgs> {
                 args.push("-p".into());
                 args.push(list.join(",").into());
             }
-            // Until a stop (--duration, Ctrl-C) reaches perf (perf script then resolves inline frames
-            // of every sampled binary with addr2line: slow; --no-inline is advised).
-            Workload::SystemWide => args.push("-a".into()),
+            // Until a stop (--duration, Ctrl-C) reaches perf, or while the command runs (perf
+            // script then resolves inline frames of every sampled binary with addr2line: slow;
+            // --no-inline is advised).
+            Workload::SystemWide(cmd) => {
+                args.push("-a".into());
+                if !cmd.is_empty() {
+                    args.push("--".into());
+                    args.extend(cmd.iter().cloned());
+                }
+            }
             Workload::PerfData(_) => {}
         }
     }
@@ -325,7 +332,7 @@ mod tests {
     #[test]
     fn system_wide_is_perf_record_a() {
         let options = RecordOptions {
-            workload: Workload::SystemWide,
+            workload: Workload::SystemWide(Vec::new()),
             ..RecordOptions::default()
         };
         let a = record_args(&options).unwrap();

@@ -58,7 +58,7 @@ fn record_args(options: &RecordOptions, trace: &std::path::Path) -> Result<Vec<O
                 "xctrace cannot read perf.data files".into(),
             ))
         }
-        Workload::SystemWide => return Err(super::dtrace::system_wide_unsupported()),
+        Workload::SystemWide(_) => return Err(super::dtrace::system_wide_unsupported()),
     }
     Ok(args)
 }

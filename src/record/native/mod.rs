@@ -57,9 +57,13 @@ pub enum Target {
     /// exit or a stop is requested; they keep running afterwards.
     Attach { pids: Vec<u32> },
     /// Every process on every CPU (the idle task's samples are delivered too, with pid 0),
-    /// until a stop is requested ([`NativeOptions::duration`], a signal, the stop flag). Needs
-    /// root, CAP_PERFMON or `perf_event_paranoid` <= 0.
-    SystemWide,
+    /// until a stop is requested ([`NativeOptions::duration`], a signal, the stop flag), or
+    /// while `command` (program, arguments) runs when given: it is started once recording has
+    /// begun, and a stop request stops it as in [`Target::Launch`]. Needs root, CAP_PERFMON or
+    /// `perf_event_paranoid` <= 0.
+    SystemWide {
+        command: Option<(OsString, Vec<OsString>)>,
+    },
 }
 
 /// How the kernel collects stacks.
@@ -325,7 +329,7 @@ pub fn record(
     let summary = match &options.target {
         Target::Launch { program, args } => recorder.launch(program, args, &mut stop, on_record),
         Target::Attach { pids } => recorder.attach(pids, &mut stop, on_record),
-        Target::SystemWide => recorder.system_wide(&mut stop, on_record),
+        Target::SystemWide { command } => recorder.system_wide(command, &mut stop, on_record),
     }?;
     Ok(RecordSummary {
         duration_elapsed: stop.duration_elapsed(),
@@ -695,6 +699,7 @@ impl Recorder<'_> {
     /// processes described from `/proc`, then records until a stop is requested.
     fn system_wide(
         &self,
+        command: &Option<(OsString, Vec<OsString>)>,
         stop: &mut StopRequests,
         on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
     ) -> Result<RecordSummary, NativeError> {
@@ -725,19 +730,45 @@ impl Recorder<'_> {
             source,
         })?;
         system::synthesize(&mut |record| on_record(&self.format, record));
-        loop {
-            session.wait(POLL_MS);
-            session.round(on_record);
-            if stop.take().is_some() {
-                break;
+        let (exit_status, interrupted) = match command {
+            Some((program, args)) => {
+                let pid = self.start(program, args)?;
+                let (status, interrupted) = self.launch_loop(pid, &mut session, stop, on_record)?;
+                (Some(status), interrupted)
             }
-        }
+            None => {
+                loop {
+                    session.wait(POLL_MS);
+                    session.round(on_record);
+                    if stop.take().is_some() {
+                        break;
+                    }
+                }
+                (None, true)
+            }
+        };
         session.disable_all();
         session.finish(on_record);
         Ok(RecordSummary {
-            interrupted: true,
+            exit_status,
+            interrupted,
             ..self.summary(&session, &opener)
         })
+    }
+
+    /// Starts `program` (as the invoking user under sudo) with no events of its own: the
+    /// CPU-wide events see it. Returns its pid.
+    fn start(&self, program: &OsString, args: &[OsString]) -> Result<i32, NativeError> {
+        let run_as = (self.options.run_as).map(|(uid, gid)| sys::Credentials::of_user(uid, gid));
+        let child = launch::spawn_stopped(
+            program,
+            args,
+            run_as.as_ref(),
+            self.options.stdout_to_stderr,
+        )?;
+        let pid = child.pid;
+        child.release()?;
+        Ok(pid)
     }
 
     /// Turns running out of file descriptors into the `ulimit -n` advice, with the count needed
