@@ -9,6 +9,10 @@ use std::fmt::Write as _;
 
 use crate::error::{Error, Result};
 
+/// Room left at the end of each stack's string for ` WEIGHT`, so that
+/// [`Folded::with_lines`] writes the weights in place without moving the strings.
+pub const WEIGHT_ROOM: usize = 21;
+
 /// Folded stacks with their weights, in a stable order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Folded {
@@ -53,6 +57,25 @@ impl Folded {
             stacks.extend(parse_line(n, &line)?);
         }
         Ok(Folded { stacks })
+    }
+
+    /// Calls `f` with the stacks as collapsed lines (`stack weight`), without a second copy of
+    /// the text: each weight is appended to its stack in place for the call and removed after
+    /// it (a system-wide profile's text is tens of MB, and a renderer such as inferno needs all
+    /// its lines at once).
+    pub fn with_lines<R>(&mut self, f: impl FnOnce(&[&str]) -> R) -> R {
+        let lengths: Vec<usize> = self.stacks.iter().map(|(stack, _)| stack.len()).collect();
+        for (stack, weight) in &mut self.stacks {
+            // Writing to a String cannot fail.
+            let _ = write!(stack, " {weight}");
+        }
+        let lines: Vec<&str> = self.stacks.iter().map(|(line, _)| line.as_str()).collect();
+        let result = f(&lines);
+        drop(lines);
+        for ((stack, _), len) in self.stacks.iter_mut().zip(lengths) {
+            stack.truncate(len);
+        }
+        result
     }
 
     /// Writes the stacks as text, one `stack weight` line at a time.
@@ -202,11 +225,22 @@ fn parse_line(n: usize, line: &str) -> Result<Option<(String, u64)>> {
             n + 1
         ))
     })?;
-    Ok(Some((stack.to_owned(), count)))
+    let mut owned = String::with_capacity(stack.len() + WEIGHT_ROOM);
+    owned.push_str(stack);
+    Ok(Some((owned, count)))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn with_lines_gives_collapsed_lines_and_leaves_the_stacks_as_they_were() {
+        let mut folded = Folded::parse("p;main;a 6\np;main;b 3\n").unwrap();
+        let before = folded.clone();
+        let joined = folded.with_lines(|lines| lines.join("|"));
+        assert_eq!(joined, "p;main;a 6|p;main;b 3");
+        assert_eq!(folded, before);
+    }
+
     use super::*;
 
     #[test]

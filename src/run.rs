@@ -159,15 +159,16 @@ fn write_outputs(
         folded = crate::output::folded::post_process(&folded, cmd)
             .map_err(|e| rescue(e, &folded, &config.output.first().path))?;
     }
-    let view = View {
+    let mut view = View {
         profile: &recording.profile,
         info: &recording.info,
-        folded: &folded,
+        folded: &mut folded,
         diff: baseline,
         graph: &config.graph,
     };
     for target in &config.output.outputs {
-        crate::output::write(&view, target).map_err(|e| rescue(e, &folded, &target.path))?;
+        crate::output::write(&mut view, target)
+            .map_err(|e| rescue(e, view.folded, &target.path))?;
     }
     if config.output.open {
         crate::sink::open_in_viewer(&config.output.first().path)?;

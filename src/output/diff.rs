@@ -211,7 +211,7 @@ impl Deltas {
 }
 
 /// Draws the differential SVG of `view` against `base`.
-pub fn write_svg(base: &Baseline, view: &View<'_>, writer: &mut dyn Write) -> Result<()> {
+pub fn write_svg(base: &Baseline, view: &mut View<'_>, writer: &mut dyn Write) -> Result<()> {
     let units = super::svg::units(view.profile);
     let mut graph = view.graph.clone();
     if graph.subtitle.is_none() {
@@ -423,15 +423,16 @@ mod tests {
         let profile = Profile::from_folded(&after, false);
         let info = super::super::RecordingInfo::default();
         let graph = GraphOptions::default();
-        let view = View {
+        let mut after = after;
+        let mut view = View {
             profile: &profile,
             info: &info,
-            folded: &after,
+            folded: &mut after,
             diff: Some(&base),
             graph: &graph,
         };
         let mut out = Vec::new();
-        write_svg(&base, &view, &mut out).unwrap();
+        write_svg(&base, &mut view, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         let c = colors(&svg);
         let red = |c: &HashMap<String, String>, n: &str| {
@@ -451,7 +452,7 @@ mod tests {
             ..base.clone()
         };
         let mut out = Vec::new();
-        write_svg(&normalized, &view, &mut out).unwrap();
+        write_svg(&normalized, &mut view, &mut out).unwrap();
         let c = colors(&String::from_utf8(out).unwrap());
         assert!(c["a"].ends_with(",255)"), "{c:?}");
         assert!(red(&c, "b"));

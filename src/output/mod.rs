@@ -109,8 +109,10 @@ pub struct View<'a> {
     pub profile: &'a Profile,
     /// What else is known about it.
     pub info: &'a RecordingInfo,
-    /// Its folded stacks, with the chosen roots, `--skip-after` and `--post-process` applied.
-    pub folded: &'a Folded,
+    /// Its folded stacks, with the chosen roots, `--skip-after` and `--post-process` applied
+    /// (mutable only so that the SVG renderer may write its weights in place: see
+    /// [`Folded::with_lines`]; it leaves them as they were).
+    pub folded: &'a mut Folded,
     /// The comparison with a baseline, for differential graphs.
     pub diff: Option<&'a diff::Baseline>,
     /// Graph options (titles, palette, ...).
@@ -119,7 +121,7 @@ pub struct View<'a> {
 
 /// Writes one output through [`crate::sink::Sink`] (a regular file atomically: a failure never
 /// leaves half an output nor a temporary file).
-pub fn write(view: &View<'_>, target: &OutputTarget) -> Result<()> {
+pub fn write(view: &mut View<'_>, target: &OutputTarget) -> Result<()> {
     let mut sink = crate::sink::Sink::create(&target.path)?;
     {
         let mut writer = std::io::BufWriter::new(&mut sink);
@@ -133,7 +135,7 @@ pub fn write(view: &View<'_>, target: &OutputTarget) -> Result<()> {
 }
 
 /// Renders `view` in `format` into `writer`.
-pub fn write_to(view: &View<'_>, format: Format, writer: &mut dyn Write) -> Result<()> {
+pub fn write_to(view: &mut View<'_>, format: Format, writer: &mut dyn Write) -> Result<()> {
     match (format, view.diff) {
         (Format::Svg, None) => {
             svg::write(view.folded, view.graph, &svg::units(view.profile), writer)

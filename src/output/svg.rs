@@ -66,7 +66,7 @@ pub fn inferno_options(
 
 /// Draws `folded` as an SVG flame graph into `writer`.
 pub fn write(
-    folded: &Folded,
+    folded: &mut Folded,
     graph: &GraphOptions,
     units: &Units,
     writer: &mut dyn Write,
@@ -99,26 +99,15 @@ fn off_cpu_colors() -> inferno::flamegraph::color::PaletteMap {
     map
 }
 
-/// Draws `folded` with inferno's `options`.
+/// Draws `folded` with inferno's `options` (its lines written in place: a big profile's text
+/// is not copied).
 pub fn draw(
-    folded: &Folded,
+    folded: &mut Folded,
     options: &mut inferno::flamegraph::Options<'_>,
     writer: &mut dyn Write,
 ) -> Result<()> {
-    // Each line allocated at its size (`format!` would round it up to a power of two: twice
-    // the memory of a big profile's text).
-    let lines: Vec<String> = folded
-        .stacks()
-        .iter()
-        .map(|(s, w)| {
-            let mut line = String::with_capacity(s.len() + 21);
-            line.push_str(s);
-            line.push(' ');
-            line.push_str(&w.to_string());
-            line
-        })
-        .collect();
-    inferno::flamegraph::from_lines(options, lines.iter().map(String::as_str), writer)
+    folded
+        .with_lines(|lines| inferno::flamegraph::from_lines(options, lines.iter().copied(), writer))
         .map_err(|e| Error::io("drawing the flame graph", e))
 }
 
@@ -128,7 +117,7 @@ mod tests {
 
     #[test]
     fn svg_has_titles_and_options() {
-        let folded =
+        let mut folded =
             Folded::parse("prog;main;work_a 6\nprog;main;work_b 3\nprog;main;work_c 1\n").unwrap();
         let graph = GraphOptions {
             title: Some("My <Title>".into()),
@@ -141,7 +130,7 @@ mod tests {
             factor: 1.0,
             off_cpu_markers: false,
         };
-        write(&folded, &graph, &units, &mut out).unwrap();
+        write(&mut folded, &graph, &units, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("My &lt;Title&gt;"), "title escaped in SVG");
         assert!(svg.contains("work_a (6 samples, 60.00%)"));
@@ -150,14 +139,14 @@ mod tests {
 
     #[test]
     fn time_weights_show_as_milliseconds() {
-        let folded = Folded::parse("prog;main;a 1500000000\nprog;main;b 500000000\n").unwrap();
+        let mut folded = Folded::parse("prog;main;a 1500000000\nprog;main;b 500000000\n").unwrap();
         let units = Units {
             count_name: "ms".into(),
             factor: 1e-6,
             off_cpu_markers: false,
         };
         let mut out = Vec::new();
-        write(&folded, &GraphOptions::default(), &units, &mut out).unwrap();
+        write(&mut folded, &GraphOptions::default(), &units, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("main (2,000 ms, 100.00%)"), "{svg}");
         assert!(svg.contains("a (1,500 ms, 75.00%)"), "{svg}");
@@ -165,14 +154,15 @@ mod tests {
 
     #[test]
     fn off_cpu_graph_in_ms_with_marker_colours() {
-        let folded = Folded::parse("p;main;wait;[off-cpu] 150000\np;main;work 50000\n").unwrap();
+        let mut folded =
+            Folded::parse("p;main;wait;[off-cpu] 150000\np;main;work 50000\n").unwrap();
         let units = Units {
             count_name: "ms".into(),
             factor: 1e-3,
             off_cpu_markers: true,
         };
         let mut out = Vec::new();
-        write(&folded, &GraphOptions::default(), &units, &mut out).unwrap();
+        write(&mut folded, &GraphOptions::default(), &units, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("[off-cpu] (150 ms, 75.00%)"), "{svg}");
         assert!(svg.contains("rgb(60,110,220)"), "[off-cpu] in blue");

@@ -5,7 +5,7 @@
 //! Kernel frames carry inferno's `_[k]` annotation so that palettes colour them apart.
 
 use super::{Frame, FrameKind, Measure, Profile, Thread};
-use crate::fold::Folded;
+use crate::fold::{Folded, WEIGHT_ROOM};
 
 /// inferno's annotation of kernel frames.
 pub const KERNEL_SUFFIX: &str = "_[k]";
@@ -90,10 +90,10 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
 }
 
 /// `root` followed by `;NAME` for each of `frames` (named in `frame_text`), allocated once at
-/// its final size.
+/// its final size (and room for its weight).
 fn joined(root: &str, frames: &[super::FrameId], frame_text: &[Option<String>]) -> String {
     let text = |id: &super::FrameId| frame_text[id.0 as usize].as_deref().unwrap_or("");
-    let len = root.len() + frames.iter().map(|id| text(id).len() + 1).sum::<usize>();
+    let len = WEIGHT_ROOM + root.len() + frames.iter().map(|id| text(id).len() + 1).sum::<usize>();
     let mut line = String::with_capacity(len);
     line.push_str(root);
     for id in frames {
