@@ -938,6 +938,9 @@ def scale_report(results, args):
 
 def soak_run(args):
     secs = args.soak_seconds or 600
+    # rustload does a fixed amount of work calibrated to `secs` bare: profiled on a busy machine
+    # it runs longer, and the default limit (600 s) would cut a 600 s soak short.
+    args.timeout = max(args.timeout, 2 * secs)
     per_thread = rustload_lines(secs)  # lines for 2 threads on 2 cores ...
     w = Workload(f"soak-{secs}s", [OUT / "bin" / "rustload", 4, per_thread // 2], False,
                  threads=4)  # ... halved: 4 threads share the 2 cores

@@ -103,9 +103,16 @@ struct Units<R: Reader> {
     dwarf: Arc<gimli::Dwarf<R>>,
     /// Each unit's header offset, ascending.
     offsets: Vec<DebugInfoOffset<R::Offset>>,
-    /// `None`: not parsed yet; `Some(None)`: unusable.
+    /// `None`: not parsed yet (or let go); `Some(None)`: unusable.
     parsed: Vec<Option<Option<Box<ParsedUnit<R>>>>>,
+    /// The parsed units, least recently used first: at most [`MAX_PARSED_UNITS`] are kept.
+    recent: std::collections::VecDeque<usize>,
 }
+
+/// Parsed units kept per section: a unit's abbreviations, functions and scopes take tens of KB
+/// to MBs (C++), and a big program's samples touch hundreds of units. Addresses are named in
+/// order at the end of a recording, so a unit let go is rarely needed again.
+const MAX_PARSED_UNITS: usize = 64;
 
 impl<R: Reader> Units<R> {
     fn new(dwarf: Arc<gimli::Dwarf<R>>) -> Self {
@@ -121,7 +128,24 @@ impl<R: Reader> Units<R> {
             dwarf,
             offsets,
             parsed,
+            recent: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Marks unit `index` as the most recently used, letting the least recently used parsed
+    /// unit go when there are too many.
+    fn touch(&mut self, index: usize) {
+        if index >= self.parsed.len() || self.recent.back() == Some(&index) {
+            return;
+        }
+        if let Some(i) = self.recent.iter().position(|&u| u == index) {
+            self.recent.remove(i);
+        } else if self.recent.len() >= MAX_PARSED_UNITS {
+            if let Some(oldest) = self.recent.pop_front() {
+                self.parsed[oldest] = None;
+            }
+        }
+        self.recent.push_back(index);
     }
 
     /// The index of the unit whose entries include `offset`.
@@ -137,6 +161,7 @@ impl<R: Reader> Units<R> {
 
     /// Unit `index`, parsed on first use, with the sections it reads.
     fn get(&mut self, index: usize) -> Option<(&gimli::Dwarf<R>, &mut ParsedUnit<R>)> {
+        self.touch(index);
         let slot = self.parsed.get_mut(index)?;
         let dwarf = &*self.dwarf;
         if slot.is_none() {
@@ -271,13 +296,13 @@ impl<R: Reader> DwarfNames<R> {
         function: UnitOffset<R::Offset>,
         address: u64,
     ) -> Vec<UnitOffset<R::Offset>> {
-        let dwarf = &self.units.dwarf;
-        let Some(Some(Some(parsed))) = self.units.parsed.get_mut(index) else {
+        // Through `get`: naming the function may have let this unit go (parsed again then).
+        let Some((dwarf, parsed)) = self.units.get(index) else {
             return Vec::new();
         };
-        let Some((functions, _)) = parsed.functions.as_mut() else {
-            return Vec::new();
-        };
+        let (functions, _) = parsed
+            .functions
+            .get_or_insert_with(|| read_functions(dwarf, &parsed.unit));
         let Ok(i) = functions.binary_search_by_key(&function.0, |f| f.offset.0) else {
             return Vec::new();
         };
