@@ -243,9 +243,19 @@ fn native_notes(
         ));
     }
     if stats.truncated > 0 && (options.verbose || stats.truncated * 100 > stats.samples) {
+        let fix = if options.stack_size < crate::options::MAX_STACK_SIZE {
+            format!(
+                "raise --stack-size (at most {})",
+                crate::options::MAX_STACK_SIZE
+            )
+        } else {
+            "no copy goes deeper (a frame larger than the copy whose program could not be read \
+             in time, or had exited)"
+                .to_owned()
+        };
         notes.push(format!(
             "{} of {} stacks were deeper than the {}-byte stack copy and are marked [truncated]; \
-             raise --stack-size (at most 65528)",
+             {fix}",
             stats.truncated, stats.samples, options.stack_size
         ));
     }
