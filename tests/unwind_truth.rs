@@ -447,6 +447,25 @@ fn deep_recursion_from_a_prefix_plus_joining_equals_the_full_copy() {
     );
 }
 
+/// The real rustc (not rustup's proxy) compiling `fixtures/rust/generic.rs` with `-O` into
+/// `out_dir`.
+fn rustc_command(out_dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let sysroot = run_ok(
+        std::process::Command::new("rustc").args(["--print", "sysroot"]),
+        Duration::from_secs(60),
+    );
+    let rustc =
+        std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
+    let source = util::fixtures_dir().join("rust/generic.rs");
+    vec![
+        rustc.into(),
+        "-O".into(),
+        "--out-dir".into(),
+        out_dir.into(),
+        source.into(),
+    ]
+}
+
 /// Issue 11 item 4, a real Rust program: rustc compiling a small program, recorded once at the
 /// full copy size. Replayed from a perf.data file, its compiler thread's stacks all end in
 /// `[truncated]`, even from the full copy (`run_compiler::{closure#1}` has a 527 KiB frame, more
@@ -457,21 +476,9 @@ fn rustc_from_a_prefix_plus_joining_equals_the_full_copy() {
     if !util::require_perf() {
         return;
     }
-    let sysroot = run_ok(
-        std::process::Command::new("rustc").args(["--print", "sysroot"]),
-        Duration::from_secs(60),
-    );
-    let rustc =
-        std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
     let out_dir = tempfile::tempdir().unwrap();
-    let source = util::fixtures_dir().join("rust/generic.rs");
-    let command = [
-        rustc.as_os_str(),
-        OsStr::new("-O"),
-        OsStr::new("--out-dir"),
-        out_dir.path().as_os_str(),
-        source.as_os_str(),
-    ];
+    let command = rustc_command(out_dir.path());
+    let command: Vec<&OsStr> = command.iter().map(|a| a.as_os_str()).collect();
     let recorded = record_full_copies(&command);
     let full = replay(&recorded, None);
     let default = replay(&recorded, Some(flamegraph::options::DEFAULT_STACK_SIZE));
@@ -527,24 +534,10 @@ fn a_frame_larger_than_the_copy_is_completed_from_the_live_stack() {
 /// callers past it come from the running compiler's stack).
 #[test]
 fn rustc_stacks_reach_their_roots_at_default_settings() {
-    let sysroot = run_ok(
-        std::process::Command::new("rustc").args(["--print", "sysroot"]),
-        Duration::from_secs(60),
-    );
-    let rustc =
-        std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
     let out_dir = tempfile::tempdir().unwrap();
-    let source = util::fixtures_dir().join("rust/generic.rs");
-    let folded = record(
-        &[],
-        &[
-            rustc.as_os_str(),
-            OsStr::new("-O"),
-            OsStr::new("--out-dir"),
-            out_dir.path().as_os_str(),
-            source.as_os_str(),
-        ],
-    );
+    let command = rustc_command(out_dir.path());
+    let command: Vec<&OsStr> = command.iter().map(|a| a.as_os_str()).collect();
+    let folded = record(&[], &command);
     let rooted_share = folded.share_where(rooted);
     assert!(
         rooted_share >= 0.95,

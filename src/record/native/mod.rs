@@ -461,16 +461,7 @@ impl Recorder<'_> {
         stop: &mut StopRequests,
         on_record: &mut dyn FnMut(&SampleFormat, Record<'_>),
     ) -> Result<RecordSummary, NativeError> {
-        let run_as = self
-            .options
-            .run_as
-            .map(|(uid, gid)| sys::Credentials::of_user(uid, gid));
-        let child = launch::spawn_stopped(
-            program,
-            args,
-            run_as.as_ref(),
-            self.options.stdout_to_stderr,
-        )?;
+        let child = self.spawn(program, args)?;
         let mut opener = EventOpener::new(self.settings(true));
         let mut session = Session::new(self.format);
         for &cpu in &self.cpus {
@@ -756,16 +747,24 @@ impl Recorder<'_> {
         })
     }
 
-    /// Starts `program` (as the invoking user under sudo) with no events of its own: the
-    /// CPU-wide events see it. Returns its pid.
-    fn start(&self, program: &OsString, args: &[OsString]) -> Result<i32, NativeError> {
+    /// Forks `program`, held before its exec, as the invoking user under sudo.
+    fn spawn(
+        &self,
+        program: &std::ffi::OsStr,
+        args: &[OsString],
+    ) -> Result<launch::Launched, NativeError> {
         let run_as = (self.options.run_as).map(|(uid, gid)| sys::Credentials::of_user(uid, gid));
-        let child = launch::spawn_stopped(
+        launch::spawn_stopped(
             program,
             args,
             run_as.as_ref(),
             self.options.stdout_to_stderr,
-        )?;
+        )
+    }
+
+    /// Starts `program` with no events of its own (the CPU-wide events see it); its pid.
+    fn start(&self, program: &OsString, args: &[OsString]) -> Result<i32, NativeError> {
+        let child = self.spawn(program, args)?;
         let pid = child.pid;
         child.release()?;
         Ok(pid)
