@@ -9,8 +9,8 @@
 use object::read::elf::{ElfFile, FileHeader, SectionHeader, Sym};
 use object::read::StringTable;
 use object::{
-    Endianness, Object, ObjectSection, ObjectSymbolTable, RelocationFlags, RelocationTarget,
-    SymbolIndex,
+    Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationFlags,
+    RelocationTarget, SymbolIndex,
 };
 
 /// One function symbol: the SVMA range `[start, end)` and where its raw (mangled) name is.
@@ -356,13 +356,18 @@ mod plt {
         };
         // GOT slot → the function it is resolved to (its name's offset), in relocation order.
         let mut slots: Vec<(u64, u32, u32)> = Vec::new();
+        // GOT slot → the address of the IFUNC it is resolved by (`*ABS*+0x…@plt` in objdump).
+        let mut ifunc_slots: Vec<(u64, u64, u32)> = Vec::new();
         for (offset, relocation) in relocations {
-            let RelocationTarget::Symbol(index) = relocation.target() else {
-                continue;
-            };
             let r_type = match relocation.flags() {
                 RelocationFlags::Elf { r_type } => r_type.0,
                 _ => 0,
+            };
+            let RelocationTarget::Symbol(index) = relocation.target() else {
+                if is_irelative(elf.architecture(), r_type) {
+                    ifunc_slots.push((offset, relocation.addend() as u64, r_type));
+                }
+                continue;
             };
             if let Some(name) = dynsym
                 .symbol_by_index(index)
@@ -373,6 +378,7 @@ mod plt {
                 slots.push((offset, name, r_type));
             }
         }
+        name_ifunc_slots(elf, &dynsym, ifunc_slots, &mut slots);
         if slots.is_empty() {
             return None;
         }
@@ -402,6 +408,59 @@ mod plt {
             stub.table = table;
         }
         Some(elf.elf_dynamic_symbol_table().strings())
+    }
+
+    /// Whether `r_type` sets a GOT slot to what an IFUNC resolver returns. A library calling its
+    /// own IFUNCs (glibc's `qsort` calling `memcpy`) does it through such slots, with no symbol.
+    fn is_irelative(arch: object::Architecture, r_type: u32) -> bool {
+        match arch {
+            object::Architecture::X86_64 | object::Architecture::X86_64_X32 => {
+                r_type == object::elf::R_X86_64_IRELATIVE.0
+            }
+            object::Architecture::Aarch64 => r_type == object::elf::R_AARCH64_IRELATIVE.0,
+            _ => false,
+        }
+    }
+
+    /// Names each IFUNC slot after the dynamic symbol at its resolver's address (`memmove` for
+    /// glibc's `*ABS*+0x9f550`), global before weak, and adds it to `slots`. perf 6.1 names these
+    /// stubs just `@plt`; a slot whose address no symbol has is left unnamed, as before.
+    fn name_ifunc_slots<'data, Elf: FileHeader<Endian = Endianness>>(
+        elf: &ElfFile<'data, Elf>,
+        dynsym: &object::read::elf::ElfSymbolTable<'data, '_, Elf>,
+        mut ifunc_slots: Vec<(u64, u64, u32)>,
+        slots: &mut Vec<(u64, u32, u32)>,
+    ) {
+        if ifunc_slots.is_empty() {
+            return;
+        }
+        let endian = elf.endian();
+        ifunc_slots.sort_unstable_by_key(|s| s.1);
+        // Resolver address → (is weak, name offset) of the best symbol found there.
+        let mut names: Vec<Option<(bool, u32)>> = vec![None; ifunc_slots.len()];
+        for symbol in dynsym.symbols() {
+            let sym = symbol.elf_symbol();
+            let name = sym.st_name(endian);
+            let address = symbol.address();
+            let first = ifunc_slots.partition_point(|s| s.1 < address);
+            if name == 0 || ifunc_slots.get(first).is_none_or(|s| s.1 != address) {
+                continue;
+            }
+            let candidate = (sym.st_bind() == object::elf::STB_WEAK, name);
+            let best = &mut names[first];
+            if best.is_none_or(|b| candidate.0 < b.0) {
+                *best = Some(candidate);
+            }
+        }
+        let mut first = 0;
+        for (i, &(offset, address, r_type)) in ifunc_slots.iter().enumerate() {
+            if i > 0 && address != ifunc_slots[i - 1].1 {
+                first = i;
+            }
+            if let Some((_, name)) = names[first] {
+                slots.push((offset, name, r_type));
+            }
+        }
     }
 
     /// x86_64 stubs jump through their GOT slot: `jmp *disp32(%rip)` (`ff 25`), after an

@@ -369,6 +369,42 @@ fn alias_with_fewest_underscores_names_the_function() {
     assert_eq!(names(&mut symbolizer, &path, offset), ["malloc"]);
 }
 
+/// glibc calls its own IFUNCs (`memcpy`, `strlen`, … from `qsort`, `printf`) through PLT stubs
+/// whose GOT slots carry an IRELATIVE relocation and no symbol. Each such stub is named after
+/// the IFUNC its resolver address belongs to, never left to the bare `[libc.so.6]`.
+#[test]
+fn ifunc_plt_stubs_of_glibc_are_named_after_their_ifunc() {
+    use object::ObjectSection;
+    let (path, _) = own_mapping(libc::malloc as *const () as usize as u64);
+    let data = std::fs::read(&path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let Some(plt) = file.section_by_name(".plt") else {
+        return;
+    };
+    // Imports (JUMP_SLOT stubs) have no address; IFUNCs have their resolver's.
+    let stub_name = |s: object::Symbol| s.name().ok().map(|n| format!("{n}@plt"));
+    let dynamic: std::collections::HashSet<String> =
+        file.dynamic_symbols().filter_map(stub_name).collect();
+    let ifuncs: std::collections::HashSet<String> = file
+        .dynamic_symbols()
+        .filter(|s| s.address() != 0)
+        .filter_map(stub_name)
+        .collect();
+    let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(false, true));
+    let mut named = 0;
+    // The 16-byte header, then 16-byte stubs.
+    for stub in (plt.address() + 16..plt.address() + plt.size()).step_by(16) {
+        let found = names(&mut symbolizer, &path, file_offset(&path, stub));
+        assert!(
+            found.len() == 1 && dynamic.contains(&found[0]),
+            "the stub at {stub:#x} of {} is {found:?}",
+            path.display()
+        );
+        named += usize::from(ifuncs.contains(&found[0]));
+    }
+    assert!(named > 0, "no stub of {} named an IFUNC", path.display());
+}
+
 #[test]
 fn kernel_address_from_kallsyms() {
     let content = std::fs::read_to_string("/proc/kallsyms").unwrap();
