@@ -448,7 +448,7 @@ mod plt {
             }
             let candidate = (sym.st_bind() == object::elf::STB_WEAK, name);
             let best = &mut names[first];
-            if best.is_none_or(|b| candidate.0 < b.0) {
+            if best.is_none_or(|b| !candidate.0 && b.0) {
                 *best = Some(candidate);
             }
         }
