@@ -244,8 +244,10 @@ pub fn read_perf_data_bytes(
     read_data(bytes, None, &mut |_| None, on_record)
 }
 
-/// How much of the file is read between two calls of the release callback.
-const RELEASE_STEP: usize = 32 << 20;
+/// How much of the file is read between two calls of the release callback. Pages read since the
+/// last call stay in the RSS: at 32 MiB the peak was 48 MiB for a 105 MB file and 64 MiB for
+/// 1 GB; at 4 MiB, 31 and 32 MiB.
+const RELEASE_STEP: usize = 4 << 20;
 
 /// Most bytes held for records waiting for their round: the decompressed bytes they sit in
 /// plus their queue entries. Real files hold a few MiB between two rounds.
