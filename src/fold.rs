@@ -91,6 +91,11 @@ impl Folded {
         &self.stacks
     }
 
+    /// The stacks and weights, in order, consumed.
+    pub fn into_stacks(self) -> Vec<(String, u64)> {
+        self.stacks
+    }
+
     /// Sum of all weights.
     pub fn total(&self) -> u64 {
         self.stacks.iter().map(|(_, w)| w).sum()

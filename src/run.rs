@@ -134,12 +134,16 @@ fn write_outputs(
         roots: config.view.roots,
         ..Default::default()
     };
-    let mut folded = fold(&recording.profile, &options);
-    if recording.profile.time_ordered && !config.graph.flame_chart {
-        // Time order was kept for another output (speedscope): graphs merge equal stacks.
-        folded = Folded::from_counts(merge(&folded));
-    }
-    folded.skip_after(&config.graph.skip_after);
+    let folded_profile = || {
+        let mut folded = fold(&recording.profile, &options);
+        if recording.profile.time_ordered && !config.graph.flame_chart {
+            // Time order was kept for another output (speedscope): graphs merge equal stacks.
+            folded = Folded::from_counts(merge(&folded));
+        }
+        folded.skip_after(&config.graph.skip_after);
+        folded
+    };
+    let mut folded = folded_profile();
     let rescue = |err: Error, folded: &Folded, beside: &Path| {
         // Never lose a profile to a late failure (post-process command, full disk, ...): keep
         // the folded stacks where they can be drawn again (not needed when only --open failed).
@@ -156,8 +160,9 @@ fn write_outputs(
         }
     };
     if let Some(cmd) = &config.output.post_process {
-        folded = crate::output::folded::post_process(&folded, cmd)
-            .map_err(|e| rescue(e, &folded, &config.output.first().path))?;
+        // The command consumes the stacks; a failure is rescued from a second fold.
+        folded = crate::output::folded::post_process(folded, cmd)
+            .map_err(|e| rescue(e, &folded_profile(), &config.output.first().path))?;
     }
     let mut view = View {
         profile: &recording.profile,

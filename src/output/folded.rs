@@ -14,8 +14,10 @@ pub fn write(folded: &Folded, writer: &mut dyn Write) -> Result<()> {
 }
 
 /// Runs the folded stacks through a shell-quoted command (stdin → stdout), as
-/// `--post-process 'sed s/foo/bar/'` or `--post-process 'tee stacks.folded'`.
-pub fn post_process(folded: &Folded, command: &str) -> Result<Folded> {
+/// `--post-process 'sed s/foo/bar/'` or `--post-process 'tee stacks.folded'`. The stacks are
+/// consumed as they are written, so the input and the output are not both held whole (a
+/// system-wide profile's text is tens of MB).
+pub fn post_process(folded: Folded, command: &str) -> Result<Folded> {
     let fail = |reason: String| Error::PostProcess {
         command: command.to_owned(),
         reason,
@@ -34,25 +36,31 @@ pub fn post_process(folded: &Folded, command: &str) -> Result<Folded> {
         .stdout
         .take()
         .ok_or_else(|| fail("no stdout pipe".into()))?;
-    // Read concurrently so a command that writes as it reads never blocks on a full pipe; both
-    // directions stream, line by line (a system-wide profile's text is tens of MB).
-    let reader = std::thread::spawn(move || Folded::read(std::io::BufReader::new(stdout)));
-    if let Some(stdin) = child.stdin.take() {
-        // A command that does not read all its input (e.g. `head`) closes the pipe early; that is
-        // its right, not an error.
+    // Written on a thread while this one reads, so a command that writes as it reads never
+    // blocks on a full pipe; both directions stream, line by line.
+    let stdin = child.stdin.take();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let Some(stdin) = stdin else { return Ok(()) };
         let mut stdin = std::io::BufWriter::new(stdin);
-        if let Err(e) = folded.write_text(&mut stdin).and_then(|()| stdin.flush()) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(fail(format!("writing its input: {e}")));
-            }
+        for (stack, weight) in folded.into_stacks() {
+            writeln!(stdin, "{stack} {weight}")?;
         }
-    }
+        stdin.flush()
+    });
+    let output = Folded::read(std::io::BufReader::new(stdout));
+    let written = writer
+        .join()
+        .map_err(|_| fail("writer thread panicked".into()))?;
     let status = child
         .wait()
         .map_err(|e| fail(format!("waiting for it: {e}")))?;
-    let output = reader
-        .join()
-        .map_err(|_| fail("reader thread panicked".into()))?;
+    // A command that does not read all its input (e.g. `head`) closes the pipe early; that is
+    // its right, not an error.
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(fail(format!("writing its input: {e}")));
+        }
+    }
     if !status.success() {
         return Err(fail(format!("it exited with {status}")));
     }
@@ -72,11 +80,11 @@ mod tests {
 
     #[test]
     fn post_process_through_sed() {
-        let f = post_process(&sample(), "sed 's/work_a/renamed/'").unwrap();
+        let f = post_process(sample(), "sed 's/work_a/renamed/'").unwrap();
         assert!(f.to_text().contains("prog;main;renamed 6"));
-        let err = post_process(&sample(), "false").unwrap_err().to_string();
+        let err = post_process(sample(), "false").unwrap_err().to_string();
         assert!(err.contains("exited with"), "{err}");
-        let err = post_process(&sample(), "/nonexistent/cmd")
+        let err = post_process(sample(), "/nonexistent/cmd")
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot start"), "{err}");
