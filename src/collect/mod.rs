@@ -14,6 +14,7 @@ mod live;
 mod offcpu;
 mod resolve;
 mod sample;
+mod stacks;
 mod warmer;
 
 pub use self::live::LiveMemory;
@@ -154,9 +155,9 @@ pub struct StackCollector {
     walker: StackWalker,
     threads: Vec<ThreadKey>,
     thread_ids: FxHashMap<ThreadKey, u32>,
-    /// Frame keys leaf first, the thread last. Hashed once per sample over every frame:
-    /// FxHash, not SipHash (keys are our own).
-    stacks: FxHashMap<Box<[FrameKey]>, u32>,
+    /// Unique stacks of frame keys, leaf first, the thread last; a stack's id indexes
+    /// `tallies`.
+    stacks: stacks::StackTable,
     tallies: Vec<Tally>,
     /// With time order: (stack id, period, time) per sample.
     sequence: Vec<(u32, u64, u64)>,
@@ -190,7 +191,7 @@ impl StackCollector {
             walker: StackWalker::new(stack_prefix, live_memory),
             threads: Vec::new(),
             thread_ids: FxHashMap::default(),
-            stacks: FxHashMap::default(),
+            stacks: stacks::StackTable::default(),
             tallies: Vec::new(),
             sequence: Vec::new(),
             scratch: Vec::with_capacity(256),
@@ -386,19 +387,14 @@ impl StackCollector {
     fn tally(&mut self, mut frames: Vec<FrameKey>, pid: u32, tid: u32, period: u64, time: u64) {
         let thread = self.thread_id(pid, tid);
         frames.push(FrameKey::Thread(thread));
-        let id = match self.stacks.get(frames.as_slice()) {
-            Some(&id) => id,
-            None => {
-                let id = self.tallies.len() as u32;
-                self.tallies.push(Tally {
-                    count: 0,
-                    weight: 0,
-                });
-                self.stacks.insert(frames.clone().into_boxed_slice(), id);
-                self.presymbolize(&frames);
-                id
-            }
-        };
+        let (id, new) = self.stacks.intern(&frames);
+        if new {
+            self.tallies.push(Tally {
+                count: 0,
+                weight: 0,
+            });
+            self.presymbolize(&frames);
+        }
         let tally = &mut self.tallies[id as usize];
         tally.count += 1;
         tally.weight += period;
@@ -472,22 +468,25 @@ impl StackCollector {
             resolve::Resolver::new(&mut symbolizer, &self.processes, self.options.lines);
         resolver.kernel_unnamed = matches!(self.options.kernel, KernelNames::Unnamed(_));
         resolver.presymbolized = presymbolized;
-        let stacks = std::mem::take(&mut self.stacks);
-        let (key_frames, key_frame_ids) = name_keys(&stacks, &mut resolver, &mut builder);
+        let mut stacks = std::mem::take(&mut self.stacks);
+        stacks.seal();
+        let (key_frames, key_frame_ids) = name_keys(stacks.frames(), &mut resolver, &mut builder);
         // Per stack id: its profile stack and thread.
         let mut ids = vec![None; self.tallies.len()];
         let mut path = Vec::new();
-        // Each stack's keys are freed as it is added to the profile, which grows meanwhile.
-        for (keys, id) in stacks {
-            let Some((FrameKey::Thread(thread), keys)) = keys.split_last() else {
+        for id in 0..stacks.len() as u32 {
+            let Some((&thread, keys)) = stacks.stack(id).split_last() else {
+                continue;
+            };
+            let FrameKey::Thread(thread) = stacks.frames()[thread as usize] else {
                 continue;
             };
             path.clear();
-            for key in keys.iter().rev() {
-                let (start, len) = key_frames[key];
+            for &key in keys.iter().rev() {
+                let (start, len) = key_frames[key as usize];
                 path.extend_from_slice(&key_frame_ids[start as usize..(start + len) as usize]);
             }
-            let t = &self.threads[*thread as usize];
+            let t = &self.threads[thread as usize];
             let thread = builder.thread(Thread {
                 pid: t.pid,
                 tid: t.tid,
@@ -559,42 +558,35 @@ impl StackCollector {
     }
 }
 
-/// Names every frame key of `stacks` once: per key, where its profile frames are in the
+/// Names every distinct frame key once: per key id, where its profile frames are in the
 /// returned vector (one key may be several frames: inlined functions). Keys are named module by
 /// module, and each module's symbols and debug info are let go once its addresses are named, so
 /// that memory holds one module's at a time (a system-wide recording samples hundreds).
-#[allow(clippy::type_complexity)]
 fn name_keys(
-    stacks: &FxHashMap<Box<[FrameKey]>, u32>,
+    frames: &[FrameKey],
     resolver: &mut resolve::Resolver<'_>,
     builder: &mut ProfileBuilder,
-) -> (
-    FxHashMap<FrameKey, (u32, u32)>,
-    Vec<crate::profile::FrameId>,
-) {
-    let mut key_frames: FxHashMap<FrameKey, (u32, u32)> = FxHashMap::default();
-    for keys in stacks.keys() {
-        for key in keys.iter().filter(|k| !matches!(k, FrameKey::Thread(_))) {
-            key_frames.insert(*key, (0, 0));
-        }
-    }
-    let mut keys: Vec<FrameKey> = key_frames.keys().copied().collect();
+) -> (Vec<(u32, u32)>, Vec<crate::profile::FrameId>) {
+    let mut key_frames = vec![(0, 0); frames.len()];
     let module_of = |key: &FrameKey| match *key {
         FrameKey::Module { module, offset } => (Some(module), offset),
         _ => (None, 0),
     };
-    keys.sort_unstable_by_key(module_of);
+    let mut order: Vec<u32> = (0..frames.len() as u32)
+        .filter(|&id| !matches!(frames[id as usize], FrameKey::Thread(_)))
+        .collect();
+    order.sort_unstable_by_key(|&id| module_of(&frames[id as usize]));
     let mut ids = Vec::new();
     let mut out = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
+    for (i, &id) in order.iter().enumerate() {
+        let key = frames[id as usize];
         out.clear();
-        resolver.frames(*key, builder, &mut out);
-        key_frames.insert(*key, (ids.len() as u32, out.len() as u32));
+        resolver.frames(key, builder, &mut out);
+        key_frames[id as usize] = (ids.len() as u32, out.len() as u32);
         ids.extend_from_slice(&out);
-        let module = module_of(key).0;
-        if let Some(module) =
-            module.filter(|_| keys.get(i + 1).map(|k| module_of(k).0) != Some(module))
-        {
+        let module = module_of(&key).0;
+        let next = order.get(i + 1).map(|&n| module_of(&frames[n as usize]).0);
+        if let Some(module) = module.filter(|_| next != Some(module)) {
             resolver.release(module);
         }
     }
