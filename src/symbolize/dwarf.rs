@@ -32,6 +32,15 @@ pub(crate) struct FrameName<R> {
     pub scope: Vec<String>,
 }
 
+/// The name of a scope, read from the section only when a frame inside it is named.
+enum ScopeName<R> {
+    Named(R),
+    /// A namespace without a name.
+    AnonymousNamespace,
+    /// A class without a name (GCC's closure types).
+    Lambda,
+}
+
 /// Address ranges mapped to values, for lookups of the entries containing an address.
 struct RangeTable<T> {
     /// Sorted by `begin`.
@@ -95,7 +104,7 @@ struct ParsedUnit<R: Reader> {
     functions: Option<(Vec<Function<R>>, RangeTable<u32>)>,
     /// Named scopes (namespaces, types, functions) by entry-offset range, built on the first
     /// plain name that needs qualifying.
-    scopes: Option<(Vec<String>, RangeTable<u32>)>,
+    scopes: Option<(Vec<ScopeName<R>>, RangeTable<u32>)>,
 }
 
 /// The units of one `.debug_info` section (the main file's, or a dwz supplementary file's).
@@ -421,7 +430,15 @@ impl<R: Reader> DwarfNames<R> {
             .scopes
             .get_or_insert_with(|| read_scopes(dwarf, &parsed.unit));
         let at = offset.0.into_u64();
-        let mut scope: Vec<String> = table.find(at).map(|i| names[i as usize].clone()).collect();
+        let mut scope: Vec<String> = (table.find(at))
+            .map(|i| match &names[i as usize] {
+                ScopeName::Named(name) => (name.to_string_lossy())
+                    .map(|n| n.into_owned())
+                    .unwrap_or_default(),
+                ScopeName::AnonymousNamespace => "(anonymous namespace)".into(),
+                ScopeName::Lambda => "{lambda}".into(),
+            })
+            .collect();
         scope.reverse();
         scope
     }
@@ -464,12 +481,28 @@ fn read_functions<R: Reader>(
     };
     let mut entry = gimli::DebuggingInformationEntry::null();
     while !entries.is_empty() {
-        match next_entry(&mut entries, gimli::DW_TAG_subprogram, &mut entry) {
-            Ok(Some(gimli::DW_TAG_subprogram)) => {}
-            Ok(_) => continue,
-            Err(_) => break,
+        // Only a subprogram whose abbreviation has an address can have code: the others (C++
+        // member declarations, abstract instances: most subprograms of a C++ unit) are
+        // skipped without decoding their attributes.
+        let offset = entries.next_offset();
+        let Ok(abbrev) = entries.read_abbreviation() else {
+            break;
+        };
+        let Some(abbrev) = abbrev else { continue };
+        let has_code = abbrev.tag() == gimli::DW_TAG_subprogram
+            && (abbrev.attributes().iter())
+                .any(|a| matches!(a.name(), gimli::DW_AT_low_pc | gimli::DW_AT_ranges));
+        let read = if has_code {
+            entries.read_attributes(abbrev.attributes(), &mut entry.attrs)
+        } else {
+            entries.skip_attributes(abbrev.attributes())
+        };
+        if read.is_err() {
+            break;
         }
-        let offset = entry.offset;
+        if !has_code {
+            continue;
+        }
         let index = functions.len() as u32;
         let before = ranges.len();
         push_ranges(dwarf, unit, &entry, &mut ranges, |begin, end| {
@@ -490,7 +523,7 @@ fn read_functions<R: Reader>(
 fn read_scopes<R: Reader>(
     dwarf: &gimli::Dwarf<R>,
     unit: &gimli::Unit<R>,
-) -> (Vec<String>, RangeTable<u32>) {
+) -> (Vec<ScopeName<R>>, RangeTable<u32>) {
     let mut names = Vec::new();
     let mut ranges = Vec::new();
     // Open scopes: (depth, start offset, index into `names`).
@@ -520,7 +553,6 @@ fn read_scopes<R: Reader>(
                 | gimli::DW_TAG_union_type
                 | gimli::DW_TAG_subprogram
         );
-        let mut name = None;
         if !(scope && abbrev.has_children()) {
             if entries.skip_attributes(abbrev.attributes()).is_err() {
                 break;
@@ -530,31 +562,32 @@ fn read_scopes<R: Reader>(
             }
             continue;
         }
-        for spec in abbrev.attributes() {
-            let Ok(attr) = entries.read_attribute(*spec) else {
-                return (names, RangeTable::new(ranges));
-            };
-            if attr.name() == gimli::DW_AT_name {
-                name = dwarf.attr_string(unit, attr.value()).ok().map(|n| {
-                    n.to_string_lossy()
-                        .map(|n| n.into_owned())
-                        .unwrap_or_default()
-                });
-            }
+        // Only the name is decoded; the attributes around it are stepped over.
+        let specs = abbrev.attributes();
+        let at_name = specs.iter().position(|a| a.name() == gimli::DW_AT_name);
+        let mut name = None;
+        let read = match at_name {
+            Some(k) => entries.skip_attributes(&specs[..k]).and_then(|()| {
+                let attr = entries.read_attribute(specs[k])?;
+                name = dwarf.attr_string(unit, attr.value()).ok();
+                entries.skip_attributes(&specs[k + 1..])
+            }),
+            None => entries.skip_attributes(specs),
+        };
+        if read.is_err() {
+            return (names, RangeTable::new(ranges));
         }
-        if scope && abbrev.has_children() {
-            let name = match name {
-                Some(name) => name,
-                None if abbrev.tag() == gimli::DW_TAG_namespace => "(anonymous namespace)".into(),
-                // GCC gives a lambda's closure type no name.
-                None if abbrev.tag() == gimli::DW_TAG_class_type => "{lambda}".into(),
-                None => String::new(),
-            };
-            if !name.is_empty() {
-                // The scope holds the entries below it, not the entry itself.
-                open.push((depth, offset + 1, names.len() as u32));
-                names.push(name);
-            }
+        let name = match name {
+            Some(name) if !name.is_empty() => Some(ScopeName::Named(name)),
+            None if abbrev.tag() == gimli::DW_TAG_namespace => Some(ScopeName::AnonymousNamespace),
+            // GCC gives a lambda's closure type no name.
+            None if abbrev.tag() == gimli::DW_TAG_class_type => Some(ScopeName::Lambda),
+            _ => None,
+        };
+        if let Some(name) = name {
+            // The scope holds the entries below it, not the entry itself.
+            open.push((depth, offset + 1, names.len() as u32));
+            names.push(name);
         }
         if abbrev.has_children() {
             depth += 1;
