@@ -145,6 +145,44 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// The nice value of the thread draining the rings while it records, where the system allows it
+/// (root, or `CAP_SYS_NICE`). More busy threads than CPUs starve a thread at nice 0 now and
+/// then: 264 of 1.02 M samples were lost in a 10-minute, 4-thread soak on 2 CPUs.
+const DRAIN_NICE: i32 = -10;
+
+/// The calling thread at [`DRAIN_NICE`] for as long as this lives, then back to its own nice
+/// value. Only the calling thread changes (Linux's `setpriority` on thread id 0); take it after
+/// forking the profiled program, which would inherit it.
+pub struct DrainPriority {
+    previous: Option<i32>,
+}
+
+impl DrainPriority {
+    /// Raises the calling thread's priority if allowed; silently keeps it otherwise.
+    pub fn raise() -> Self {
+        nix::errno::Errno::clear();
+        // SAFETY: plain syscalls on the calling thread (`who` 0), no memory passed.
+        let previous = unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) };
+        let known = previous != -1 || nix::errno::Errno::last_raw() == 0;
+        // SAFETY: as above.
+        let raised = known
+            && previous > DRAIN_NICE
+            && unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, DRAIN_NICE) } == 0;
+        DrainPriority {
+            previous: raised.then_some(previous),
+        }
+    }
+}
+
+impl Drop for DrainPriority {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            // SAFETY: as in `raise`; lowering one's own priority is always allowed.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, previous) };
+        }
+    }
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no memory effects.
