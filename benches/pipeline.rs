@@ -75,6 +75,7 @@ mod linux {
             Some(ModuleRef {
                 range: *range,
                 path,
+                key: None,
             })
         }
     }

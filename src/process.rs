@@ -344,6 +344,9 @@ pub struct Mapping {
 pub struct AddressSpace {
     /// Sorted by start, non-overlapping.
     mappings: Vec<Mapping>,
+    /// The index of the mapping the last [`AddressSpace::find`] found: a stack's frames are
+    /// mostly in the module of the frame before.
+    last: std::cell::Cell<usize>,
 }
 
 impl AddressSpace {
@@ -385,8 +388,15 @@ impl AddressSpace {
 
     /// The mapping containing `avma`.
     pub fn find(&self, avma: u64) -> Option<&Mapping> {
+        if let Some(m) = self.mappings.get(self.last.get()) {
+            if m.range.contains(avma) {
+                return Some(m);
+            }
+        }
         let i = self.mappings.partition_point(|m| m.range.start <= avma);
-        let m = self.mappings.get(i.checked_sub(1)?)?;
+        let i = i.checked_sub(1)?;
+        let m = self.mappings.get(i)?;
+        self.last.set(i);
         m.range.contains(avma).then_some(m)
     }
 

@@ -364,6 +364,7 @@ impl ModuleLookup for SpaceLookup<'_> {
         Some(ModuleRef {
             range: mapping.range,
             path,
+            key: Some(mapping.module.0),
         })
     }
 }

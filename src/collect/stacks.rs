@@ -5,7 +5,7 @@
 //! after 30 s: as boxed slices of 16-byte frame keys they took 18 MB and grew for the whole
 //! recording; as ids, a quarter of that plus the frame table.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
@@ -23,40 +23,39 @@ pub(super) struct StackTable {
     arena: Vec<u32>,
     /// Where each stack is in `arena`: start, by stack id (its end is the next one's start).
     starts: Vec<u32>,
-    /// Stack ids, by the hash of their frame ids.
+    /// Stack ids, by the hash of their frame keys ([`hash_keys`]).
     stack_ids: HashTable<u32>,
-    /// The frame ids of the stack being looked up.
-    scratch: Vec<u32>,
 }
 
 impl StackTable {
     /// The id of stack `frames` (as the collector builds them: leaf first, thread last), and
-    /// whether it was seen for the first time.
+    /// whether it was seen for the first time. A stack seen before costs one hash over its keys
+    /// and a comparison; only a new stack looks its frames up one by one.
     pub(super) fn intern(&mut self, frames: &[FrameKey]) -> (u32, bool) {
-        let mut ids = std::mem::take(&mut self.scratch);
-        ids.clear();
-        ids.extend(frames.iter().map(|key| self.frame_id(key)));
-        let hash = FxBuildHasher.hash_one(&ids[..]);
-        let (arena, starts) = (&self.arena, &self.starts);
-        let found = self
-            .stack_ids
-            .find(hash, |&id| stack(arena, starts, id) == &ids[..])
-            .copied();
-        let result = match found {
-            Some(id) => (id, false),
-            None => {
-                let id = self.starts.len() as u32;
-                self.starts.push(self.arena.len() as u32);
-                self.arena.extend_from_slice(&ids);
-                let (arena, starts) = (&self.arena, &self.starts);
-                self.stack_ids.insert_unique(hash, id, |&id| {
-                    FxBuildHasher.hash_one(stack(arena, starts, id))
-                });
-                (id, true)
-            }
+        let hash = hash_keys(frames.iter());
+        let (arena, starts, keys) = (&self.arena, &self.starts, &self.frames);
+        let same = |id: &u32| {
+            let stack = stack(arena, starts, *id);
+            stack.len() == frames.len()
+                && stack
+                    .iter()
+                    .zip(frames)
+                    .all(|(&f, key)| keys[f as usize] == *key)
         };
-        self.scratch = ids;
-        result
+        if let Some(&id) = self.stack_ids.find(hash, same) {
+            return (id, false);
+        }
+        let id = self.starts.len() as u32;
+        self.starts.push(self.arena.len() as u32);
+        for key in frames {
+            let frame = self.frame_id(key);
+            self.arena.push(frame);
+        }
+        let (arena, starts, keys) = (&self.arena, &self.starts, &self.frames);
+        self.stack_ids.insert_unique(hash, id, |&id| {
+            hash_keys(stack(arena, starts, id).iter().map(|&f| &keys[f as usize]))
+        });
+        (id, true)
     }
 
     /// The id of `key`, added if new.
@@ -93,8 +92,17 @@ impl StackTable {
     pub(super) fn seal(&mut self) {
         self.frame_ids = HashTable::new();
         self.stack_ids = HashTable::new();
-        self.scratch = Vec::new();
     }
+}
+
+/// The hash of a stack of frame keys, the same whether they come from a sample or from the
+/// table.
+fn hash_keys<'a>(keys: impl Iterator<Item = &'a FrameKey>) -> u64 {
+    let mut hasher = FxBuildHasher.build_hasher();
+    for key in keys {
+        key.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Stack `id`'s frame ids in `arena`.

@@ -158,6 +158,12 @@ impl<'a> StackSnapshot<'a> {
             return Err(ReadError::Invalid);
         }
         let start = usize::try_from(offset).map_err(|_| ReadError::Invalid)?;
+        if size == 8 {
+            if let Some(word) = self.bytes.get(start..start + 8) {
+                let word: [u8; 8] = word.try_into().map_err(|_| ReadError::Invalid)?;
+                return Ok(u64::from_le_bytes(word));
+            }
+        }
         let mut word = [0u8; 8];
         match self.bytes.get(start..start + size) {
             Some(src) => word[..size].copy_from_slice(src),
@@ -191,6 +197,10 @@ pub struct ModuleRef<'a> {
     /// at that path; reading it through `/proc/PID/root` is not implemented). `[vdso]` stands for
     /// the vDSO, read from this process's own copy.
     pub path: &'a Path,
+    /// A small number the lookup gives this file and no other for as long as the unwinder is
+    /// used (the collector's module id), if it has one: the unwinder then finds its parsed
+    /// tables by index instead of hashing the path at every frame.
+    pub key: Option<u32>,
 }
 
 /// The sampled process's memory map, as the unwinder needs it.
@@ -232,6 +242,8 @@ pub struct Unwinder<A: Arch> {
     module_ids: FastMap<Box<[u8]>, u32>,
     /// Indexed by module id; `None` for a file that could not be read.
     modules: Vec<Option<ModuleInfo>>,
+    /// Module ids by [`ModuleRef::key`] ([`Unwinder::UNKEYED`] where not known yet).
+    keyed: Vec<u32>,
     rules: RuleCache,
     ctx: Box<UnwindContext<usize>>,
     /// The stack pointer of each frame of the last walk (see [`Unwinder::frame_sps`]).
@@ -251,6 +263,7 @@ impl<A: Arch> Unwinder<A> {
         Unwinder {
             module_ids: FastMap::default(),
             modules: Vec::new(),
+            keyed: Vec::new(),
             rules: RuleCache::default(),
             ctx: Box::new(UnwindContext::new()),
             sps: Vec::with_capacity(256),
@@ -270,6 +283,7 @@ impl<A: Arch> Unwinder<A> {
     pub fn clear_caches(&mut self) {
         self.module_ids.clear();
         self.modules.clear();
+        self.keyed.clear();
         self.rules.clear();
     }
 
@@ -342,7 +356,10 @@ impl<A: Arch> Unwinder<A> {
             }
             return frame_pointer_step::<A>(regs, stack);
         };
-        let id = self.module_id(module.path);
+        let id = match module.key {
+            Some(key) => self.keyed_module_id(key, module.path),
+            None => self.module_id(module.path),
+        };
         let Some(Some(info)) = self.modules.get(id as usize) else {
             return frame_pointer_step::<A>(regs, stack);
         };
@@ -363,6 +380,22 @@ impl<A: Arch> Unwinder<A> {
     pub(crate) fn insert_rule(&mut self, path: &Path, svma: u64, rule: Option<FrameRule>) {
         let id = self.module_id(path);
         self.rules.get_or_insert_with((id, svma), || rule);
+    }
+
+    const UNKEYED: u32 = u32::MAX;
+
+    /// [`Unwinder::module_id`] of the file the lookup calls `key`, by index after the first time.
+    fn keyed_module_id(&mut self, key: u32, path: &Path) -> u32 {
+        let slot = key as usize;
+        if let Some(&id) = self.keyed.get(slot).filter(|&&id| id != Self::UNKEYED) {
+            return id;
+        }
+        let id = self.module_id(path);
+        if slot >= self.keyed.len() {
+            self.keyed.resize(slot + 1, Self::UNKEYED);
+        }
+        self.keyed[slot] = id;
+        id
     }
 
     /// The id of the module at `path`, loading it on first use.
@@ -388,6 +421,8 @@ struct RuleCache {
     by_address: FastMap<(u32, u64), u32>,
     table: Vec<FrameRule>,
     ids: FastMap<FrameRule, u32>,
+    /// The last key looked up and its entry: a recursion's frames all return to one address.
+    last: Option<((u32, u64), u32)>,
 }
 
 impl RuleCache {
@@ -399,6 +434,11 @@ impl RuleCache {
         key: (u32, u64),
         find: impl FnOnce() -> Option<FrameRule>,
     ) -> Option<&FrameRule> {
+        if let Some((last, id)) = self.last {
+            if last == key {
+                return self.table.get(id as usize);
+            }
+        }
         let id = match self.by_address.get(&key) {
             Some(&id) => id,
             None => {
@@ -416,6 +456,7 @@ impl RuleCache {
                 id
             }
         };
+        self.last = Some((key, id));
         self.table.get(id as usize)
     }
 
@@ -423,6 +464,7 @@ impl RuleCache {
         self.by_address.clear();
         self.table.clear();
         self.ids.clear();
+        self.last = None;
     }
 }
 

@@ -56,6 +56,7 @@ impl ModuleLookup for SelfMaps {
         Some(ModuleRef {
             range: *range,
             path,
+            key: None,
         })
     }
 }

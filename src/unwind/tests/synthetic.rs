@@ -89,6 +89,7 @@ impl ModuleLookup for OneModule<'_> {
         self.range.contains(avma).then_some(ModuleRef {
             range: self.range,
             path: self.path,
+            key: None,
         })
     }
 }
