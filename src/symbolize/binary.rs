@@ -108,8 +108,6 @@ pub(crate) struct Binary {
     /// `None` until first needed; then `Some(None)` if there is no separate debug file, else its
     /// path and content.
     debug_object: Option<Option<(PathBuf, object::File<'static>)>>,
-    /// Lookups since the mapped pages were last released (see [`Storage::release`]).
-    lookups: u32,
     object: object::File<'static>,
     segments: SegmentMap,
     /// The binary's path and the debug root to search for its separate debug file; `None` for
@@ -168,7 +166,6 @@ impl Binary {
             fdes: None,
             lines: None,
             debug_object: None,
-            lookups: 0,
             segments: SegmentMap::from_object(&object),
             object,
             debug_search,
@@ -191,7 +188,7 @@ impl Binary {
         options: SymbolizeOptions,
         out: &mut Vec<String>,
     ) -> bool {
-        self.count_lookup();
+        self.release_pages();
         let first = out.len();
         let from_symtab = self.push_symbol(svma, options, out);
         if options.inline || !from_symtab {
@@ -211,11 +208,20 @@ impl Binary {
             let search = self.debug_search.as_ref();
             let lines = dwarf_object(&self.object, &self.debug_object, search)
                 .and_then(|(object, search)| load_dwarf(object, search, &mut self.storage).ok())
-                .and_then(|dwarf| SourceLines::new(std::sync::Arc::new(dwarf)));
+                .and_then(|mut dwarf| {
+                    // Rust binaries have thousands of units sharing a few abbreviation tables:
+                    // each shared table is parsed once instead of once per unit parsed. (This
+                    // reads every unit header: the name index does it releasing pages as it
+                    // goes; `--lines` keeps gimli's way.)
+                    dwarf.populate_abbreviations_cache(
+                        gimli::AbbreviationsCacheStrategy::Duplicates,
+                    );
+                    SourceLines::new(std::sync::Arc::new(dwarf))
+                });
             self.storage.release();
             self.lines = Some(lines);
         }
-        self.count_lookup();
+        self.release_pages();
         if let Some(Some(lines)) = &mut self.lines {
             lines.locations(svma, out);
         }
@@ -249,15 +255,15 @@ impl Binary {
         self.fdes.get_or_insert_with(FunctionBounds::default)
     }
 
-    /// Counts a lookup; every [`RELEASE_LOOKUPS`] lookups, drops the mapped pages read so far
-    /// from memory (see [`Storage::release`]): DWARF lookups read all over a big binary's debug
-    /// sections, and pages read once would otherwise stay resident for the rest of the run.
-    fn count_lookup(&mut self) {
-        self.lookups += 1;
-        if self.lookups >= RELEASE_LOOKUPS {
-            self.lookups = 0;
-            self.storage.release();
-        }
+    /// Drops the mapped pages read so far from memory (see [`Storage::release`]), at each
+    /// lookup: DWARF lookups read all over a big binary's debug sections, and pages read once
+    /// would otherwise stay resident for the rest of the run. On kernels that map a whole large
+    /// folio of the page cache at a time (6.18, on ext4 with a file written or read by `read()`
+    /// just before, as a linker does), each page read costs up to 2 MiB of RSS. RocksDB (302 MiB
+    /// of DWARF), replaying a 3 s perf.data, peak with small folios / large folios: 36 / 79 MiB
+    /// releasing every 8 lookups, 33 / 59 MiB at each, in the same time (0.2-0.3 s).
+    fn release_pages(&mut self) {
+        self.storage.release();
     }
 
     /// Pushes DWARF frames at `svma`, outermost first: the outermost function if `outermost`, the
@@ -273,17 +279,20 @@ impl Binary {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         if let Some(names) = self.dwarf() {
-            names.frames(svma, &mut frames);
+            names.frames(svma, outermost, &mut frames);
         }
-        // `frames` holds the function first, then the calls inlined into it, innermost last.
-        if let Some((function, inlined_calls)) = frames.split_first() {
-            if outermost {
+        // `frames` holds the function first if `outermost`, then the calls inlined into it,
+        // innermost last.
+        let calls = match frames.split_first() {
+            Some((function, calls)) if outermost => {
                 push_frame(function, options, out);
+                calls
             }
-            if inlined {
-                for call in inlined_calls {
-                    push_frame(call, options, out);
-                }
+            _ => &frames[..],
+        };
+        if inlined {
+            for call in calls {
+                push_frame(call, options, out);
             }
         }
         self.frames = frames;
@@ -313,7 +322,7 @@ impl Binary {
             let search = self.debug_search.as_ref();
             let names = dwarf_object(&self.object, &self.debug_object, search)
                 .and_then(|(object, search)| load_dwarf(object, search, &mut self.storage).ok())
-                .map(DwarfNames::new);
+                .map(|dwarf| DwarfNames::new(dwarf, &mut || self.storage.release()));
             self.storage.release();
             self.dwarf = Some(names);
         }
@@ -373,11 +382,6 @@ fn has_dwarf(object: &object::File<'_>) -> bool {
         .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
 }
 
-/// How many lookups in a binary between two releases of its mapped pages. A lookup that parses
-/// a C++ unit reads hundreds of KB of it. RocksDB (302 MiB of DWARF), replaying a 3 s perf.data:
-/// 83 MiB peak at 64, 70 at 32, 63 at 16, 61 at 8, in the same time (0.4-0.5 s).
-const RELEASE_LOOKUPS: u32 = 8;
-
 /// The object whose DWARF is used: the binary's own if it has some, else its debug file's
 /// (`debug_object`, already looked for), with the path that locates its supplementary file and
 /// the debug root.
@@ -425,9 +429,6 @@ fn load_dwarf(
     if let Some(sup) = supplementary {
         dwarf.load_sup(|id| load_section(&sup, id, storage))?;
     }
-    // Rust binaries have thousands of units sharing a few abbreviation tables: parse each
-    // shared table once instead of once per unit parsed.
-    dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
     Ok(dwarf)
 }
 

@@ -52,7 +52,7 @@ pub mod names;
 mod perfmap;
 mod symtab;
 #[cfg(all(test, target_os = "linux"))]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -17,7 +17,10 @@
 
 use std::sync::Arc;
 
+mod scopes;
+
 use gimli::{AttributeValue, DebugInfoOffset, DwLang, Reader, ReaderOffset, UnitOffset};
+use scopes::{ScopeName, Scopes};
 
 /// How many `DW_AT_abstract_origin` / `DW_AT_specification` links a name may follow.
 const MAX_NAME_LINKS: usize = 16;
@@ -30,15 +33,6 @@ pub(crate) struct FrameName<R> {
     /// For a plain `DW_AT_name`, the names of the namespaces, classes and functions around its
     /// entry, outermost first (`std`, `vector<int>`): the qualification a linkage name gives.
     pub scope: Vec<String>,
-}
-
-/// The name of a scope, read from the section only when a frame inside it is named.
-enum ScopeName<R> {
-    Named(R),
-    /// A namespace without a name.
-    AnonymousNamespace,
-    /// A class without a name (GCC's closure types).
-    Lambda,
 }
 
 /// Address ranges mapped to values, for lookups of the entries containing an address.
@@ -102,9 +96,8 @@ struct ParsedUnit<R: Reader> {
     language: Option<DwLang>,
     /// Built on the first address lookup in this unit (not for units only visited for names).
     functions: Option<(Vec<Function<R>>, RangeTable<u32>)>,
-    /// Named scopes (namespaces, types, functions) by entry-offset range, built on the first
-    /// plain name that needs qualifying.
-    scopes: Option<(Vec<ScopeName<R>>, RangeTable<u32>)>,
+    /// The scopes around entries, for plain names that need qualifying.
+    scopes: Scopes<R>,
 }
 
 /// The units of one `.debug_info` section (the main file's, or a dwz supplementary file's).
@@ -123,15 +116,44 @@ struct Units<R: Reader> {
 /// order at the end of a recording, so a unit let go is rarely needed again.
 const MAX_PARSED_UNITS: usize = 64;
 
-impl<R: Reader> Units<R> {
-    fn new(dwarf: Arc<gimli::Dwarf<R>>) -> Self {
-        let mut offsets = Vec::new();
-        let mut headers = dwarf.units();
-        while let Ok(Some(header)) = headers.next() {
-            if let Some(offset) = header.debug_info_offset() {
-                offsets.push(offset);
-            }
+/// How far the scans over a whole section go between two calls of their `release` callback.
+/// The kernel (6.18, on filesystems with large folios) maps the whole folio of a page read
+/// through a file mapping, up to 2 MiB: reading the header of each of RocksDB's 600 units
+/// mapped 200 MiB of its 300 MiB of DWARF before anything was given back.
+const RELEASE_BYTES: u64 = 8 << 20;
+
+/// Calls `release` each time `offset` has moved [`RELEASE_BYTES`] past `*last`.
+fn release_every(offset: u64, last: &mut u64, release: &mut dyn FnMut()) {
+    if offset.abs_diff(*last) >= RELEASE_BYTES {
+        *last = offset;
+        release();
+    }
+}
+
+/// Per unit: its offset in `.debug_info`, and the offset of its abbreviation table.
+type UnitHeaders<O> = (Vec<DebugInfoOffset<O>>, Vec<gimli::DebugAbbrevOffset<O>>);
+
+/// The offset of each unit of `dwarf` and of its abbreviation table, calling `release` as it
+/// goes (a unit header is read from each unit: from all over a big section).
+fn read_headers<R: Reader>(
+    dwarf: &gimli::Dwarf<R>,
+    release: &mut dyn FnMut(),
+) -> UnitHeaders<R::Offset> {
+    let (mut offsets, mut tables) = (Vec::new(), Vec::new());
+    let mut headers = dwarf.units();
+    let mut released = 0;
+    while let Ok(Some(header)) = headers.next() {
+        if let Some(offset) = header.debug_info_offset() {
+            release_every(offset.0.into_u64(), &mut released, release);
+            offsets.push(offset);
+            tables.push(header.debug_abbrev_offset());
         }
+    }
+    (offsets, tables)
+}
+
+impl<R: Reader> Units<R> {
+    fn new(dwarf: Arc<gimli::Dwarf<R>>, offsets: Vec<DebugInfoOffset<R::Offset>>) -> Self {
         let parsed = (0..offsets.len()).map(|_| None).collect();
         Units {
             dwarf,
@@ -139,6 +161,26 @@ impl<R: Reader> Units<R> {
             parsed,
             recent: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The units of `dwarf`, each abbreviation table that several units share parsed once, up
+    /// front: Rust binaries have thousands of units sharing a few tables. (What gimli's
+    /// `populate_abbreviations_cache` does, done here so that `release` is called while the
+    /// headers are read.)
+    fn with_shared_abbreviations(mut dwarf: gimli::Dwarf<R>, release: &mut dyn FnMut()) -> Self {
+        let (offsets, mut tables) = read_headers(&dwarf, release);
+        tables.sort_unstable_by_key(|offset| offset.0.into_u64());
+        let mut shared: Vec<_> = (tables.windows(2))
+            .filter(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0])
+            .collect();
+        shared.dedup();
+        for offset in shared {
+            if let Ok(table) = dwarf.debug_abbrev.abbreviations(offset) {
+                dwarf.abbreviations_cache.set::<R>(offset, Arc::new(table));
+            }
+        }
+        Self::new(Arc::new(dwarf), offsets)
     }
 
     /// Marks unit `index` as the most recently used, letting the least recently used parsed
@@ -187,7 +229,7 @@ impl<R: Reader> Units<R> {
                     unit,
                     language,
                     functions: None,
-                    scopes: None,
+                    scopes: Scopes::default(),
                 })
             }));
         }
@@ -206,15 +248,21 @@ pub(crate) struct DwarfNames<R: Reader> {
 
 impl<R: Reader> DwarfNames<R> {
     /// Indexes the units of `dwarf` by address. Cheap: parses `.debug_aranges` and, for units it
-    /// does not list, each unit's root entry.
-    pub(crate) fn new(dwarf: gimli::Dwarf<R>) -> Self {
+    /// does not list, each unit's root entry. `release` gives back the mapped pages read so far;
+    /// it is called every few MB of a section (see [`RELEASE_BYTES`]).
+    pub(crate) fn new(dwarf: gimli::Dwarf<R>, release: &mut dyn FnMut()) -> Self {
         // The main file keeps its link to the supplementary one: its strings may live there.
-        let sup = dwarf.sup.clone().map(Units::new);
-        let units = Units::new(Arc::new(dwarf));
+        let sup = (dwarf.sup.clone()).map(|sup| {
+            let (offsets, _) = read_headers(&sup, release);
+            Units::new(sup, offsets)
+        });
+        let units = Units::with_shared_abbreviations(dwarf, release);
         let mut ranges = Vec::new();
         let mut covered = vec![false; units.offsets.len()];
         let mut headers = units.dwarf.debug_aranges.headers();
+        let mut released = 0;
         while let Ok(Some(header)) = headers.next() {
+            release_every(header.offset().0.into_u64(), &mut released, release);
             let Some(index) = units.index_of(header.debug_info_offset()) else {
                 continue;
             };
@@ -237,6 +285,9 @@ impl<R: Reader> DwarfNames<R> {
         }
         // Units `.debug_aranges` does not cover: their root entry's ranges.
         for (index, _) in covered.iter().enumerate().filter(|(_, c)| !**c) {
+            // Parsing a unit reads its abbreviations and line program header, elsewhere in the
+            // file than its neighbours' when they are listed in `.debug_aranges`.
+            release();
             let dwarf = &units.dwarf;
             let Ok(unit) = dwarf
                 .unit_header(units.offsets[index])
@@ -258,18 +309,26 @@ impl<R: Reader> DwarfNames<R> {
         }
     }
 
-    /// Pushes the names at `address` onto `out`, outermost first: the function containing it,
-    /// then the functions inlined there, the innermost last. Pushes nothing if no unit has a
-    /// function there.
-    pub(crate) fn frames(&mut self, address: u64, out: &mut Vec<FrameName<R>>) {
+    /// Pushes the names at `address` onto `out`, outermost first: the function containing it
+    /// (if `outermost`: a caller that names it from the symbol table does not need it), then
+    /// the functions inlined there, the innermost last. Returns false, pushing nothing, if no
+    /// unit has a function there.
+    pub(crate) fn frames(
+        &mut self,
+        address: u64,
+        outermost: bool,
+        out: &mut Vec<FrameName<R>>,
+    ) -> bool {
         let candidates: Vec<u32> = self.ranges.find(address).collect();
         for index in candidates {
             let Some((function, language)) = self.function_at(index as usize, address) else {
                 continue;
             };
             let first = out.len();
-            if let Some(name) = self.name(index as usize, function, language) {
-                out.push(name);
+            if outermost {
+                if let Some(name) = self.name(index as usize, function, language) {
+                    out.push(name);
+                }
             }
             let chain = self.inlined_at(index as usize, function, address);
             for offset in chain {
@@ -277,10 +336,11 @@ impl<R: Reader> DwarfNames<R> {
                     out.push(name);
                 }
             }
-            if out.len() > first {
-                return;
+            if out.len() > first || !outermost {
+                return true;
             }
         }
+        false
     }
 
     /// The innermost function of unit `index` containing `address`, and the unit's language.
@@ -426,21 +486,9 @@ impl<R: Reader> DwarfNames<R> {
         let Some((dwarf, parsed)) = units.get(index) else {
             return Vec::new();
         };
-        let (names, table) = parsed
-            .scopes
-            .get_or_insert_with(|| read_scopes(dwarf, &parsed.unit));
-        let at = offset.0.into_u64();
-        let mut scope: Vec<String> = (table.find(at))
-            .map(|i| match &names[i as usize] {
-                ScopeName::Named(name) => (name.to_string_lossy())
-                    .map(|n| n.into_owned())
-                    .unwrap_or_default(),
-                ScopeName::AnonymousNamespace => "(anonymous namespace)".into(),
-                ScopeName::Lambda => "{lambda}".into(),
-            })
-            .collect();
-        scope.reverse();
-        scope
+        let ParsedUnit { unit, scopes, .. } = parsed;
+        let scopes = scopes.around(dwarf, unit, offset);
+        scopes.iter().map(ScopeName::text).collect()
     }
 }
 
@@ -470,6 +518,12 @@ fn root_language<R: Reader>(unit: &gimli::Unit<R>) -> Option<DwLang> {
 
 /// Every function of `unit` that has code, with a table of their ranges. Functions come in
 /// offset order.
+///
+/// Types outside any function are stepped over by their `DW_AT_sibling` (GCC writes one for
+/// every entry with children): they hold member *declarations*, whose code is described by an
+/// entry outside the class (`DW_AT_specification`), and they are most of a C++ unit's entries
+/// (59% of RocksDB's). Only a class local to a function holds its members' code (GCC), so
+/// types inside functions are read through.
 fn read_functions<R: Reader>(
     dwarf: &gimli::Dwarf<R>,
     unit: &gimli::Unit<R>,
@@ -480,16 +534,37 @@ fn read_functions<R: Reader>(
         return (functions, RangeTable::new(ranges));
     };
     let mut entry = gimli::DebuggingInformationEntry::null();
+    let mut depth: isize = 0;
+    // The depth of the outermost function entry above the next entry, if any.
+    let mut in_function: Option<isize> = None;
     while !entries.is_empty() {
-        // Only a subprogram whose abbreviation has an address can have code: the others (C++
-        // member declarations, abstract instances: most subprograms of a C++ unit) are
-        // skipped without decoding their attributes.
         let offset = entries.next_offset();
         let Ok(abbrev) = entries.read_abbreviation() else {
             break;
         };
-        let Some(abbrev) = abbrev else { continue };
-        let has_code = abbrev.tag() == gimli::DW_TAG_subprogram
+        let Some(abbrev) = abbrev else {
+            depth -= 1;
+            if in_function.is_some_and(|d| d >= depth) {
+                in_function = None;
+            }
+            continue;
+        };
+        let tag = abbrev.tag();
+        if in_function.is_none() && is_type(tag) && abbrev.has_children() {
+            let Ok(found) = scopes::read_name_and_sibling(&mut entries, abbrev) else {
+                break;
+            };
+            let sibling = found.sibling.filter(|&s| s > offset.0.into_u64());
+            match sibling.and_then(|s| scopes::entries_at(unit, s)) {
+                Some(after) => entries = after,
+                None => depth += 1,
+            }
+            continue;
+        }
+        // Only a subprogram whose abbreviation has an address can have code: the others (C++
+        // member declarations, abstract instances: most subprograms of a C++ unit) are
+        // skipped without decoding their attributes.
+        let has_code = tag == gimli::DW_TAG_subprogram
             && (abbrev.attributes().iter())
                 .any(|a| matches!(a.name(), gimli::DW_AT_low_pc | gimli::DW_AT_ranges));
         let read = if has_code {
@@ -499,6 +574,12 @@ fn read_functions<R: Reader>(
         };
         if read.is_err() {
             break;
+        }
+        if abbrev.has_children() {
+            if tag == gimli::DW_TAG_subprogram && in_function.is_none() {
+                in_function = Some(depth);
+            }
+            depth += 1;
         }
         if !has_code {
             continue;
@@ -518,86 +599,15 @@ fn read_functions<R: Reader>(
     (functions, RangeTable::new(ranges))
 }
 
-/// The named scopes of `unit`: namespaces (`(anonymous namespace)` when unnamed), classes,
-/// structures, unions and functions, each with the range of entry offsets below it.
-fn read_scopes<R: Reader>(
-    dwarf: &gimli::Dwarf<R>,
-    unit: &gimli::Unit<R>,
-) -> (Vec<ScopeName<R>>, RangeTable<u32>) {
-    let mut names = Vec::new();
-    let mut ranges = Vec::new();
-    // Open scopes: (depth, start offset, index into `names`).
-    let mut open: Vec<(isize, u64, u32)> = Vec::new();
-    let Ok(mut entries) = unit.entries_raw(None) else {
-        return (names, RangeTable::new(ranges));
-    };
-    let mut depth: isize = 0;
-    while !entries.is_empty() {
-        let offset = entries.next_offset().0.into_u64();
-        let Ok(abbrev) = entries.read_abbreviation() else {
-            break;
-        };
-        let Some(abbrev) = abbrev else {
-            depth -= 1;
-            continue;
-        };
-        while open.last().is_some_and(|&(d, _, _)| d >= depth) {
-            let (_, start, index) = open.pop().unwrap_or_default();
-            ranges.push((start.max(1), offset, index));
-        }
-        let scope = matches!(
-            abbrev.tag(),
-            gimli::DW_TAG_namespace
-                | gimli::DW_TAG_class_type
-                | gimli::DW_TAG_structure_type
-                | gimli::DW_TAG_union_type
-                | gimli::DW_TAG_subprogram
-        );
-        if !(scope && abbrev.has_children()) {
-            if entries.skip_attributes(abbrev.attributes()).is_err() {
-                break;
-            }
-            if abbrev.has_children() {
-                depth += 1;
-            }
-            continue;
-        }
-        // Only the name is decoded; the attributes around it are stepped over.
-        let specs = abbrev.attributes();
-        let at_name = specs.iter().position(|a| a.name() == gimli::DW_AT_name);
-        let mut name = None;
-        let read = match at_name {
-            Some(k) => entries.skip_attributes(&specs[..k]).and_then(|()| {
-                let attr = entries.read_attribute(specs[k])?;
-                name = dwarf.attr_string(unit, attr.value()).ok();
-                entries.skip_attributes(&specs[k + 1..])
-            }),
-            None => entries.skip_attributes(specs),
-        };
-        if read.is_err() {
-            return (names, RangeTable::new(ranges));
-        }
-        let name = match name {
-            Some(name) if !name.is_empty() => Some(ScopeName::Named(name)),
-            None if abbrev.tag() == gimli::DW_TAG_namespace => Some(ScopeName::AnonymousNamespace),
-            // GCC gives a lambda's closure type no name.
-            None if abbrev.tag() == gimli::DW_TAG_class_type => Some(ScopeName::Lambda),
-            _ => None,
-        };
-        if let Some(name) = name {
-            // The scope holds the entries below it, not the entry itself.
-            open.push((depth, offset + 1, names.len() as u32));
-            names.push(name);
-        }
-        if abbrev.has_children() {
-            depth += 1;
-        }
-    }
-    let end = entries.next_offset().0.into_u64();
-    for (_, start, index) in open {
-        ranges.push((start.max(1), end, index));
-    }
-    (names, RangeTable::new(ranges))
+/// Type entries: outside functions, their children are declarations (see [`read_functions`]).
+fn is_type(tag: gimli::DwTag) -> bool {
+    matches!(
+        tag,
+        gimli::DW_TAG_class_type
+            | gimli::DW_TAG_structure_type
+            | gimli::DW_TAG_union_type
+            | gimli::DW_TAG_enumeration_type
+    )
 }
 
 /// The inlined calls below the function entry at `function`, each range with its call depth.
@@ -829,13 +839,13 @@ mod tests {
             Ok(gimli::EndianSlice::new(bytes, gimli::LittleEndian))
         })
         .unwrap();
-        let mut names = DwarfNames::new(dwarf);
+        let mut names = DwarfNames::new(dwarf, &mut || {});
         let mut out = Vec::new();
-        names.frames(0x1004, &mut out);
+        names.frames(0x1004, true, &mut out);
         let found: Vec<_> = out.iter().map(|f| f.name.to_string_lossy()).collect();
         assert_eq!(found, ["live"]);
         out.clear();
-        names.frames(0x1030, &mut out);
+        names.frames(0x1030, true, &mut out);
         assert!(out.is_empty(), "nothing at 0x1030");
     }
 }
