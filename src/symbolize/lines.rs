@@ -1,7 +1,7 @@
 //! Source lines for `--lines`: the file and line of each frame at an address, from the DWARF
 //! line tables, read with `addr2line` over the sections the name index already loaded.
 //!
-//! Names never come from here (see `dwarf.rs`); this only adds locations, and only when asked:
+//! Names never come from here (see `dwarf/`); this only adds locations, and only when asked:
 //! the context is built on a module's first location lookup, so the default path never parses a
 //! line table. For an inline chain, the innermost frame gets the line of the address and each
 //! outer frame the call site (`DW_AT_call_file`/`DW_AT_call_line`) of the inlined call it
