@@ -547,16 +547,7 @@ int main(int argc, char **) {
 #[test]
 fn cpp_names_are_demangled_without_signature() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("widget.cpp");
-    std::fs::write(&src, CPP_PROGRAM).unwrap();
-    let exe = dir.path().join("widget");
-    let status = Command::new("g++")
-        .args(["-O2", "-g", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let exe = gxx(dir.path(), "widget", CPP_PROGRAM);
     let (start, _) = symbol(&exe, "_ZNK6shapes6Widget7computeEi");
     let offset = file_offset(&exe, start) + 1;
     for inline in [true, false] {
@@ -821,11 +812,11 @@ int run(int n) {
 int main(int argc, char **) { std::printf("%d\n", outer::run(argc)); }
 "#;
 
-/// Builds [`CPP_SCOPES_PROGRAM`] with g++ `-O2 -g` into `dir`.
-pub(super) fn cpp_scopes_program(dir: &Path) -> PathBuf {
-    let src = dir.join("scopes.cpp");
-    std::fs::write(&src, CPP_SCOPES_PROGRAM).unwrap();
-    let exe = dir.join("scopes");
+/// Compiles `source` (C++) with g++ `-O2 -g` into `dir/name`.
+fn gxx(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.cpp"));
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join(name);
     let status = Command::new("g++")
         .args(["-O2", "-g", "-o"])
         .arg(&exe)
@@ -834,6 +825,11 @@ pub(super) fn cpp_scopes_program(dir: &Path) -> PathBuf {
         .unwrap();
     assert!(status.success(), "g++ failed");
     exe
+}
+
+/// Builds [`CPP_SCOPES_PROGRAM`] into `dir`.
+pub(super) fn cpp_scopes_program(dir: &Path) -> PathBuf {
+    gxx(dir, "scopes", CPP_SCOPES_PROGRAM)
 }
 
 /// GCC's C++ DWARF: most entries are types, stepped over by their sibling links, and a local
