@@ -300,6 +300,9 @@ impl StackCollector {
             .walker
             .walk(sample, processes, &mut frames, |module, offset| {
                 let modules = &processes.modules;
+                if !warmer.wants(module) {
+                    return;
+                }
                 if let (Some(file), Some(path)) = (modules.file(module), modules.path(module)) {
                     warmer.warm(module, file, path, offset);
                 }

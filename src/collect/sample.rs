@@ -195,8 +195,9 @@ impl StackWalker {
         frames: &mut Vec<FrameKey>,
         on_module: &mut impl FnMut(ModuleId, u64),
     ) {
+        let space = processes.space(pid);
         for a in &self.addresses {
-            let frame = resolve_user(processes, pid, *a);
+            let frame = resolve_in(space, &processes.modules, pid, *a);
             if let FrameKey::Module { module, offset } = frame {
                 on_module(module, offset);
             }
@@ -313,11 +314,21 @@ fn sample_space(sample: &Sample<'_>) -> Space {
 
 /// The frame key of a user address of process `pid`.
 pub(super) fn resolve_user(processes: &Processes, pid: u32, address: CodeAddress) -> FrameKey {
+    resolve_in(processes.space(pid), &processes.modules, pid, address)
+}
+
+/// [`resolve_user`] with the process's address space already looked up.
+fn resolve_in(
+    space: Option<&AddressSpace>,
+    modules: &ModuleTable,
+    pid: u32,
+    address: CodeAddress,
+) -> FrameKey {
     let lookup = address.lookup_address();
-    let Some(mapping) = processes.space(pid).and_then(|s| s.find(lookup)) else {
+    let Some(mapping) = space.and_then(|s| s.find(lookup)) else {
         return FrameKey::Unknown;
     };
-    match processes.modules.get(mapping.module) {
+    match modules.get(mapping.module) {
         ModuleKind::Anonymous => FrameKey::Jit {
             pid,
             address: lookup,

@@ -144,6 +144,12 @@ impl Warmer {
         }
     }
 
+    /// Whether [`Warmer::warm`] would still do anything for `module` (checked at every frame).
+    #[inline]
+    pub(super) fn wants(&self, module: ModuleId) -> bool {
+        !self.sent.get(module.0 as usize).is_some_and(|&sent| sent)
+    }
+
     /// Asks for `module`'s debug info to be parsed, once per module.
     pub(super) fn warm(&mut self, module: ModuleId, file: &Path, path: &Path, offset: u64) {
         let i = module.0 as usize;
