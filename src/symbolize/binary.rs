@@ -3,13 +3,15 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use gimli::{EndianSlice, RunTimeEndian};
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 
-use super::dwarf::{DwarfNames, FrameName};
+use super::dwarf::{DwarfNames, FrameName, Grow};
 use super::fde::FunctionBounds;
+use super::inflate::Inflating;
 use super::lines::{SourceLines, SourceLocation};
 use super::names;
 use super::symtab::SymbolTable;
@@ -33,6 +35,8 @@ struct Storage {
     /// Decompressed sections by the address of their compressed bytes, each decompressed once
     /// for the name index and the line tables.
     decompressed: Vec<(usize, &'static [u8])>,
+    /// Sections being decompressed as they are read, by the address of their compressed bytes.
+    inflating: Vec<(usize, Arc<Mutex<Inflating>>)>,
 }
 
 impl Storage {
@@ -65,6 +69,11 @@ impl Storage {
         if let Some(&(_, data)) = self.decompressed.iter().find(|(k, _)| *k == key) {
             return Ok(data);
         }
+        if let Some((_, inflating)) = self.inflating.iter().find(|(k, _)| *k == key) {
+            // The name index reads it lazily; the line tables read it all.
+            let mut inflating = inflating.lock().unwrap_or_else(|e| e.into_inner());
+            return Ok(inflating.all());
+        }
         Ok(match bounded_uncompressed_data(section, name)? {
             Cow::Borrowed(data) => data,
             Cow::Owned(data) => {
@@ -73,6 +82,28 @@ impl Storage {
                 data
             }
         })
+    }
+
+    /// Starts decompressing `section` lazily if it is zlib-compressed (see `inflate.rs`); `None`
+    /// for a section stored plain, compressed otherwise, or claiming an absurd size.
+    fn inflate_lazily(
+        &mut self,
+        section: &object::Section<'static, '_>,
+    ) -> Option<Arc<Mutex<Inflating>>> {
+        let compressed = section.compressed_data().ok()?;
+        let limit = (compressed.data.len() as u64)
+            .saturating_mul(MAX_EXPANSION)
+            .saturating_add(4096);
+        if compressed.format != object::CompressionFormat::Zlib
+            || compressed.uncompressed_size > limit
+        {
+            return None;
+        }
+        let size = usize::try_from(compressed.uncompressed_size).ok()?;
+        let inflating = Inflating::new(compressed.data, size);
+        let key = compressed.data.as_ptr() as usize;
+        self.inflating.push((key, Arc::clone(&inflating)));
+        Some(inflating)
     }
 
     /// Drops the pages of the mapped files from this process's memory: they count in its RSS
@@ -207,7 +238,9 @@ impl Binary {
             self.load_debug_object();
             let search = self.debug_search.as_ref();
             let lines = dwarf_object(&self.object, &self.debug_object, search)
-                .and_then(|(object, search)| load_dwarf(object, search, &mut self.storage).ok())
+                .and_then(|(object, search)| {
+                    load_dwarf(object, search, &mut self.storage, false).ok()
+                })
                 .and_then(|mut dwarf| {
                     // Rust binaries have thousands of units sharing a few abbreviation tables:
                     // each shared table is parsed once instead of once per unit parsed. (This
@@ -278,8 +311,14 @@ impl Binary {
     ) {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
-        if let Some(names) = self.dwarf() {
-            names.frames(svma, outermost, &mut frames);
+        let found = match self.dwarf() {
+            Some(names) => names.frames(svma, outermost, &mut frames),
+            None => false,
+        };
+        if !found && self.index_everything(svma) {
+            if let Some(names) = self.dwarf() {
+                names.frames(svma, outermost, &mut frames);
+            }
         }
         // `frames` holds the function first if `outermost`, then the calls inlined into it,
         // innermost last.
@@ -296,6 +335,22 @@ impl Binary {
             }
         }
         self.frames = frames;
+    }
+
+    /// When the DWARF is read lazily and no unit `.debug_aranges` lists covers `svma`, which is
+    /// not a PLT stub (code the compiler never describes), indexes every unit, once; returns
+    /// whether it did (then a lookup may find more).
+    fn index_everything(&mut self, svma: u64) -> bool {
+        if self.symbols().lookup(svma).is_some_and(|found| found.plt) {
+            return false;
+        }
+        let storage = &self.storage;
+        match &mut self.dwarf {
+            Some(Some(names)) if !names.covers(svma) => {
+                names.index_everything(&mut || storage.release())
+            }
+            _ => false,
+        }
     }
 
     /// Pushes the name of the function symbol containing `svma` (`NAME@plt` for a PLT stub).
@@ -320,9 +375,18 @@ impl Binary {
                 self.load_debug_object();
             }
             let search = self.debug_search.as_ref();
-            let names = dwarf_object(&self.object, &self.debug_object, search)
-                .and_then(|(object, search)| load_dwarf(object, search, &mut self.storage).ok())
-                .map(|dwarf| DwarfNames::new(dwarf, &mut || self.storage.release()));
+            let storage = &mut self.storage;
+            let names = dwarf_object(&self.object, &self.debug_object, search).and_then(
+                |(object, search)| {
+                    let lazy = lazy_debug_info(object, storage);
+                    let dwarf = load_dwarf(object, search, storage, lazy.is_some()).ok()?;
+                    let release = &mut || storage.release();
+                    Some(match lazy {
+                        Some(grow) => DwarfNames::new_lazy(dwarf, grow, release),
+                        None => DwarfNames::new(dwarf, release),
+                    })
+                },
+            );
             self.storage.release();
             self.dwarf = Some(names);
         }
@@ -420,8 +484,13 @@ fn load_dwarf(
     object: &object::File<'static>,
     search: Option<(&Path, &Path)>,
     storage: &mut Storage,
+    lazy_info: bool,
 ) -> Result<gimli::Dwarf<Slice>, SymbolizeError> {
-    let mut dwarf = gimli::Dwarf::load(|id| load_section(object, id, storage))?;
+    let mut dwarf = gimli::Dwarf::load(|id| match id {
+        // Grown by the name index as it reads it.
+        gimli::SectionId::DebugInfo if lazy_info => Ok(EndianSlice::new(&[], endian(object))),
+        _ => load_section(object, id, storage),
+    })?;
     let supplementary = search.and_then(|(path, root)| {
         let map = debugfile::find_supplementary(path, object, root)?;
         object::File::parse(storage.keep(Bytes::Mapped(map))).ok()
@@ -457,17 +526,37 @@ fn bounded_uncompressed_data<'data>(
     compressed.decompress().map_err(error)
 }
 
+/// How `object`'s `.debug_info` grows when it is decompressed as it is read: when it is
+/// zlib-compressed and `.debug_aranges` lists its units' addresses (without that list every
+/// unit header would be read at once, all of the section).
+fn lazy_debug_info(object: &object::File<'static>, storage: &mut Storage) -> Option<Grow<Slice>> {
+    let aranges = object.section_by_name(".debug_aranges")?;
+    if aranges.size() == 0 {
+        return None;
+    }
+    let inflating = storage.inflate_lazily(&object.section_by_name(".debug_info")?)?;
+    let endian = endian(object);
+    Some(Box::new(move |end| {
+        let mut inflating = inflating.lock().unwrap_or_else(|e| e.into_inner());
+        EndianSlice::new(inflating.grow(end), endian)
+    }))
+}
+
+fn endian(object: &object::File<'_>) -> RunTimeEndian {
+    if object.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    }
+}
+
 /// The content of DWARF section `id` of `object`, empty if absent or unused.
 fn load_section(
     object: &object::File<'static>,
     id: gimli::SectionId,
     storage: &mut Storage,
 ) -> Result<Slice, SymbolizeError> {
-    let endian = if object.is_little_endian() {
-        RunTimeEndian::Little
-    } else {
-        RunTimeEndian::Big
-    };
+    let endian = endian(object);
     let data = match object.section_by_name(id.name()) {
         _ if UNUSED_SECTIONS.contains(&id) => &[],
         Some(section) => storage.uncompressed(&section, id.name())?,

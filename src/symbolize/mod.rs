@@ -45,6 +45,7 @@ pub mod debuginfod;
 mod demangle;
 mod dwarf;
 mod fde;
+mod inflate;
 mod kallsyms;
 mod lines;
 pub mod locate;

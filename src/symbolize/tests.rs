@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use object::{Object, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::*;
 use crate::elf::SegmentMap;
@@ -376,7 +376,6 @@ fn alias_with_fewest_underscores_names_the_function() {
 /// the IFUNC its resolver address belongs to, never left to the bare `[libc.so.6]`.
 #[test]
 fn ifunc_plt_stubs_of_glibc_are_named_after_their_ifunc() {
-    use object::ObjectSection;
     let (path, _) = own_mapping(libc::malloc as *const () as usize as u64);
     let data = std::fs::read(&path).unwrap();
     let file = object::File::parse(&*data).unwrap();
@@ -678,7 +677,63 @@ pub(super) fn leaked_dwarf(
 
 /// Compares our lazy DWARF names with `addr2line` (the reference implementation) at up to 8
 /// addresses in each function symbol of `path`; returns (probes, mismatches, examples).
+/// Our name index of `path` with its `.debug_info` decompressed as lookups read it (the section
+/// must be zlib-compressed), and the decompression, to see how far it went.
+fn lazy_names(
+    path: &Path,
+) -> (
+    dwarf::DwarfNames<gimli::EndianSlice<'static, gimli::RunTimeEndian>>,
+    std::sync::Arc<std::sync::Mutex<inflate::Inflating>>,
+) {
+    let data: &'static [u8] = Box::leak(std::fs::read(path).unwrap().into_boxed_slice());
+    let file = object::File::parse(data).unwrap();
+    let section = file.section_by_name(".debug_info").unwrap();
+    let compressed = section.compressed_data().unwrap();
+    assert_eq!(compressed.format, object::CompressionFormat::Zlib);
+    let inflating = inflate::Inflating::new(compressed.data, compressed.uncompressed_size as usize);
+    let mut dwarf = leaked_dwarf(path);
+    dwarf.debug_info = gimli::DebugInfo::from(gimli::EndianSlice::new(
+        &[][..],
+        gimli::RunTimeEndian::Little,
+    ));
+    let shared = std::sync::Arc::clone(&inflating);
+    let grow = Box::new(move |end| {
+        let prefix = shared.lock().unwrap().grow(end);
+        gimli::EndianSlice::new(prefix, gimli::RunTimeEndian::Little)
+    });
+    (
+        dwarf::DwarfNames::new_lazy(dwarf, grow, &mut || {}),
+        inflating,
+    )
+}
+
+/// Looks `address` up as `Binary` does: a lazy index reads everything when no unit it knows
+/// covers the address.
+fn frames_at(
+    names: &mut dwarf::DwarfNames<gimli::EndianSlice<'static, gimli::RunTimeEndian>>,
+    address: u64,
+    out: &mut Vec<dwarf::FrameName<gimli::EndianSlice<'static, gimli::RunTimeEndian>>>,
+) {
+    out.clear();
+    if !names.frames(address, true, out)
+        && !names.covers(address)
+        && names.index_everything(&mut || {})
+    {
+        names.frames(address, true, out);
+    }
+}
+
 fn compare_with_addr2line(path: &Path, max_probes: usize) -> (usize, usize, Vec<String>) {
+    compare_with_addr2line_as(path, max_probes, false)
+}
+
+/// [`compare_with_addr2line`], with our index reading a compressed `.debug_info` lazily if
+/// `lazy`.
+fn compare_with_addr2line_as(
+    path: &Path,
+    max_probes: usize,
+    lazy: bool,
+) -> (usize, usize, Vec<String>) {
     let data = std::fs::read(path).unwrap();
     let file = object::File::parse(&*data).unwrap();
     let mut probes = Vec::new();
@@ -699,7 +754,10 @@ fn compare_with_addr2line(path: &Path, max_probes: usize) -> (usize, usize, Vec<
     let probes: Vec<u64> = probes.into_iter().step_by(keep).collect();
 
     let reference = addr2line::Context::from_dwarf(leaked_dwarf(path)).unwrap();
-    let mut ours = dwarf::DwarfNames::new(leaked_dwarf(path), &mut || {});
+    let mut ours = match lazy {
+        true => lazy_names(path).0,
+        false => dwarf::DwarfNames::new(leaked_dwarf(path), &mut || {}),
+    };
     let (mut mismatches, mut examples) = (0, Vec::new());
     let mut found = Vec::new();
     for &probe in &probes {
@@ -711,8 +769,7 @@ fn compare_with_addr2line(path: &Path, max_probes: usize) -> (usize, usize, Vec<
             }
         }
         expected.reverse();
-        found.clear();
-        ours.frames(probe, true, &mut found);
+        frames_at(&mut ours, probe, &mut found);
         let actual: Vec<String> = found
             .iter()
             .map(|f| f.name.to_string_lossy().into_owned())
@@ -814,13 +871,24 @@ int main(int argc, char **) { std::printf("%d\n", outer::run(argc)); }
 
 /// Compiles `source` (C++) with g++ `-O2 -g` into `dir/name`.
 fn gxx(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let src = dir.join(format!("{name}.cpp"));
-    std::fs::write(&src, source).unwrap();
+    gxx_with(dir, name, &[source], &[])
+}
+
+/// Builds the translation units `sources` (in that order) into one program with extra `flags`.
+fn gxx_with(dir: &Path, name: &str, sources: &[&str], flags: &[&str]) -> PathBuf {
+    let mut files = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let src = dir.join(format!("{name}{i}.cpp"));
+        std::fs::write(&src, source).unwrap();
+        files.push(src);
+    }
     let exe = dir.join(name);
     let status = Command::new("g++")
-        .args(["-O2", "-g", "-o"])
+        .args(["-O2", "-g"])
+        .args(flags)
+        .arg("-o")
         .arg(&exe)
-        .arg(&src)
+        .args(&files)
         .status()
         .unwrap();
     assert!(status.success(), "g++ failed");
@@ -855,6 +923,62 @@ fn lazy_dwarf_names_agree_with_addr2line_on_gcc_cpp() {
     );
 }
 
+/// A zlib-compressed `.debug_info` (as distributions ship debug files) is decompressed only as
+/// far as lookups read it, and names the same as addr2line reading it whole.
+#[test]
+fn compressed_debug_info_is_read_only_as_far_as_lookups_go() {
+    let dir = tempfile::tempdir().unwrap();
+    // A second unit with much debug info, after the one holding `main`.
+    let mut big = String::new();
+    for i in 0..1500 {
+        big.push_str(&format!(
+            "struct S{i} {{ int a{i}; long b{i}; double c{i}; char d{i}[3]; short e{i}; }};\n\
+             __attribute__((noinline)) long f{i}(S{i} *s) {{ return s->a{i} + s->b{i} + (long)s->c{i}; }}\n"
+        ));
+    }
+    let first = "long f0(struct S0 *); int main() { return 0; }\n";
+    let exe = gxx_with(dir.path(), "gz", &[first, &big], &["-gz=zlib"]);
+    let (mut index, inflating) = lazy_names(&exe);
+    let size = {
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let section = file.section_by_name(".debug_info").unwrap();
+        section.compressed_data().unwrap().uncompressed_size as usize
+    };
+    let (main, _) = symbol(&exe, "main");
+    let mut found = Vec::new();
+    frames_at(&mut index, main, &mut found);
+    let names_of = |found: &[dwarf::FrameName<_>]| -> Vec<String> {
+        found
+            .iter()
+            .map(
+                |f: &dwarf::FrameName<gimli::EndianSlice<'static, gimli::RunTimeEndian>>| {
+                    f.name.to_string_lossy().into_owned()
+                },
+            )
+            .collect()
+    };
+    assert_eq!(names_of(&found), ["main"]);
+    let read = inflating.lock().unwrap().grow(0).len();
+    assert!(
+        read < size / 2,
+        "{read} of {size} bytes decompressed for main"
+    );
+    let (last, _) = symbol(&exe, "_Z5f1499P5S1499");
+    frames_at(&mut index, last + 1, &mut found);
+    assert_eq!(names_of(&found), ["_Z5f1499P5S1499"]);
+    let (probes, mismatches, examples) = compare_with_addr2line_as(&exe, 20_000, true);
+    assert!(probes > 1500, "{probes} probes");
+    assert_eq!(
+        mismatches, 0,
+        "{mismatches} of {probes} differ: {examples:#?}"
+    );
+    // Through the symbolizer: the same names as without compression.
+    let mut symbolizer = Symbolizer::new(SymbolizeOptions::new(true, true));
+    let offset = file_offset(&exe, last) + 1;
+    assert_eq!(names(&mut symbolizer, &exe, offset), ["f1499"]);
+}
+
 /// The same comparison on any binary, for checking naming changes on real programs by hand:
 /// `FLAMEGRAPH_ADDR2LINE_CHECK=/path/to/binary cargo test --release --lib -- --ignored
 /// agree_with_addr2line_on_a_given_binary --nocapture`.
@@ -862,7 +986,15 @@ fn lazy_dwarf_names_agree_with_addr2line_on_gcc_cpp() {
 #[ignore = "needs FLAMEGRAPH_ADDR2LINE_CHECK=BINARY"]
 fn lazy_dwarf_names_agree_with_addr2line_on_a_given_binary() {
     let path = std::env::var_os("FLAMEGRAPH_ADDR2LINE_CHECK").expect("FLAMEGRAPH_ADDR2LINE_CHECK");
-    let (probes, mismatches, examples) = compare_with_addr2line(Path::new(&path), 200_000);
+    // A compressed `.debug_info` (a distribution's debug file) is read as the symbolizer reads it.
+    let lazy = std::fs::read(&path).ok().is_some_and(|data| {
+        object::File::parse(&*data).ok().is_some_and(|file| {
+            file.section_by_name(".debug_info")
+                .and_then(|s| s.compressed_data().ok())
+                .is_some_and(|c| c.format == object::CompressionFormat::Zlib)
+        })
+    });
+    let (probes, mismatches, examples) = compare_with_addr2line_as(Path::new(&path), 200_000, lazy);
     eprintln!("{probes} probes, {mismatches} differ: {examples:#?}");
     assert!(
         mismatches * 1000 <= probes,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 mod scopes;
 
-use gimli::{AttributeValue, DebugInfoOffset, DwLang, Reader, ReaderOffset, UnitOffset};
+use gimli::{AttributeValue, DebugInfoOffset, DwLang, Reader, ReaderOffset, Section, UnitOffset};
 use scopes::{ScopeName, Scopes};
 
 /// How many `DW_AT_abstract_origin` / `DW_AT_specification` links a name may follow.
@@ -109,6 +109,24 @@ struct Units<R: Reader> {
     parsed: Vec<Option<Option<Box<ParsedUnit<R>>>>>,
     /// The parsed units, least recently used first: at most [`MAX_PARSED_UNITS`] are kept.
     recent: std::collections::VecDeque<usize>,
+    /// A `.debug_info` decompressed as it is read: then `offsets` holds the units met so far, in
+    /// the order they were met.
+    lazy: Option<Lazy<R>>,
+}
+
+/// Gives a lazily decompressed `.debug_info` with at least its first `end` bytes (fewer only
+/// when the section has fewer), see `inflate.rs`.
+pub(crate) type Grow<R> = Box<dyn FnMut(u64) -> R + Send>;
+
+/// What is known of a lazily decompressed `.debug_info`.
+struct Lazy<R: Reader> {
+    grow: Grow<R>,
+    /// Every unit starting below this offset is known (found by walking the unit headers).
+    walked: u64,
+    /// `(offset, index)` of every known unit, by offset.
+    order: Vec<(u64, usize)>,
+    /// Units `.debug_aranges` does not list were looked for (the whole section was read).
+    indexed: bool,
 }
 
 /// Parsed units kept per section: a unit's abbreviations, functions and scopes take tens of KB
@@ -160,6 +178,89 @@ impl<R: Reader> Units<R> {
             offsets,
             parsed,
             recent: std::collections::VecDeque::new(),
+            lazy: None,
+        }
+    }
+
+    /// The units of a `.debug_info` that `grow` decompresses as it is read: none known yet.
+    fn lazy(dwarf: gimli::Dwarf<R>, grow: Grow<R>) -> Self {
+        let mut units = Self::new(Arc::new(dwarf), Vec::new());
+        units.lazy = Some(Lazy {
+            grow,
+            walked: 0,
+            order: Vec::new(),
+            indexed: false,
+        });
+        units
+    }
+
+    fn section_len(&self) -> u64 {
+        self.dwarf.debug_info.reader().len().into_u64()
+    }
+
+    /// Makes the first `end` bytes of `.debug_info` readable (decompressing them if need be);
+    /// false when the section is shorter.
+    fn ensure(&mut self, end: u64) -> bool {
+        if self.section_len() >= end {
+            return true;
+        }
+        let Some(lazy) = &mut self.lazy else {
+            return false;
+        };
+        let section = (lazy.grow)(end);
+        // Parsed units hold their own views of the section: only this handle is replaced.
+        let Some(dwarf) = Arc::get_mut(&mut self.dwarf) else {
+            return false;
+        };
+        dwarf.debug_info = gimli::DebugInfo::from(section);
+        self.section_len() >= end
+    }
+
+    /// The end of the unit whose header is at `offset`, the whole unit made readable.
+    fn unit_end(&mut self, offset: u64) -> Option<u64> {
+        // The longest initial length and version fields; a last unit may end sooner.
+        self.ensure(offset.saturating_add(12));
+        let mut reader = self.dwarf.debug_info.reader().clone();
+        reader.skip(R::Offset::from_u64(offset).ok()?).ok()?;
+        let (length, format) = reader.read_initial_length().ok()?;
+        let end = offset
+            .checked_add(u64::from(format.initial_length_size()))?
+            .checked_add(length.into_u64())?;
+        self.ensure(end).then_some(end)
+    }
+
+    /// The index of the unit at `offset`, added to the known units if new (lazy sections only).
+    fn add_unit(&mut self, offset: u64) -> Option<usize> {
+        let lazy = self.lazy.as_mut()?;
+        match lazy.order.binary_search_by_key(&offset, |&(o, _)| o) {
+            Ok(i) => Some(lazy.order[i].1),
+            Err(i) => {
+                let index = self.offsets.len();
+                self.offsets
+                    .push(DebugInfoOffset(R::Offset::from_u64(offset).ok()?));
+                self.parsed.push(None);
+                lazy.order.insert(i, (offset, index));
+                Some(index)
+            }
+        }
+    }
+
+    /// Walks the unit headers of a lazy section until past `target`, adding the units met.
+    fn discover(&mut self, target: u64) {
+        while let Some(at) = self.lazy.as_ref().map(|lazy| lazy.walked) {
+            // `u64::MAX`: the walk is over.
+            if at > target || at == u64::MAX {
+                return;
+            }
+            let end = self.unit_end(at);
+            let known = end.and_then(|_| self.add_unit(at));
+            if let Some(lazy) = &mut self.lazy {
+                // The end of the section, or a header that cannot be read: nothing further.
+                lazy.walked = match (end, known) {
+                    (Some(end), Some(_)) => end,
+                    _ => u64::MAX,
+                };
+            }
         }
     }
 
@@ -200,19 +301,39 @@ impl<R: Reader> Units<R> {
     }
 
     /// The index of the unit whose entries include `offset`.
-    fn containing(&self, offset: DebugInfoOffset<R::Offset>) -> Option<usize> {
-        self.offsets
-            .partition_point(|o| o.0 <= offset.0)
-            .checked_sub(1)
+    fn containing(&mut self, offset: DebugInfoOffset<R::Offset>) -> Option<usize> {
+        let offset = offset.0.into_u64();
+        if self.lazy.is_none() {
+            return (self.offsets)
+                .partition_point(|o| o.0.into_u64() <= offset)
+                .checked_sub(1);
+        }
+        // Units between known ones are found only by walking the headers up to there.
+        self.discover(offset);
+        let order = &self.lazy.as_ref()?.order;
+        let i = order
+            .partition_point(|&(o, _)| o <= offset)
+            .checked_sub(1)?;
+        Some(order[i].1)
     }
 
     fn index_of(&self, offset: DebugInfoOffset<R::Offset>) -> Option<usize> {
-        self.offsets.binary_search_by_key(&offset.0, |o| o.0).ok()
+        match &self.lazy {
+            None => self.offsets.binary_search_by_key(&offset.0, |o| o.0).ok(),
+            Some(lazy) => {
+                let offset = offset.0.into_u64();
+                let i = lazy.order.binary_search_by_key(&offset, |&(o, _)| o).ok()?;
+                Some(lazy.order[i].1)
+            }
+        }
     }
 
     /// Unit `index`, parsed on first use, with the sections it reads.
     fn get(&mut self, index: usize) -> Option<(&gimli::Dwarf<R>, &mut ParsedUnit<R>)> {
         self.touch(index);
+        if self.lazy.is_some() && self.parsed.get(index).is_some_and(Option::is_none) {
+            self.unit_end(self.offsets[index].0.into_u64());
+        }
         let slot = self.parsed.get_mut(index)?;
         let dwarf = &*self.dwarf;
         if slot.is_none() {
@@ -251,62 +372,72 @@ impl<R: Reader> DwarfNames<R> {
     /// does not list, each unit's root entry. `release` gives back the mapped pages read so far;
     /// it is called every few MB of a section (see [`RELEASE_BYTES`]).
     pub(crate) fn new(dwarf: gimli::Dwarf<R>, release: &mut dyn FnMut()) -> Self {
-        // The main file keeps its link to the supplementary one: its strings may live there.
-        let sup = (dwarf.sup.clone()).map(|sup| {
-            let (offsets, _) = read_headers(&sup, release);
-            Units::new(sup, offsets)
-        });
-        let units = Units::with_shared_abbreviations(dwarf, release);
+        let sup = Self::sup_units(&dwarf, release);
+        let mut units = Units::with_shared_abbreviations(dwarf, release);
         let mut ranges = Vec::new();
-        let mut covered = vec![false; units.offsets.len()];
-        let mut headers = units.dwarf.debug_aranges.headers();
-        let mut released = 0;
-        while let Ok(Some(header)) = headers.next() {
-            release_every(header.offset().0.into_u64(), &mut released, release);
-            let Some(index) = units.index_of(header.debug_info_offset()) else {
-                continue;
-            };
-            let mut entries = header.entries();
-            loop {
-                match entries.next() {
-                    Ok(Some(entry)) => {
-                        let range = entry.range();
-                        if range.begin != 0 && range.begin < range.end {
-                            ranges.push((range.begin, range.end, index as u32));
-                            covered[index] = true;
-                        }
-                    }
-                    Ok(None) => break,
-                    // A bad entry (an address overflow) is skipped; gimli ends the set after
-                    // errors it cannot step over.
-                    Err(_) => continue,
-                }
-            }
-        }
-        // Units `.debug_aranges` does not cover: their root entry's ranges.
-        for (index, _) in covered.iter().enumerate().filter(|(_, c)| !**c) {
-            // Parsing a unit reads its abbreviations and line program header, elsewhere in the
-            // file than its neighbours' when they are listed in `.debug_aranges`.
-            release();
-            let dwarf = &units.dwarf;
-            let Ok(unit) = dwarf
-                .unit_header(units.offsets[index])
-                .and_then(|header| dwarf.unit(header))
-            else {
-                continue;
-            };
-            let mut root = unit.entries();
-            if let Ok(Some(entry)) = root.next_dfs() {
-                push_ranges(dwarf, &unit, entry, &mut ranges, |begin, end| {
-                    (begin, end, index as u32)
-                });
-            }
-        }
+        let covered = arange_ranges(&mut units, &mut ranges, release);
+        root_ranges(&units, &covered, &mut ranges, release);
         DwarfNames {
             units,
             sup,
             ranges: RangeTable::new(ranges),
         }
+    }
+
+    /// [`DwarfNames::new`] for a `.debug_info` that `grow` decompresses as lookups read it: only
+    /// the units `.debug_aranges` lists are known at first, each decompressed when an address
+    /// lands in it. Units it does not list are looked for on the first address that no listed
+    /// unit covers and the caller expects DWARF for ([`DwarfNames::index_everything`]).
+    pub(crate) fn new_lazy(
+        dwarf: gimli::Dwarf<R>,
+        grow: Grow<R>,
+        release: &mut dyn FnMut(),
+    ) -> Self {
+        let sup = Self::sup_units(&dwarf, release);
+        let mut units = Units::lazy(dwarf, grow);
+        let mut ranges = Vec::new();
+        arange_ranges(&mut units, &mut ranges, release);
+        DwarfNames {
+            units,
+            sup,
+            ranges: RangeTable::new(ranges),
+        }
+    }
+
+    /// The dwz supplementary file's units (the main file keeps its link to it: its strings may
+    /// live there).
+    fn sup_units(dwarf: &gimli::Dwarf<R>, release: &mut dyn FnMut()) -> Option<Units<R>> {
+        (dwarf.sup.clone()).map(|sup| {
+            let (offsets, _) = read_headers(&sup, release);
+            Units::new(sup, offsets)
+        })
+    }
+
+    /// Whether some unit's ranges hold `address` (a unit of a lazy section that
+    /// `.debug_aranges` does not list is not known before [`DwarfNames::index_everything`]).
+    pub(crate) fn covers(&self, address: u64) -> bool {
+        self.ranges.find(address).next().is_some()
+    }
+
+    /// For a lazy section, reads it whole and indexes the units `.debug_aranges` does not list,
+    /// once; returns whether that was done now (lookups may then find more).
+    pub(crate) fn index_everything(&mut self, release: &mut dyn FnMut()) -> bool {
+        let Some(lazy) = &mut self.units.lazy else {
+            return false;
+        };
+        if lazy.indexed {
+            return false;
+        }
+        lazy.indexed = true;
+        self.units.discover(u64::MAX);
+        let mut covered = vec![false; self.units.offsets.len()];
+        for &(_, _, index) in &self.ranges.entries {
+            covered[index as usize] = true;
+        }
+        let mut ranges = std::mem::take(&mut self.ranges.entries);
+        root_ranges(&self.units, &covered, &mut ranges, release);
+        self.ranges = RangeTable::new(ranges);
+        true
     }
 
     /// Pushes the names at `address` onto `out`, outermost first: the function containing it
@@ -448,9 +579,9 @@ impl<R: Reader> DwarfNames<R> {
                 AttributeValue::UnitRef(next) => (in_sup, index, next),
                 AttributeValue::DebugInfoRef(next) => {
                     let units = if in_sup {
-                        self.sup.as_ref()
+                        self.sup.as_mut()
                     } else {
-                        Some(&self.units)
+                        Some(&mut self.units)
                     };
                     match units.and_then(|units| units.locate(next)) {
                         Some((target, offset)) => (in_sup, target, offset),
@@ -458,7 +589,7 @@ impl<R: Reader> DwarfNames<R> {
                     }
                 }
                 AttributeValue::DebugInfoRefSup(next) => {
-                    match self.sup.as_ref().and_then(|sup| sup.locate(next)) {
+                    match self.sup.as_mut().and_then(|sup| sup.locate(next)) {
                         Some((target, offset)) => (true, target, offset),
                         None => return found(self, plain, last),
                     }
@@ -492,6 +623,76 @@ impl<R: Reader> DwarfNames<R> {
     }
 }
 
+/// Pushes the address ranges `.debug_aranges` gives each unit onto `ranges`; returns, per unit
+/// index, whether it had any.
+fn arange_ranges<R: Reader>(
+    units: &mut Units<R>,
+    ranges: &mut Vec<(u64, u64, u32)>,
+    release: &mut dyn FnMut(),
+) -> Vec<bool> {
+    let mut covered = vec![false; units.offsets.len()];
+    let mut headers = units.dwarf.debug_aranges.headers();
+    let mut released = 0;
+    while let Ok(Some(header)) = headers.next() {
+        release_every(header.offset().0.into_u64(), &mut released, release);
+        let offset = header.debug_info_offset();
+        let index = match units.lazy {
+            Some(_) => units.add_unit(offset.0.into_u64()),
+            None => units.index_of(offset),
+        };
+        let Some(index) = index else {
+            continue;
+        };
+        if covered.len() <= index {
+            covered.resize(index + 1, false);
+        }
+        let mut entries = header.entries();
+        loop {
+            match entries.next() {
+                Ok(Some(entry)) => {
+                    let range = entry.range();
+                    if range.begin != 0 && range.begin < range.end {
+                        ranges.push((range.begin, range.end, index as u32));
+                        covered[index] = true;
+                    }
+                }
+                Ok(None) => break,
+                // A bad entry (an address overflow) is skipped; gimli ends the set after
+                // errors it cannot step over.
+                Err(_) => continue,
+            }
+        }
+    }
+    covered
+}
+
+/// Pushes the ranges of the units not `covered` (by `.debug_aranges`) from their root entry.
+fn root_ranges<R: Reader>(
+    units: &Units<R>,
+    covered: &[bool],
+    ranges: &mut Vec<(u64, u64, u32)>,
+    release: &mut dyn FnMut(),
+) {
+    for index in (0..units.offsets.len()).filter(|&i| !covered.get(i).copied().unwrap_or(false)) {
+        // Parsing a unit reads its abbreviations and line program header, elsewhere in the
+        // file than its neighbours' when they are listed in `.debug_aranges`.
+        release();
+        let dwarf = &units.dwarf;
+        let Ok(unit) = dwarf
+            .unit_header(units.offsets[index])
+            .and_then(|header| dwarf.unit(header))
+        else {
+            continue;
+        };
+        let mut root = unit.entries();
+        if let Ok(Some(entry)) = root.next_dfs() {
+            push_ranges(dwarf, &unit, entry, ranges, |begin, end| {
+                (begin, end, index as u32)
+            });
+        }
+    }
+}
+
 impl<R: Reader> Units<R> {
     /// The header of unit `index` (parsed again: headers are small).
     fn get_header(&self, index: usize) -> Option<gimli::UnitHeader<R>> {
@@ -499,7 +700,10 @@ impl<R: Reader> Units<R> {
     }
 
     /// The unit holding the entry at `offset` in the section, and the entry's offset in it.
-    fn locate(&self, offset: DebugInfoOffset<R::Offset>) -> Option<(usize, UnitOffset<R::Offset>)> {
+    fn locate(
+        &mut self,
+        offset: DebugInfoOffset<R::Offset>,
+    ) -> Option<(usize, UnitOffset<R::Offset>)> {
         let target = self.containing(offset)?;
         let header = self.get_header(target)?;
         Some((target, offset.to_unit_offset(&header)?))
