@@ -248,6 +248,10 @@ pub struct Unwinder<A: Arch> {
     ctx: Box<UnwindContext<usize>>,
     /// The stack pointer of each frame of the last walk (see [`Unwinder::frame_sps`]).
     sps: Vec<u64>,
+    /// The lookup address, module id and rule (index into the rule cache's table) of the walk's
+    /// last frame that had a rule: a recursion's frames return to one address over and over, and
+    /// within one walk (one process) the same address has the same module and rule.
+    repeat: Option<(u64, u32, u32)>,
     _arch: PhantomData<A>,
 }
 
@@ -267,6 +271,7 @@ impl<A: Arch> Unwinder<A> {
             rules: RuleCache::default(),
             ctx: Box::new(UnwindContext::new()),
             sps: Vec::with_capacity(256),
+            repeat: None,
             _arch: PhantomData,
         }
     }
@@ -302,6 +307,7 @@ impl<A: Arch> Unwinder<A> {
         let mut depth = 0;
         let first = out.len();
         self.sps.clear();
+        self.repeat = None;
         loop {
             if pc == 0 {
                 return UnwindEnd::Complete;
@@ -349,6 +355,18 @@ impl<A: Arch> Unwinder<A> {
     ) -> Result<Step, UnwindEnd> {
         let pc = address.address();
         let avma = address.lookup_address();
+        if let Some((last, id, rule)) = self.repeat {
+            if last == avma {
+                if let (Some(Some(info)), Some(rule)) = (
+                    self.modules.get(id as usize),
+                    self.rules.table.get(rule as usize),
+                ) {
+                    return apply_rule_in_place::<A>(rule, pc, regs, stack, info);
+                }
+            }
+        }
+        // Set again below once this address's rule is known (the cache may be flushed first).
+        self.repeat = None;
         let Some(module) = modules.find(avma) else {
             // Not in a file: JIT code (unwound with frame pointers) or no mapping at all.
             if check_code && !modules.is_code(avma) {
@@ -369,7 +387,11 @@ impl<A: Arch> Unwinder<A> {
         // Applied where it lies in the cache (a rule is a few hundred bytes): one hash lookup.
         let ctx = &mut self.ctx;
         match (self.rules).get_or_insert_with((id, svma), || info.find_rule::<A>(svma, ctx)) {
-            Some(rule) => apply_rule_in_place::<A>(rule, pc, regs, stack, info),
+            Some(rule) => {
+                let step = apply_rule_in_place::<A>(rule, pc, regs, stack, info);
+                self.repeat = self.rules.last_index().map(|index| (avma, id, index));
+                step
+            }
             None => frame_pointer_step::<A>(regs, stack),
         }
     }
@@ -458,6 +480,11 @@ impl RuleCache {
         };
         self.last = Some((key, id));
         self.table.get(id as usize)
+    }
+
+    /// The table index of the rule the last lookup gave, if it gave one.
+    fn last_index(&self) -> Option<u32> {
+        self.last.map(|(_, id)| id).filter(|&id| id != Self::NONE)
     }
 
     fn clear(&mut self) {
