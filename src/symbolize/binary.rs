@@ -91,12 +91,7 @@ impl Storage {
         section: &object::Section<'static, '_>,
     ) -> Option<Arc<Mutex<Inflating>>> {
         let compressed = section.compressed_data().ok()?;
-        let limit = (compressed.data.len() as u64)
-            .saturating_mul(MAX_EXPANSION)
-            .saturating_add(4096);
-        if compressed.format != object::CompressionFormat::Zlib
-            || compressed.uncompressed_size > limit
-        {
+        if compressed.format != object::CompressionFormat::Zlib || is_bomb(&compressed) {
             return None;
         }
         let size = usize::try_from(compressed.uncompressed_size).ok()?;
@@ -512,11 +507,7 @@ fn bounded_uncompressed_data<'data>(
         source,
     };
     let compressed = section.compressed_data().map_err(error)?;
-    let limit = (compressed.data.len() as u64)
-        .saturating_mul(MAX_EXPANSION)
-        .saturating_add(4096);
-    if compressed.format != object::CompressionFormat::None && compressed.uncompressed_size > limit
-    {
+    if compressed.format != object::CompressionFormat::None && is_bomb(&compressed) {
         return Err(SymbolizeError::SectionSize {
             section: name,
             size: compressed.uncompressed_size,
@@ -524,6 +515,14 @@ fn bounded_uncompressed_data<'data>(
         });
     }
     compressed.decompress().map_err(error)
+}
+
+/// Whether a compressed section claims more than [`MAX_EXPANSION`] times its compressed bytes.
+fn is_bomb(compressed: &object::CompressedData<'_>) -> bool {
+    let limit = (compressed.data.len() as u64)
+        .saturating_mul(MAX_EXPANSION)
+        .saturating_add(4096);
+    compressed.uncompressed_size > limit
 }
 
 /// How `object`'s `.debug_info` grows when it is decompressed as it is read: when it is

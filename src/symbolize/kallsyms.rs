@@ -34,7 +34,7 @@ impl Kallsyms {
     /// Reads the file in large blocks and parses the whole lines of each block where they lie
     /// (the file is ~5 MB of text, ~120k lines: copying each line out and checking each name's
     /// UTF-8 cost half as much again as the kernel's formatting of them).
-    fn from_reader(mut reader: impl std::io::Read) -> Self {
+    pub(crate) fn from_reader(mut reader: impl std::io::Read) -> Self {
         let mut table = Builder::default();
         let mut block = vec![0u8; READ_BLOCK];
         // Bytes of an unfinished line at the start of `block`.
@@ -101,9 +101,9 @@ struct Builder {
 }
 
 impl Builder {
-    /// Adds the text symbols of `lines` (whole lines, each ending with a newline); false when the addresses are hidden
-    /// (`kptr_restrict`, `perf_event_paranoid` as a user: all are zero, and the other ~100k
-    /// lines need not be formatted by the kernel).
+    /// Adds the text symbols of `lines` (whole lines, each ending with a newline); false when
+    /// the addresses are hidden (`kptr_restrict`, `perf_event_paranoid` as a user: all are zero,
+    /// and the other ~100k lines need not be formatted by the kernel).
     fn add_lines(&mut self, lines: &[u8]) -> bool {
         let mut start = 0;
         for end in memchr::Memchr::new(b'\n', lines) {

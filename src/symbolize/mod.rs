@@ -87,8 +87,9 @@ impl KernelSymbols {
     /// Reads a kallsyms file saved elsewhere (`--kallsyms FILE`); an empty table when it is not
     /// a readable regular file.
     pub fn from_file(path: &Path) -> Self {
+        // Read from the file checked, not opened again by path.
         match crate::elf::open_regular(path) {
-            Ok(_) => KernelSymbols(Kallsyms::load(path)),
+            Ok(file) => KernelSymbols(Kallsyms::from_reader(file)),
             Err(_) => KernelSymbols(Kallsyms::default()),
         }
     }
