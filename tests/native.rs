@@ -239,10 +239,13 @@ fn deep_recursion_reaches_main_with_a_large_stack_copy() {
         marked * 100.0,
         cut.summary()
     );
-    // No stack is rooted at main with another depth (samples before the recursion started
-    // have at most a few recurse frames).
-    let wrong =
-        cut.share_where(|s| s.iter().any(|f| f == "main") && depth(s) != 300 + 1 && depth(s) > 40);
+    // No stack rooted at main has another depth where the depth is known by construction:
+    // `burn_at_bottom` runs only under all 300 levels, and no stack is deeper than that. (A
+    // sample taken while the recursion descends or returns rightly has fewer levels.)
+    let wrong = cut.share_where(|s| {
+        let burning = s.iter().any(|f| f == "burn_at_bottom");
+        s.iter().any(|f| f == "main") && (depth(s) > 300 + 1 || burning && depth(s) != 300 + 1)
+    });
     assert_eq!(wrong, 0.0, "{}", cut.summary());
 }
 
