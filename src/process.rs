@@ -340,18 +340,45 @@ pub struct Mapping {
 }
 
 /// The address space of one process; shared between its threads.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AddressSpace {
     /// Sorted by start, non-overlapping.
     mappings: Vec<Mapping>,
     /// The index of the mapping the last [`AddressSpace::find`] found: a stack's frames are
     /// mostly in the module of the frame before.
     last: std::cell::Cell<usize>,
+    /// See [`AddressSpace::version`].
+    version: u64,
+}
+
+/// The last [`AddressSpace::version`] handed out.
+static LAST_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_version() -> u64 {
+    LAST_VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
+
+impl Default for AddressSpace {
+    fn default() -> Self {
+        AddressSpace {
+            mappings: Vec::new(),
+            last: Default::default(),
+            version: next_version(),
+        }
+    }
 }
 
 impl AddressSpace {
+    /// A number that changes whenever the mappings do, never 0, and that no other address space
+    /// of this run has had (a copy made at a fork keeps it while its mappings are the same):
+    /// what a memoized walk depends on (see `unwind::WalkMemo`).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Adds a mapping, replacing whatever it overlaps (as mmap does).
     pub fn insert(&mut self, mapping: Mapping) {
+        self.version = next_version();
         let (start, end) = (mapping.range.start, mapping.range.end);
         let mut kept: Vec<Mapping> = Vec::with_capacity(self.mappings.len() + 2);
         for m in self.mappings.drain(..) {

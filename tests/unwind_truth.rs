@@ -8,6 +8,10 @@
 //!   goroutine that triggered it, never under a stale caller (`gc_pressure.go`);
 //! - Debian's python3 and sqlite3: (almost) every stack reaches its root.
 //!
+//! Every recording and replay here also runs with `FLAMEGRAPH_CHECK_MEMO`: each walk that took
+//! callers from its thread's previous walk is made again from scratch, and any difference fails
+//! the run (see `src/unwind/memo.rs`).
+//!
 //! Tests that need gcc, go, python3 or sqlite3 fail with `CI=true` and skip otherwise.
 
 mod util;
@@ -26,6 +30,7 @@ fn record(args: &[&str], command: &[&OsStr]) -> Folded {
     let mut cmd = flamegraph();
     cmd.current_dir(dir.path())
         .env_remove("LD_BIND_NOW")
+        .env("FLAMEGRAPH_CHECK_MEMO", "1")
         .args(args)
         .arg("-o")
         .arg(&out)
@@ -300,6 +305,7 @@ fn replay(recorded: &Recorded, prefix: Option<u32>) -> Folded {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.folded");
     let mut cmd = flamegraph();
+    cmd.env("FLAMEGRAPH_CHECK_MEMO", "1");
     cmd.arg("--perfdata").arg(&recorded.data);
     if let Some(bytes) = prefix {
         cmd.arg("--replay-stack-prefix").arg(bytes.to_string());

@@ -116,6 +116,10 @@ pub struct CollectStats {
     pub live: u64,
     /// Samples of the idle task (pid 0), ignored.
     pub idle: u64,
+    /// User frames DWARF-unwound, and among them those taken from the previous walk of the
+    /// same thread instead (see `unwind/memo.rs`).
+    pub user_frames: u64,
+    pub reused_frames: u64,
     /// Time of the first and last sample (0 when unknown).
     pub first_time: u64,
     pub last_time: u64,
@@ -316,6 +320,8 @@ impl StackCollector {
         if walk.live {
             self.stats.live += 1;
         }
+        self.stats.user_frames += walk.frames as u64;
+        self.stats.reused_frames += walk.reused as u64;
         if switch_sample {
             self.off_cpu.stash_sample(sample.tid, sample.time, &frames);
             self.scratch = frames;

@@ -9,7 +9,9 @@ use crate::elf::MappingRange;
 use crate::frame::{CodeAddress, Space};
 use crate::perf::records::{BlockedStack, Sample, UserRegs};
 use crate::process::{AddressSpace, ModuleId, ModuleKind, ModuleTable, Processes};
-use crate::unwind::{self, LiveStack, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder};
+use crate::unwind::{
+    self, LiveStack, ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder, WalkMemo,
+};
 
 /// One frame of an aggregated stack, before symbolization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +45,9 @@ pub(super) struct UserWalk {
     pub joined: bool,
     /// The walk ran out of copied stack, and was completed from the running process's stack.
     pub live: bool,
+    /// User frames unwound, and among them those taken from the thread's previous walk.
+    pub frames: usize,
+    pub reused: usize,
 }
 
 /// Turns samples into frame keys; reusable buffers live here so the hot path does not allocate.
@@ -51,6 +56,8 @@ pub(super) struct StackWalker {
     addresses: Vec<CodeAddress>,
     /// The last complete user stack of each thread, to complete truncated walks.
     joiner: Joiner<CodeAddress>,
+    /// The last walk of each thread, whose callers the next walk may take (by tid).
+    memos: rustc_hash::FxHashMap<u32, WalkMemo>,
     steps: Vec<(CodeAddress, u64)>,
     /// Unwind from at most this many leading bytes of each copied stack (a testing hook, see
     /// [`super::CollectOptions::stack_prefix`]).
@@ -59,6 +66,9 @@ pub(super) struct StackWalker {
     live: Option<LiveMemory>,
     /// Processes that could not be read (no access, or gone): not tried again.
     unreadable: rustc_hash::FxHashSet<u32>,
+    /// `FLAMEGRAPH_CHECK_MEMO` is set: every memoized walk is made again without the memo, and
+    /// a difference panics (a developer's check, on real programs' recordings).
+    check_memo: bool,
 }
 
 impl StackWalker {
@@ -67,10 +77,12 @@ impl StackWalker {
             unwinder: Unwinder::new(),
             addresses: Vec::with_capacity(256),
             joiner: Joiner::new(),
+            memos: Default::default(),
             steps: Vec::with_capacity(256),
             stack_prefix,
             live,
             unreadable: Default::default(),
+            check_memo: std::env::var_os("FLAMEGRAPH_CHECK_MEMO").is_some(),
         }
     }
 
@@ -89,35 +101,16 @@ impl StackWalker {
             truncated: false,
             joined: false,
             live: false,
+            frames: 0,
+            reused: 0,
         };
-        let mut marker = None;
-        match (sample.user_regs, sample.user_stack.is_empty()) {
-            (Some(regs), false) => match self.unwind_user(sample, &regs, processes, None) {
-                // Out of copied stack: an earlier stack of the thread, the kernel's
-                // frame-pointer walk (where the code keeps frame pointers), or the running
-                // process's stack may know the callers.
-                UnwindEnd::Truncated => {
-                    if self.join(sample.tid, true)
-                        || self.continue_with_callchain(sample, processes)
-                    {
-                        walk.joined = true;
-                    } else if self.complete_live(sample, &regs, processes) {
-                        walk.live = true;
-                    } else {
-                        walk.truncated = true;
-                    }
-                }
-                UnwindEnd::Complete => {
-                    self.join(sample.tid, false);
-                }
-                UnwindEnd::StackSwitch if !self.continue_with_callchain(sample, processes) => {
-                    marker = Some(FrameKey::StackSwitch);
-                }
-                UnwindEnd::BadAddress => marker = Some(FrameKey::Unknown),
-                _ => {}
-            },
-            _ => push_user_callchain(sample, &mut self.addresses),
-        }
+        let marker = match (sample.user_regs, sample.user_stack.is_empty()) {
+            (Some(regs), false) => self.walk_user(sample, &regs, processes, &mut walk),
+            _ => {
+                push_user_callchain(sample, &mut self.addresses);
+                None
+            }
+        };
         self.push_addresses(sample.pid, processes, frames, &mut on_module);
         if walk.truncated {
             frames.push(FrameKey::Truncated);
@@ -135,6 +128,42 @@ impl StackWalker {
             });
         }
         walk
+    }
+
+    /// Unwinds the user stack of `sample` into `self.addresses`, completing a cut walk where it
+    /// can (from an earlier stack of the thread, the kernel's frame-pointer walk where the code
+    /// keeps frame pointers, or the running process's stack); notes what happened in `walk`.
+    /// Returns the marker to put at the root, if any.
+    fn walk_user(
+        &mut self,
+        sample: &Sample<'_>,
+        regs: &UserRegs<'_>,
+        processes: &Processes,
+        walk: &mut UserWalk,
+    ) -> Option<FrameKey> {
+        let end = self.unwind_user(sample, regs, processes, None);
+        walk.frames = self.addresses.len();
+        walk.reused = self.unwinder.reused_frames();
+        match end {
+            UnwindEnd::Truncated => {
+                if self.join(sample.tid, true) || self.continue_with_callchain(sample, processes) {
+                    walk.joined = true;
+                } else if self.complete_live(sample, regs, processes) {
+                    walk.live = true;
+                } else {
+                    walk.truncated = true;
+                }
+            }
+            UnwindEnd::Complete => {
+                self.join(sample.tid, false);
+            }
+            UnwindEnd::StackSwitch if !self.continue_with_callchain(sample, processes) => {
+                return Some(FrameKey::StackSwitch);
+            }
+            UnwindEnd::BadAddress => return Some(FrameKey::Unknown),
+            _ => {}
+        }
+        None
     }
 
     /// Hands the walk just made (`self.addresses` with the unwinder's stack pointers) to the
@@ -162,6 +191,7 @@ impl StackWalker {
     /// Forgets what is known of thread `tid` (it exited; its id may be reused).
     pub(super) fn forget_thread(&mut self, tid: u32) {
         self.joiner.forget(tid);
+        self.memos.remove(&tid);
     }
 
     /// Pushes the frames of a blocked thread's stack read from outside (only ip and sp known),
@@ -256,17 +286,39 @@ impl StackWalker {
             Some(n) => &sample.user_stack[..n.min(sample.user_stack.len())],
             None => sample.user_stack,
         };
-        let mut stack =
+        let stack =
             StackSnapshot::new(<unwind::NativeArch as unwind::SampleRegs>::sp(&regs), bytes);
-        if let Some(live) = live {
-            stack = stack.with_live(live);
-        }
         let lookup = SpaceLookup {
             space: processes.space(sample.pid),
             modules: &processes.modules,
         };
-        self.unwinder
-            .unwind(&regs, &stack, &lookup, &mut self.addresses)
+        if let Some(live) = live {
+            let stack = stack.with_live(live);
+            return (self.unwinder).unwind(&regs, &stack, &lookup, &mut self.addresses);
+        }
+        let version = lookup.space.map_or(0, AddressSpace::version);
+        let memo = self.memos.entry(sample.tid).or_default();
+        let start = self.addresses.len();
+        let end = (self.unwinder).unwind_memoized(
+            &regs,
+            &stack,
+            &lookup,
+            version,
+            memo,
+            &mut self.addresses,
+        );
+        if self.check_memo {
+            let (walked, sps) = (&self.addresses[start..], self.unwinder.frame_sps().to_vec());
+            let mut again = Vec::new();
+            let fresh = (self.unwinder).unwind(&regs, &stack, &lookup, &mut again);
+            let same = (fresh, &again[..], self.unwinder.frame_sps()) == (end, walked, &sps[..]);
+            assert!(
+                same,
+                "memoized walk of tid {} differs: {end:?} {walked:x?} vs {fresh:?} {again:x?}",
+                sample.tid
+            );
+        }
+        end
     }
 
     /// After a stack switch, the kernel's frame-pointer walk may know the callers: see

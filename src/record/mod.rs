@@ -235,6 +235,14 @@ fn native_notes(
             stats.joined, stats.samples, options.stack_size
         ));
     }
+    if options.verbose && stats.reused_frames > 0 {
+        notes.push(format!(
+            "{:.1}% of {} user frames were taken from their thread's previous stack (checked \
+             against the new stack copy) rather than unwound again",
+            stats.reused_frames as f64 * 100.0 / stats.user_frames.max(1) as f64,
+            stats.user_frames,
+        ));
+    }
     if options.verbose && stats.live > 0 {
         notes.push(format!(
             "{} of {} stacks were deeper than the {}-byte stack copy and were completed from the \

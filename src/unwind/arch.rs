@@ -65,6 +65,23 @@ impl RegFile {
         self
     }
 
+    /// The known registers: bit `n` for DWARF register `n`.
+    #[inline]
+    pub(crate) fn known_mask(&self) -> u32 {
+        self.known
+    }
+
+    /// The values of the known registers, lowest register number first.
+    #[inline]
+    pub(crate) fn known_values(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut bits = self.known;
+        std::iter::from_fn(move || {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits.checked_sub(1)?;
+            Some(self.values[i])
+        })
+    }
+
     /// Forgets every register whose bit is clear in `keep`.
     #[inline]
     pub(crate) fn retain(&mut self, keep: u32) {

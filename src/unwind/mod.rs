@@ -24,6 +24,11 @@
 //!    with frame pointers: `[fp]` is the saved frame pointer, `[fp + 8]` the return address and
 //!    `fp + 16` the caller's `sp`, on x86_64 and aarch64 alike.
 //!
+//! A sample's callers are usually the previous sample's: [`Unwinder::unwind_memoized`] takes
+//! them from the thread's last walk ([`WalkMemo`]) once the walk reaches one of that walk's
+//! frames in the same state and every read the rest of it made still gives the same (see
+//! `memo.rs`), so a steady stack costs a few loads per frame instead of a rule per frame.
+//!
 //! # Sanity rules
 //!
 //! - The walk is [`UnwindEnd::Complete`] when the CFI leaves the return address undefined (the
@@ -42,12 +47,14 @@
 //!   ([`ModuleLookup::is_code`]): a wrong caller is worse than none.
 
 pub mod arch;
+mod memo;
 mod module;
 mod rule;
 mod sample;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +63,8 @@ use gimli::UnwindContext;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub use self::arch::NativeArch;
 pub use self::arch::{Aarch64, Aarch64Regs, Arch, RegFile, X86_64Regs, MAX_REGS, X86_64};
+pub use self::memo::WalkMemo;
+use self::memo::{Cursor, Read, ReadLog, Recording};
 use self::module::ModuleInfo;
 use self::rule::{apply_rule_in_place, FrameRule, Step};
 pub use self::sample::{regs_from_sample, SampleRegs};
@@ -100,6 +109,8 @@ pub struct StackSnapshot<'a> {
     pub bytes: &'a [u8],
     /// Where reads past the copied bytes go, if anywhere.
     live: Option<&'a dyn LiveStack>,
+    /// Where every read is recorded, if anywhere (a memoized walk).
+    log: Option<&'a ReadLog>,
 }
 
 impl std::fmt::Debug for StackSnapshot<'_> {
@@ -136,6 +147,7 @@ impl<'a> StackSnapshot<'a> {
             sp,
             bytes,
             live: None,
+            log: None,
         }
     }
 
@@ -147,8 +159,25 @@ impl<'a> StackSnapshot<'a> {
         }
     }
 
+    /// This copy, recording every read in `log`.
+    fn logged(self, log: &'a ReadLog) -> Self {
+        StackSnapshot {
+            log: Some(log),
+            ..self
+        }
+    }
+
     /// Reads the little-endian value of `size` bytes (1 to 8) at `addr`.
     pub(crate) fn read_sized(&self, addr: u64, size: u8) -> Result<u64, ReadError> {
+        let result = self.read_unlogged(addr, size);
+        if let Some(log) = self.log {
+            log.borrow_mut().push(Read::new(addr, size, result));
+        }
+        result
+    }
+
+    /// [`StackSnapshot::read_sized`] without recording the read.
+    fn read_unlogged(&self, addr: u64, size: u8) -> Result<u64, ReadError> {
         let size = usize::from(size);
         if size == 0 || size > 8 {
             return Err(ReadError::Invalid);
@@ -252,7 +281,33 @@ pub struct Unwinder<A: Arch> {
     /// last frame that had a rule: a recursion's frames return to one address over and over, and
     /// within one walk (one process) the same address has the same module and rule.
     repeat: Option<(u64, u32, u32)>,
+    /// Bumped whenever parsed files are forgotten: walks remembered before are not reused.
+    epoch: u64,
+    /// How many frames of the last memoized walk were taken from the remembered one.
+    reused: usize,
+    /// Buffers of memoized walks, kept to be reused.
+    recording: Recording,
+    read_log: Vec<Read>,
     _arch: PhantomData<A>,
+}
+
+/// A walk that records itself and may take its callers from a remembered walk.
+struct Memoizing<'a> {
+    memo: &'a WalkMemo,
+    /// Where the walk stands in `memo` (`None`: `memo` does not apply).
+    cursor: Option<Cursor>,
+    recording: &'a mut Recording,
+    log: &'a ReadLog,
+}
+
+/// How [`Unwinder::walk`] ended.
+enum Walked {
+    /// On its own.
+    Ended(UnwindEnd),
+    /// At [`MAX_DEPTH`] frames.
+    TooDeep,
+    /// By taking the rest of the remembered walk from the cursor's frame on.
+    Reused(Cursor),
 }
 
 impl<A: Arch> Default for Unwinder<A> {
@@ -272,6 +327,10 @@ impl<A: Arch> Unwinder<A> {
             ctx: Box::new(UnwindContext::new()),
             sps: Vec::with_capacity(256),
             repeat: None,
+            epoch: 0,
+            reused: 0,
+            recording: Recording::default(),
+            read_log: Vec::new(),
             _arch: PhantomData,
         }
     }
@@ -284,12 +343,19 @@ impl<A: Arch> Unwinder<A> {
         &self.sps
     }
 
+    /// How many of the frames of the last [`Unwinder::unwind_memoized`] (the outermost ones)
+    /// were taken from the thread's remembered walk rather than unwound.
+    pub fn reused_frames(&self) -> usize {
+        self.reused
+    }
+
     /// Forgets everything parsed from files (for instance after a binary was replaced on disk).
     pub fn clear_caches(&mut self) {
         self.module_ids.clear();
         self.modules.clear();
         self.keyed.clear();
         self.rules.clear();
+        self.epoch += 1;
     }
 
     /// Walks `stack` from `regs` and pushes the frames into `out`, leaf first: the first is
@@ -302,6 +368,78 @@ impl<A: Arch> Unwinder<A> {
         modules: &dyn ModuleLookup,
         out: &mut Vec<CodeAddress>,
     ) -> UnwindEnd {
+        match self.walk(regs, stack, modules, out, None) {
+            Walked::Ended(end) => end,
+            Walked::TooDeep | Walked::Reused(_) => UnwindEnd::Stopped,
+        }
+    }
+
+    /// [`Unwinder::unwind`] for the next sample of the thread whose last walk `memo` holds: as
+    /// soon as this walk reaches one of that walk's frames in the same state and every read the
+    /// rest of that walk made gives the same here, it ends as that walk did (see `memo.rs`);
+    /// `memo` then holds this walk. `version` names the state of `modules` (any change to
+    /// the process's maps must change it). A copy that reads on into the live stack is walked
+    /// without the memo.
+    pub fn unwind_memoized(
+        &mut self,
+        regs: &A::Regs,
+        stack: &StackSnapshot,
+        modules: &dyn ModuleLookup,
+        version: u64,
+        memo: &mut WalkMemo,
+        out: &mut Vec<CodeAddress>,
+    ) -> UnwindEnd {
+        if stack.live.is_some() {
+            return self.unwind(regs, stack, modules, out);
+        }
+        let version = (version, self.epoch);
+        self.reused = 0;
+        let mut recording = std::mem::take(&mut self.recording);
+        recording.clear();
+        let log = RefCell::new(std::mem::take(&mut self.read_log));
+        log.borrow_mut().clear();
+        let mut memoizing = Memoizing {
+            memo: &*memo,
+            cursor: memo.cursor(version),
+            recording: &mut recording,
+            log: &log,
+        };
+        let walked = self.walk(
+            regs,
+            &stack.logged(&log),
+            modules,
+            out,
+            Some(&mut memoizing),
+        );
+        let mut log = log.into_inner();
+        let end = match walked {
+            Walked::Reused(cursor) => {
+                memo.splice(&cursor, &mut recording, &mut log);
+                memo.end()
+            }
+            Walked::Ended(end) => {
+                memo.replace(version, &mut recording, &mut log, Some(end));
+                end
+            }
+            Walked::TooDeep => {
+                memo.replace(version, &mut recording, &mut log, None);
+                UnwindEnd::Stopped
+            }
+        };
+        self.recording = recording;
+        self.read_log = log;
+        end
+    }
+
+    /// The walk of [`Unwinder::unwind`], recording itself into `memoizing` if given.
+    fn walk(
+        &mut self,
+        regs: &A::Regs,
+        stack: &StackSnapshot,
+        modules: &dyn ModuleLookup,
+        out: &mut Vec<CodeAddress>,
+        mut memoizing: Option<&mut Memoizing>,
+    ) -> Walked {
         let (mut pc, mut regs) = A::entry(regs);
         let mut exact = true;
         let mut depth = 0;
@@ -310,16 +448,27 @@ impl<A: Arch> Unwinder<A> {
         self.repeat = None;
         loop {
             if pc == 0 {
-                return UnwindEnd::Complete;
+                return Walked::Ended(UnwindEnd::Complete);
             }
             if depth >= MAX_DEPTH {
-                return UnwindEnd::Stopped;
+                return Walked::TooDeep;
             }
             let address = if exact {
                 CodeAddress::InstructionPointer(pc)
             } else {
                 CodeAddress::ReturnAddress(pc)
             };
+            if let Some(m) = memoizing.as_deref_mut() {
+                if let Some(cursor) = m.reuse(depth, address, &regs, stack) {
+                    let before = out.len();
+                    out.extend(m.memo.tail(cursor.frame()).map(|(address, _)| address));
+                    self.sps
+                        .extend(m.memo.tail(cursor.frame()).map(|(_, sp)| sp));
+                    self.reused = out.len() - before;
+                    return Walked::Reused(cursor);
+                }
+                m.recording.frame(address, &regs, m.log.borrow().len());
+            }
             out.push(address);
             let sp = regs.sp;
             self.sps.push(sp);
@@ -329,13 +478,16 @@ impl<A: Arch> Unwinder<A> {
                 Err(UnwindEnd::BadAddress) => {
                     out.pop();
                     self.sps.pop();
-                    return UnwindEnd::BadAddress;
+                    if let Some(m) = memoizing {
+                        m.recording.pop();
+                    }
+                    return Walked::Ended(UnwindEnd::BadAddress);
                 }
-                Err(end) => return end,
+                Err(end) => return Walked::Ended(end),
             };
             let first_in_lr = depth == 0 && A::RA_IN_LINK_REGISTER && regs.sp == sp;
             if regs.sp <= sp && !first_in_lr {
-                return UnwindEnd::Stopped;
+                return Walked::Ended(UnwindEnd::Stopped);
             }
             depth += 1;
             exact = step.signal;
@@ -431,6 +583,23 @@ impl<A: Arch> Unwinder<A> {
         self.modules.push(info);
         self.module_ids.insert(key.into(), id);
         id
+    }
+}
+
+impl Memoizing<'_> {
+    /// The cursor at the remembered frame this walk can go on as, about to step from
+    /// `address` with `regs` at `depth` (see [`WalkMemo::matching`]).
+    fn reuse(
+        &mut self,
+        depth: usize,
+        address: CodeAddress,
+        regs: &RegFile,
+        stack: &StackSnapshot,
+    ) -> Option<Cursor> {
+        let cursor = self.cursor.as_mut().filter(|_| depth > 0)?;
+        let frame = self.memo.matching(cursor, address, regs, stack)?;
+        // A longer walk than the remembered one would stop at the depth limit.
+        (depth + self.memo.len() - frame <= MAX_DEPTH).then_some(*cursor)
     }
 }
 

@@ -375,3 +375,99 @@ fn stack_switch_continues_with_the_kernel_callchain() {
     ));
     assert_eq!(out, walk);
 }
+
+/// A frame-pointer chain of `n` frames starting at [`SP`] (frame `k`'s record at
+/// `SP + 16 + 32 k`, returning to `0x5000_0000 + 16 (k + 1)`), the outermost returning to 0.
+fn fp_chain(n: usize) -> FakeStack {
+    let mut s = FakeStack::new(32 * n + 32);
+    for k in 0..n as u64 {
+        let fp = 16 + 32 * k;
+        let last = k + 1 == n as u64;
+        s.set(fp, if last { 0 } else { SP + fp + 32 });
+        s.set(fp + 8, if last { 0 } else { 0x5000_0000 + 16 * (k + 1) });
+    }
+    s
+}
+
+/// One memoized walk and one fresh walk of the same stack give the same frames, stack pointers
+/// and end; returns how many frames the memoized one reused.
+fn memoized_equals_fresh(
+    memoized: &mut Unwinder<X86_64>,
+    memo: &mut WalkMemo,
+    version: u64,
+    regs: &X86_64Regs,
+    stack: &StackSnapshot,
+    lookup: &dyn ModuleLookup,
+) -> usize {
+    let mut a = Vec::new();
+    let end_a = memoized.unwind_memoized(regs, stack, lookup, version, memo, &mut a);
+    let mut fresh = Unwinder::<X86_64>::new();
+    let mut b = Vec::new();
+    let end_b = fresh.unwind(regs, stack, lookup, &mut b);
+    assert_eq!(end_a, end_b);
+    assert_eq!(a, b);
+    assert_eq!(memoized.frame_sps(), fresh.frame_sps());
+    memoized.reused_frames()
+}
+
+#[test]
+fn memoized_walk_reuses_the_callers_only_while_every_read_agrees() {
+    let mut s = fp_chain(50);
+    let regs = X86_64Regs::new(0x5000_0008, SP, SP + 16);
+    let (mut unwinder, mut memo) = (Unwinder::<X86_64>::new(), WalkMemo::default());
+    let len = s.bytes.len();
+    let walk = |u: &mut Unwinder<X86_64>, m: &mut WalkMemo, s: &FakeStack, version, regs| {
+        memoized_equals_fresh(u, m, version, regs, &s.snapshot(len), &NoModules)
+    };
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 1, &regs), 0);
+    // The same stack again: everything past the leaf is taken from the memo.
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 1, &regs), 49);
+    // Another leaf in the same caller: still.
+    let other_leaf = X86_64Regs::new(0x5000_0004, SP, SP + 16);
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 1, &other_leaf), 49);
+    // Other maps (another version): walked again.
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 2, &regs), 0);
+    // A return address changed deep down (read stepping frame 30): frames 1 to 31 are walked
+    // again; frame 32 is back in the remembered state, and from there every read agrees.
+    s.set(16 + 32 * 30 + 8, 0x5000_0999);
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 2, &regs), 50 - 32);
+    // A saved frame pointer changed to end the chain at frame 41: what the memo had past it
+    // is not reused (frame 41's frame pointer differs), then the shorter walk is.
+    s.set(16 + 32 * 40, 0);
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 2, &regs), 0);
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 2, &regs), 41);
+    // A cut copy: the truncated walk is not completed from the memo's longer one...
+    let cut = 16 + 32 * 20;
+    let short = memoized_equals_fresh(
+        &mut unwinder,
+        &mut memo,
+        2,
+        &regs,
+        &s.snapshot(cut),
+        &NoModules,
+    );
+    assert_eq!(short, 0);
+    // ...and the whole copy again is not cut short by the memo of the cut one.
+    assert_eq!(walk(&mut unwinder, &mut memo, &s, 2, &regs), 0);
+}
+
+#[test]
+fn memoized_walk_stops_at_the_depth_limit_like_a_fresh_one() {
+    let deep = MAX_DEPTH - 10;
+    let s = fp_chain(deep + 200);
+    let len = s.bytes.len();
+    let (mut unwinder, mut memo) = (Unwinder::<X86_64>::new(), WalkMemo::default());
+    // A walk from frame 200 on: under the limit, remembered.
+    let at = |k: u64| X86_64Regs::new(0x5000_0000 + 16 * k, SP + 32 * k, SP + 16 + 32 * k);
+    let from_200 = s.snapshot(len);
+    let n = memoized_equals_fresh(&mut unwinder, &mut memo, 1, &at(200), &from_200, &NoModules);
+    assert_eq!(n, 0);
+    // From frame 0: the memo's callers would make the walk longer than the limit.
+    let n = memoized_equals_fresh(&mut unwinder, &mut memo, 1, &at(0), &from_200, &NoModules);
+    assert_eq!(n, 0);
+    // The memo now holds a walk cut by the limit: not reused by a shorter walk.
+    let n = memoized_equals_fresh(&mut unwinder, &mut memo, 1, &at(200), &from_200, &NoModules);
+    assert_eq!(n, 0);
+    let n = memoized_equals_fresh(&mut unwinder, &mut memo, 1, &at(200), &from_200, &NoModules);
+    assert!(n > deep - 10, "{n}");
+}

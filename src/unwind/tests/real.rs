@@ -10,7 +10,7 @@ use object::{Object, ObjectSymbol};
 use crate::elf::{MappingRange, SegmentMap};
 use crate::frame::CodeAddress;
 use crate::unwind::{
-    ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder, X86_64Regs, X86_64,
+    ModuleLookup, ModuleRef, StackSnapshot, UnwindEnd, Unwinder, WalkMemo, X86_64Regs, X86_64,
 };
 
 /// The executable file mappings of this process.
@@ -189,6 +189,64 @@ fn real_stack_unwinds_through_the_test_functions() {
     }
     let per_walk = start.elapsed() / rounds;
     eprintln!("{} frames, {per_walk:?} per walk:\n{listing}", frames.len());
+}
+
+#[test]
+fn memoized_walks_of_a_real_stack_equal_fresh_walks() {
+    let maps = SelfMaps::read();
+    let capture = e2e_level_one(&maps);
+    let mut fresh = Unwinder::<X86_64>::new();
+    let (mut memoized, mut memo) = (Unwinder::<X86_64>::new(), WalkMemo::default());
+    let mut first = Vec::new();
+    let snapshot = StackSnapshot::new(capture.regs.file.sp, &capture.bytes);
+    fresh.unwind(&capture.regs, &snapshot, &maps, &mut first);
+    // Copies of the stack with a few words changed (return addresses, saved registers, frame
+    // pointers, anything), sometimes cut, sometimes left alone: whatever the memo holds from
+    // the walks before, the memoized walk must give exactly what a fresh walk gives.
+    let words = capture.bytes.len() / 8;
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut reused = 0;
+    for round in 0..3000 {
+        let mut bytes = capture.bytes.clone();
+        for _ in 0..next() % 3 {
+            let at = (next() as usize % words) * 8;
+            let value = match next() % 3 {
+                // Another word of the stack: a plausible stack or code address.
+                0 => u64::from_le_bytes(
+                    bytes[(next() as usize % words) * 8..][..8]
+                        .try_into()
+                        .unwrap(),
+                ),
+                1 => 0,
+                _ => next(),
+            };
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        let len = match next() % 8 {
+            0 => next() as usize % bytes.len(),
+            _ => bytes.len(),
+        };
+        let stack = StackSnapshot::new(capture.regs.file.sp, &bytes[..len]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let version = 1 + u64::from(round % 500 == 499);
+        let end_a =
+            memoized.unwind_memoized(&capture.regs, &stack, &maps, version, &mut memo, &mut a);
+        let end_b = fresh.unwind(&capture.regs, &stack, &maps, &mut b);
+        assert_eq!((end_a, &a), (end_b, &b), "round {round}");
+        assert_eq!(memoized.frame_sps(), fresh.frame_sps(), "round {round}");
+        reused += memoized.reused_frames();
+    }
+    // Most rounds change nothing the walk reads: their callers come from the memo.
+    assert!(
+        reused > 3000 * (first.len() - 1) / 2,
+        "{reused} frames reused"
+    );
 }
 
 /// What the signal handler captured.
