@@ -30,14 +30,17 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 use object::Object;
+
+use super::private_dir::{
+    beneath, check_ours, fd_path, open_beneath, open_cache_root, open_dir_nofollow,
+};
 
 /// Each request's connect, first-answer and per-read timeout unless `DEBUGINFOD_TIMEOUT` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -579,68 +582,6 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Creates the cache directory (mode 0700 for the parts made) and opens it, refusing a symlink
-/// and a directory that is not ours or that others may write to.
-fn open_cache_root(path: &Path) -> Result<File, String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| format!("cannot create it: {e}"))?;
-    let dir = open_dir_nofollow(path)?;
-    check_ours(&dir)?;
-    Ok(dir)
-}
-
-/// Opens the directory at `path`; a symlink there is refused.
-fn open_dir_nofollow(path: &Path) -> Result<File, String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => "it is not a directory (a symlink?)".into(),
-            _ => format!("cannot open it: {e}"),
-        })
-}
-
-/// Ok if the opened directory is owned by the effective user (or root) and not writable by
-/// other users.
-fn check_ours(dir: &File) -> Result<(), String> {
-    let meta = dir.metadata().map_err(|e| format!("cannot stat it: {e}"))?;
-    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    if meta.uid() != euid && meta.uid() != 0 {
-        return Err(format!("it belongs to uid {}, not to us", meta.uid()));
-    }
-    let mode = meta.mode();
-    if mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.gid() != egid) {
-        return Err(format!(
-            "other users may write to it (mode {:o}); `chmod go-w` it",
-            mode & 0o7777
-        ));
-    }
-    Ok(())
-}
-
-/// A path that reaches `relative` beneath the opened directory `dir` whatever happens to the
-/// directory's own path (through `/proc/self/fd`).
-fn beneath(dir: &File, relative: &str) -> PathBuf {
-    fd_path(dir).join(relative)
-}
-
-fn fd_path(dir: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-}
-
-/// Opens the file `name` in `dir` for reading, not through a symlink, never blocking on a FIFO.
-fn open_beneath(dir: &File, name: &str) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(beneath(dir, name))
-}
-
 /// True if `bytes` are an ELF file whose GNU build-id is `build_id`.
 fn has_build_id(bytes: &[u8], build_id: &[u8]) -> bool {
     object::File::parse(bytes).is_ok_and(|file| {
@@ -665,6 +606,7 @@ fn to_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
         let pairs: Vec<(String, String)> = (pairs.iter())

@@ -14,6 +14,9 @@ pub(crate) struct Kallsyms {
     addresses: Vec<u64>,
     names: Vec<(u32, u32)>,
     text: String,
+    /// `[start, end)` when only the kernel's own text is here (from the cache, see
+    /// `kallsyms_cache.rs`); `None` for a whole file.
+    own_only: Option<(u64, u64)>,
 }
 
 impl Kallsyms {
@@ -75,6 +78,63 @@ impl Kallsyms {
         table.finish()
     }
 
+    /// Whether this table can name `address`: a whole file can name any, the kernel's own text
+    /// only what lies in it.
+    pub(crate) fn covers(&self, address: u64) -> bool {
+        self.own_only
+            .is_none_or(|(start, end)| (start..end).contains(&address))
+    }
+
+    /// The kernel's own text, `_text` to `_etext`, and its symbols in order, if both bounds are
+    /// in the table.
+    pub(crate) fn own_text(&self) -> Option<(u64, u64, Vec<Symbol<'_>>)> {
+        let named = |wanted: &str| {
+            let i = (0..self.addresses.len()).find(|&i| self.name(i) == Some(wanted))?;
+            Some(self.addresses[i])
+        };
+        let (start, end) = (named("_text")?, named("_etext")?);
+        let symbols = (0..self.addresses.len())
+            .filter(|&i| (start..end).contains(&self.addresses[i]))
+            .map(|i| Some((self.addresses[i], self.name(i)?)))
+            .collect::<Option<Vec<_>>>()?;
+        (start < end).then_some((start, end, symbols))
+    }
+
+    /// The table of the kernel's own text `[start, end)` from its symbols' offsets from `start`
+    /// (in order) and name lengths, the names one after the other in `names`; `None` unless
+    /// all of that fits together.
+    pub(crate) fn own_text_from(
+        start: u64,
+        end: u64,
+        symbols: impl Iterator<Item = (u32, u16)>,
+        names: &str,
+    ) -> Option<Self> {
+        let mut table = Kallsyms {
+            own_only: Some((start, end)),
+            ..Self::default()
+        };
+        let mut at = 0u32;
+        for (offset, len) in symbols {
+            let address = start + u64::from(offset);
+            if address >= end || table.addresses.last().is_some_and(|&last| last > address) {
+                return None;
+            }
+            table.addresses.push(address);
+            table.names.push((at, u32::from(len)));
+            at = at.checked_add(u32::from(len))?;
+        }
+        if at as usize != names.len() {
+            return None;
+        }
+        table.text = names.to_owned();
+        Some(table)
+    }
+
+    fn name(&self, index: usize) -> Option<&str> {
+        let (start, len) = *self.names.get(index)?;
+        self.text.get(start as usize..(start + len) as usize)
+    }
+
     /// The name of the kernel function containing `address`.
     pub(crate) fn lookup(&self, address: u64) -> Option<&str> {
         let index = self
@@ -85,10 +145,12 @@ impl Kallsyms {
         {
             return None;
         }
-        let (start, len) = self.names[index];
-        self.text.get(start as usize..(start + len) as usize)
+        self.name(index)
     }
 }
+
+/// A symbol's address and name.
+pub(crate) type Symbol<'a> = (u64, &'a str);
 
 /// Bytes read from the file at a time.
 const READ_BLOCK: usize = 1 << 20;
@@ -139,12 +201,13 @@ impl Builder {
             addresses: self.entries.iter().map(|e| e.0).collect(),
             names: self.entries.iter().map(|e| (e.1, e.2)).collect(),
             text,
+            own_only: None,
         }
     }
 }
 
 /// `(address, name)` of a text symbol line: `ADDRESS TYPE NAME[\t[MODULE]]`.
-fn parse_line(line: &[u8]) -> Option<(u64, &[u8])> {
+pub(super) fn parse_line(line: &[u8]) -> Option<(u64, &[u8])> {
     let space = memchr::memchr(b' ', line)?;
     let (address, rest) = (&line[..space], &line[space + 1..]);
     if !matches!(rest, [b't' | b'T' | b'w' | b'W', b' ', ..]) || address.len() > 16 {

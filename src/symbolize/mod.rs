@@ -47,10 +47,12 @@ mod dwarf;
 mod fde;
 mod inflate;
 mod kallsyms;
+mod kallsyms_cache;
 mod lines;
 pub mod locate;
 pub mod names;
 mod perfmap;
+mod private_dir;
 mod symtab;
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod tests;
@@ -79,9 +81,10 @@ pub struct SymbolFrame {
 pub struct KernelSymbols(Kallsyms);
 
 impl KernelSymbols {
-    /// Reads `/proc/kallsyms` (an empty table when it cannot be read).
+    /// The running kernel's symbols: its own text's from the cache when there, else all of
+    /// `/proc/kallsyms` (an empty table when it cannot be read); see `kallsyms_cache.rs`.
     pub fn load() -> Self {
-        KernelSymbols(Kallsyms::load(Path::new("/proc/kallsyms")))
+        KernelSymbols(kallsyms_cache::running_kernel())
     }
 
     /// Reads a kallsyms file saved elsewhere (`--kallsyms FILE`); an empty table when it is not
@@ -411,11 +414,13 @@ impl Symbolizer {
     }
 
     /// Pushes `NAME_[k]` for the kernel function containing `address`, from `/proc/kallsyms`
-    /// (read once), or `[kernel.kallsyms]+0xADDRESS_[k]`.
+    /// (read once; the kernel's own text may come from the cache, and then an address outside
+    /// it has the whole file read), or `[kernel.kallsyms]+0xADDRESS_[k]`.
     pub fn symbolize_kernel(&mut self, address: u64, out: &mut Vec<String>) {
-        let kallsyms = self
-            .kallsyms
-            .get_or_insert_with(|| Kallsyms::load(Path::new("/proc/kallsyms")));
+        let kallsyms = (self.kallsyms).get_or_insert_with(kallsyms_cache::running_kernel);
+        if !kallsyms.covers(address) {
+            *kallsyms = Kallsyms::load(Path::new("/proc/kallsyms"));
+        }
         out.push(match kallsyms.lookup(address) {
             Some(name) => format!("{name}_[k]"),
             None => format!("[kernel.kallsyms]+{address:#x}_[k]"),
