@@ -228,7 +228,12 @@ impl StackCollector {
             Record::Switch(switch) if self.options.off_cpu != OffCpuMode::Off => {
                 self.on_switch(&switch)
             }
-            Record::Exit(Fork { tid, .. }) => self.off_cpu.on_exit(tid),
+            Record::Exit(Fork { tid, .. }) => {
+                self.off_cpu.on_exit(tid);
+                // Its last walks serve no later sample: a system-wide recording sees thousands
+                // of short-lived threads.
+                self.walker.forget_thread(tid);
+            }
             Record::Mmap2(m) => {
                 if let Some(range) = sample::exec_mapping(&m) {
                     let mapped = crate::process::MappedFile::from(&m.file_id);

@@ -75,16 +75,30 @@ fn cache_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache/flamegraph")))
 }
 
-/// The address of `_text` from the head of the kallsyms file (`None` when hidden or absent).
+/// The address of `_text` from the head of the kallsyms file (`None` when hidden or absent),
+/// read a page at a time: the kernel formats only the lines each read returns.
 fn text_address(kallsyms: &Path) -> Option<u64> {
+    let mut file = std::fs::File::open(kallsyms).ok()?;
     let mut head = Vec::new();
-    let file = std::fs::File::open(kallsyms).ok()?;
-    file.take(HEAD_BYTES as u64).read_to_end(&mut head).ok()?;
-    head.split(|&b| b == b'\n')
-        .filter_map(super::kallsyms::parse_line)
-        .find(|&(_, name)| name == b"_text")
-        .map(|(address, _)| address)
-        .filter(|&address| address != 0)
+    let mut page = [0u8; 4096];
+    let mut parsed = 0;
+    while head.len() < HEAD_BYTES {
+        let n = file.read(&mut page).ok()?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&page[..n]);
+        let whole = head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let text = head[parsed..whole]
+            .split(|&b| b == b'\n')
+            .filter_map(super::kallsyms::parse_line)
+            .find(|&(_, name)| name == b"_text");
+        if let Some((address, _)) = text {
+            return (address != 0).then_some(address);
+        }
+        parsed = whole;
+    }
+    None
 }
 
 fn file_name(build_id: &[u8]) -> String {
