@@ -96,39 +96,13 @@ impl StackTable {
 }
 
 /// The hash of a stack of frame keys, the same whether they come from a sample or from the
-/// table: one word per key ([`key_word`]), mixed in four independent lanes (a stack is hundreds
-/// of keys in a deep recursion; one chain of multiplications would wait on each).
+/// table.
 fn hash_keys<'a>(keys: impl Iterator<Item = &'a FrameKey>) -> u64 {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut lanes = [0u64; 4];
-    let mut n = 0usize;
-    for key in keys {
-        let lane = &mut lanes[n % 4];
-        *lane = (lane.rotate_left(26) ^ key_word(key)).wrapping_mul(K);
-        n += 1;
-    }
     let mut hasher = FxBuildHasher.build_hasher();
-    lanes.hash(&mut hasher);
-    n.hash(&mut hasher);
+    for key in keys {
+        key.hash(&mut hasher);
+    }
     hasher.finish()
-}
-
-/// A word that stands for `key` in [`hash_keys`] (equal keys, equal words; distinct keys
-/// rarely collide, which costs only a comparison).
-#[inline]
-fn key_word(key: &FrameKey) -> u64 {
-    let (tag, a, b) = match *key {
-        FrameKey::Thread(t) => (1, u64::from(t), 0),
-        FrameKey::Kernel(address) => (2, address, 0),
-        FrameKey::Module { module, offset } => (3, offset, u64::from(module.0)),
-        FrameKey::Jit { pid, address } => (4, address, u64::from(pid)),
-        FrameKey::Unknown => (5, 0, 0),
-        FrameKey::Truncated => (6, 0, 0),
-        FrameKey::StackSwitch => (7, 0, 0),
-        FrameKey::OffCpu => (8, 0, 0),
-        FrameKey::Preempted => (9, 0, 0),
-    };
-    a ^ (b << 40) ^ (b >> 24) ^ (tag << 59)
 }
 
 /// Stack `id`'s frame ids in `arena`.

@@ -19,7 +19,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::kallsyms::Kallsyms;
-use super::private_dir::{beneath, check_ours, fd_path, open_beneath, open_cache_root};
+use super::private_dir::{
+    beneath, check_ours, fd_path, open_beneath, open_cache_root, open_dir_nofollow,
+};
 
 /// What a cache file starts with (the format's version is in it).
 const MAGIC: &[u8; 8] = b"FGKSYM01";
@@ -140,7 +142,7 @@ fn write(dir: &Path, build_id: &[u8], table: &Kallsyms) -> Option<()> {
 
 /// The cached symbols of the kernel with `build_id`, placed at `text` (the current `_text`).
 fn read(dir: &Path, build_id: &[u8], text: u64) -> Option<Kallsyms> {
-    let dir = super::private_dir::open_dir_nofollow(dir).ok()?;
+    let dir = open_dir_nofollow(dir).ok()?;
     check_ours(&dir).ok()?;
     let file = open_beneath(&dir, &file_name(build_id)).ok()?;
     let meta = file.metadata().ok()?;
